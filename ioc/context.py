@@ -1,0 +1,27 @@
+"""The objects the app's lifespan owns, handed to routes, jobs and the live hub."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from ioc.config import Settings
+from ioc.ingest.registry import ConnectorRegistry
+from ioc.kit.clock import Clock, utcnow
+from ioc.live.hub import Hub
+
+
+@dataclass
+class AppContext:
+    """Engine, sessions, connector registry, live hub and clock of one running service."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    registry: ConnectorRegistry
+    hub: Hub | None = None
+    clock: Clock = utcnow
+    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Serialises write transactions on SQLite, which allows one writer at a time."""

@@ -1,0 +1,40 @@
+"""Typed FastAPI dependencies shared by the routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ioc.config import Settings
+from ioc.context import AppContext
+
+
+def get_context(request: Request) -> AppContext:
+    """The running service's lifespan-owned objects."""
+    return request.app.state.ctx
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+def get_settings(ctx: ContextDep) -> Settings:
+    """The service's settings."""
+    return ctx.settings
+
+
+async def get_session(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
+    """One session per request, committed if the handler succeeds."""
+    async with ctx.sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]

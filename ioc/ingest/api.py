@@ -1,0 +1,17 @@
+"""Routes for connector instances."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ioc.deps import ContextDep, SessionDep
+from ioc.ingest.instances import list_instances, to_read
+from ioc.ingest.schemas import ConnectorInstanceRead
+
+router = APIRouter(prefix="/api/v1/connectors", tags=["connectors"])
+
+
+@router.get("", response_model=list[ConnectorInstanceRead])
+async def get_connectors(session: SessionDep, ctx: ContextDep) -> list[ConnectorInstanceRead]:
+    """Every connector instance with its health."""
+    return [to_read(instance, ctx.registry) for instance in await list_instances(session)]

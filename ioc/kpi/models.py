@@ -1,0 +1,26 @@
+"""Stored KPI values: one row per (kpi, unit, period kind, period start)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import Date, Float, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ioc.db import Base
+from ioc.kit.types import UTCDateTime
+
+
+class KpiValue(Base):
+    """A KPI cell with its numerator and denominator, so that roll-ups stay exact."""
+
+    __tablename__ = "kpi_values"
+
+    kpi: Mapped[str] = mapped_column(String(80), primary_key=True)
+    unit_code: Mapped[str] = mapped_column(String(10), primary_key=True)
+    period_kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    period_start: Mapped[date] = mapped_column(Date, primary_key=True)
+    numerator: Mapped[float] = mapped_column(Float)
+    denominator: Mapped[float | None] = mapped_column(Float)
+    value: Mapped[float | None] = mapped_column(Float)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)

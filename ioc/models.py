@@ -1,0 +1,17 @@
+"""Every ORM model, imported in one place for Alembic and the test fixtures."""
+
+from ioc.db import Base
+from ioc.ingest.models import ConnectorInstance, PollRun, RejectedRecord
+from ioc.kpi.models import KpiValue
+from ioc.records.models import DossierRow
+from ioc.units.models import AdminUnit
+
+__all__ = [
+    "AdminUnit",
+    "Base",
+    "ConnectorInstance",
+    "DossierRow",
+    "KpiValue",
+    "PollRun",
+    "RejectedRecord",
+]

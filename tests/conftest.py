@@ -1,0 +1,59 @@
+"""Fixtures: every database test runs on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete
+
+from ioc.config import Settings
+from ioc.context import AppContext
+from ioc.db import create_engine, create_sessionmaker
+from ioc.ingest.registry import ConnectorRegistry
+from ioc.live.hub import Hub
+from ioc.live.topics import snapshot_provider
+from ioc.migrations import upgrade
+from ioc.models import ConnectorInstance, DossierRow, KpiValue, PollRun, RejectedRecord
+from ioc.units.service import sync_units
+from tests.support.databases import BACKENDS, empty_database, require_backend
+
+PROVINCE = 75
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated database per backend, shared by the session's tests (data reset per test)."""
+    require_backend(request.param)
+    directory: Path = tmp_path_factory.mktemp(request.param)
+    with empty_database(request.param, directory) as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """Settings pointing at the test database, with the scheduler off unless a test wants it."""
+    return Settings(database_url=database_url, province=PROVINCE, scheduler_enabled=False)
+
+
+@pytest.fixture
+async def ctx(settings: Settings) -> AsyncIterator[AppContext]:
+    """A service context on a clean database holding only the province's units."""
+    engine = create_engine(settings.database_url)
+    context = AppContext(
+        settings=settings,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        registry=ConnectorRegistry(),
+    )
+    context.hub = Hub(snapshot_provider(context))
+    async with context.sessionmaker() as session, session.begin():
+        for model in (KpiValue, DossierRow, RejectedRecord, PollRun, ConnectorInstance):
+            await session.execute(delete(model))
+        await sync_units(session, PROVINCE)
+    try:
+        yield context
+    finally:
+        await engine.dispose()
