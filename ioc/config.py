@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     poll_max_pages: int = Field(
         default=50, ge=1, description="Pages one scheduled run may fetch before yielding"
     )
+    kpi_refresh_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often KPIs that drift with time alone (overdue, on time) are refreshed",
+    )
     ws_ping_seconds: float = Field(default=20.0, gt=0)
     ws_client_queue: int = Field(
         default=256, ge=1, description="Topics a slow client may have pending before it is dropped"

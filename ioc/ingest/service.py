@@ -80,8 +80,9 @@ async def ingest_batch(
             DossierRow,
             rows,
             keys=("instance_id", "external_id"),
-            update_where=lambda excluded: DossierRow.source_updated_at
-            <= excluded.source_updated_at,
+            update_where=lambda excluded: (
+                DossierRow.source_updated_at <= excluded.source_updated_at
+            ),
         )
         changes.dossiers.extend(_facts(row) for row in rows)
     if rejected:
@@ -193,4 +194,3 @@ def _facts(row: dict[str, Any]) -> DossierFacts:
         due_date=row["due_date"],
         resolved_date=row["resolved_date"],
     )
-

@@ -36,9 +36,7 @@ async def upsert(
     for start in range(0, len(rows), CHUNK_ROWS):
         chunk = rows[start : start + CHUNK_ROWS]
         statement = insert(table).values(list(chunk))
-        updated = {
-            name: statement.excluded[name] for name in chunk[0] if name not in keys
-        }
+        updated = {name: statement.excluded[name] for name in chunk[0] if name not in keys}
         where: ColumnElement[bool] | None = (
             update_where(statement.excluded) if update_where is not None else None
         )

@@ -93,6 +93,4 @@ def get_kpi(kpi_id: str) -> KpiDefinition:
     try:
         return KPIS[kpi_id]
     except KeyError:
-        raise UnknownKpi(
-            f"unknown KPI {kpi_id!r}; known: {', '.join(sorted(KPIS))}"
-        ) from None
+        raise UnknownKpi(f"unknown KPI {kpi_id!r}; known: {', '.join(sorted(KPIS))}") from None

@@ -283,4 +283,3 @@ async def current_values(
 def is_headline(value: CellValue, *, now: datetime, tz: ZoneInfo) -> bool:
     """Whether a changed cell is the one tiles show now."""
     return value.period == headline_period(value.kpi, now=now, tz=tz)
-

@@ -125,11 +125,13 @@ class Hub:
                 self._remove(client, topic)
                 client.send_control({"type": "error", "topic": topic, "message": str(exc)})
                 continue
-            if topic not in client.pending:  # a queued update is newer than the snapshot
-                seq = self.seq.get(topic, 0)
-                client.offer(
-                    topic, encode({"type": "snapshot", "topic": topic, "seq": seq, "data": state})
-                )
+            if topic in client.pending:  # a queued update is newer than the snapshot
+                continue
+            seq = self.seq.get(topic, 0)
+            frame = encode({"type": "snapshot", "topic": topic, "seq": seq, "data": state})
+            if not client.offer(topic, frame):
+                self.drop(client)
+                return
 
     def unsubscribe(self, client: Client, topics: list[str]) -> None:
         """Stop sending these topics to the client."""

@@ -35,7 +35,7 @@ def parse_topic(topic: str) -> KpiTopic:
     raise UnknownTopic(f"unknown topic {topic!r}; expected kpi:<kpi id>:<unit code>")
 
 
-def snapshot_provider(ctx: AppContext):  # noqa: ANN201 - returns the hub's provider
+def snapshot_provider(ctx: AppContext):
     """A provider that reads a topic's current state from the database."""
 
     async def snapshot(topic: str) -> Any:

@@ -3,7 +3,6 @@ KPI recompute and cursor advance, record the run and the instance's health, then
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -144,7 +143,9 @@ def publish_changes(ctx: AppContext, changed: list[CellValue]) -> None:
     now = ctx.clock()
     for cell in changed:
         if is_headline(cell, now=now, tz=ctx.settings.tz):
-            ctx.hub.publish(f"kpi:{cell.kpi.id}:{cell.unit_code}", cell.read().model_dump(mode="json"))
+            ctx.hub.publish(
+                f"kpi:{cell.kpi.id}:{cell.unit_code}", cell.read().model_dump(mode="json")
+            )
 
 
 async def _record_run(

@@ -16,7 +16,6 @@ from ioc.scheduler.runner import poll_instance, refresh_now_based
 log = logging.getLogger(__name__)
 
 REFRESH_JOB_ID = "kpi-refresh-now"
-REFRESH_SECONDS = 60
 
 
 def poll_job_id(instance_id: int) -> str:
@@ -35,7 +34,7 @@ async def start_scheduler(ctx: AppContext) -> AsyncIOScheduler:
         schedule_instance(scheduler, ctx, instance)
     scheduler.add_job(
         refresh_now_based,
-        IntervalTrigger(seconds=REFRESH_SECONDS),
+        IntervalTrigger(seconds=ctx.settings.kpi_refresh_seconds),
         args=[ctx],
         id=REFRESH_JOB_ID,
         max_instances=1,

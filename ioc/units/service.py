@@ -63,7 +63,9 @@ async def sync_units(session: AsyncSession, province_code: int) -> int:
 
 async def list_units(session: AsyncSession) -> Sequence[AdminUnit]:
     """Every stored unit, province first."""
-    result = await session.scalars(select(AdminUnit).order_by(AdminUnit.level.desc(), AdminUnit.code))
+    result = await session.scalars(
+        select(AdminUnit).order_by(AdminUnit.level.desc(), AdminUnit.code)
+    )
     return result.all()
 
 

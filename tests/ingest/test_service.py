@@ -1,0 +1,102 @@
+"""Ingest: idempotent upserts, newest version wins, rejects kept with their reasons."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+
+from ioc.context import AppContext
+from ioc.ingest.models import RejectedRecord
+from ioc.ingest.service import IngestResult, ingest_batch
+from ioc.records.models import DossierRow
+from ioc.sdk import Batch, DossierStatus, Rejected
+from ioc.units.service import COMMUNE_LEVEL, unit_codes
+from tests.support.factories import make_dossier, make_instance
+
+NOW = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+
+
+async def ingest(ctx: AppContext, instance_id: int, batch: Batch) -> IngestResult:
+    async with ctx.sessionmaker() as session, session.begin():
+        known = await unit_codes(session, level=COMMUNE_LEVEL)
+        return await ingest_batch(
+            session,
+            instance_id=instance_id,
+            batch=batch,
+            known_units=known,
+            tz=ctx.settings.tz,
+            now=NOW,
+        )
+
+
+async def stored_dossiers(ctx: AppContext) -> list[DossierRow]:
+    async with ctx.sessionmaker() as session:
+        return list((await session.scalars(select(DossierRow).order_by(DossierRow.id))).all())
+
+
+async def test_same_page_ingested_twice_stores_each_dossier_once(ctx: AppContext) -> None:
+    instance = await make_instance(ctx)
+    batch = Batch(records=[make_dossier(), make_dossier(), make_dossier()])
+    await ingest(ctx, instance, batch)
+    await ingest(ctx, instance, batch)
+    rows = await stored_dossiers(ctx)
+    assert sorted(r.external_id for r in rows) == sorted(d.external_id for d in batch.records)
+
+
+async def test_newer_version_replaces_older_and_older_never_regresses(ctx: AppContext) -> None:
+    instance = await make_instance(ctx)
+    old = make_dossier(external_id="H-1")
+    resolved = old.received_at + timedelta(days=2)
+    new = old.model_copy(
+        update={
+            "status": DossierStatus.PROCESSED,
+            "resolved_at": resolved,
+            "source_updated_at": resolved,
+        }
+    )
+    await ingest(ctx, instance, Batch(records=[new]))
+    await ingest(ctx, instance, Batch(records=[old]))  # out of order: the older version
+    (row,) = await stored_dossiers(ctx)
+    assert row.status == DossierStatus.PROCESSED
+    assert row.resolved_at == resolved
+
+
+async def test_local_dates_are_derived_in_the_provinces_time_zone(ctx: AppContext) -> None:
+    instance = await make_instance(ctx)
+    # 2026-11-30 18:30 UTC is 2026-12-01 01:30 in Asia/Ho_Chi_Minh.
+    received = datetime(2026, 11, 30, 18, 30, tzinfo=UTC)
+    await ingest(
+        ctx,
+        instance,
+        Batch(
+            records=[
+                make_dossier(received_at=received, due_at=received, source_updated_at=received)
+            ]
+        ),
+    )
+    (row,) = await stored_dossiers(ctx)
+    assert row.received_at == received
+    assert str(row.received_date) == "2026-12-01"
+
+
+async def test_unknown_unit_is_rejected_with_reason_while_the_rest_is_stored(
+    ctx: AppContext,
+) -> None:
+    instance = await make_instance(ctx)
+    good = make_dossier()
+    stray = make_dossier(unit_code="99999")
+    mapped_earlier = Rejected(
+        external_id=None, reason="missing dossier id (MaHoSo)", payload={"MaTTHC": "1.0"}
+    )
+    result = await ingest(ctx, instance, Batch(records=[good, stray], rejected=[mapped_earlier]))
+    assert (result.stored, result.rejected) == (1, 2)
+    assert [r.external_id for r in await stored_dossiers(ctx)] == [good.external_id]
+    async with ctx.sessionmaker() as session:
+        rejects = (await session.scalars(select(RejectedRecord).order_by(RejectedRecord.id))).all()
+        assert await session.scalar(select(func.count()).select_from(RejectedRecord)) == 2
+    reasons = {r.external_id: r.reason for r in rejects}
+    assert "unknown unit code '99999'" in reasons[stray.external_id]
+    assert reasons[None] == "missing dossier id (MaHoSo)"
+    assert rejects[1].payload == {"MaTTHC": "1.0"}
+    assert rejects[0].payload["unit_code"] == "99999"

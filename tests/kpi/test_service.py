@@ -1,0 +1,161 @@
+"""The KPI engine: on-time rate and overdue count per commune and province, day and month."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import select
+
+from ioc.context import AppContext
+from ioc.ingest.service import ingest_batch
+from ioc.kpi.catalog import KPIS
+from ioc.kpi.models import KpiValue
+from ioc.kpi.periods import Period, PeriodKind
+from ioc.kpi.service import CellValue, current_value, recompute
+from ioc.sdk import Batch, Dossier, DossierStatus
+from ioc.units.service import COMMUNE_LEVEL, unit_codes
+from tests.support.factories import BIEN_HOA, TRAN_BIEN, make_dossier, make_instance
+
+# 2026-11-20 10:00 local time.
+NOW = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
+DUE = datetime(2026, 11, 10, 10, 0, tzinfo=UTC)  # 17:00 local on 10 November
+
+
+def dossier(unit: str, *, resolved_after: timedelta | None, **overrides: object) -> Dossier:
+    """A dossier due on 10 November, resolved `resolved_after` its due time (None: open)."""
+    received = DUE - timedelta(days=7)
+    resolved = DUE + resolved_after if resolved_after is not None else None
+    values: dict[str, object] = {
+        "unit_code": unit,
+        "received_at": received,
+        "due_at": DUE,
+        "resolved_at": resolved,
+        "status": DossierStatus.PROCESSED if resolved else DossierStatus.PROCESSING,
+        "source_updated_at": resolved or received,
+    }
+    return make_dossier(**(values | overrides))
+
+
+async def ingest_and_recompute(
+    ctx: AppContext, records: list[Dossier], *, instance: int | None = None
+) -> list[CellValue]:
+    instance = instance or await make_instance(ctx)
+    now = NOW
+    async with ctx.sessionmaker() as session, session.begin():
+        result = await ingest_batch(
+            session,
+            instance_id=instance,
+            batch=Batch(records=records),
+            known_units=await unit_codes(session, level=COMMUNE_LEVEL),
+            tz=ctx.settings.tz,
+            now=now,
+        )
+        return await recompute(
+            session, changes=result.changes, province_code="75", tz=ctx.settings.tz, now=now
+        )
+
+
+async def cell(
+    ctx: AppContext, kpi: str, unit: str, kind: PeriodKind, start: date
+) -> KpiValue | None:
+    async with ctx.sessionmaker() as session:
+        return await session.get(KpiValue, (kpi, unit, kind.value, start))
+
+
+async def test_on_time_rate_counts_ended_and_open_dossiers_due_in_the_period(
+    ctx: AppContext,
+) -> None:
+    await ingest_and_recompute(
+        ctx,
+        [
+            dossier(BIEN_HOA, resolved_after=-timedelta(days=1)),  # early
+            dossier(BIEN_HOA, resolved_after=timedelta(0)),  # exactly on time
+            dossier(BIEN_HOA, resolved_after=timedelta(hours=1)),  # late
+            dossier(BIEN_HOA, resolved_after=None),  # open and past due: late
+            dossier(TRAN_BIEN, resolved_after=None, due_at=NOW + timedelta(days=1)),  # not yet due
+            dossier(TRAN_BIEN, resolved_after=None, status=DossierStatus.WITHDRAWN),  # excluded
+        ],
+    )
+    day = await cell(ctx, "onestop.on_time_rate", BIEN_HOA, PeriodKind.DAY, date(2026, 11, 10))
+    assert day is not None and (day.numerator, day.denominator, day.value) == (2, 4, 50.0)
+    month = await cell(ctx, "onestop.on_time_rate", "75", PeriodKind.MONTH, date(2026, 11, 1))
+    assert month is not None and (month.numerator, month.denominator) == (3, 5)
+    assert month.value == 60.0
+
+
+async def test_province_is_the_sum_of_communes_never_an_average_of_rates(ctx: AppContext) -> None:
+    await ingest_and_recompute(
+        ctx,
+        [dossier(BIEN_HOA, resolved_after=None)]
+        + [dossier(TRAN_BIEN, resolved_after=timedelta(0)) for _ in range(3)],
+    )
+    province = await cell(ctx, "onestop.on_time_rate", "75", PeriodKind.DAY, date(2026, 11, 10))
+    # Communes are 0% (0/1) and 100% (3/3): the province is 75%, not their mean of 50%.
+    assert province is not None and province.value == 75.0
+
+
+async def test_overdue_open_is_the_count_open_and_past_due_at_each_period_end(
+    ctx: AppContext,
+) -> None:
+    await ingest_and_recompute(
+        ctx,
+        [
+            dossier(BIEN_HOA, resolved_after=None),  # overdue from 10 Nov until now
+            dossier(BIEN_HOA, resolved_after=timedelta(days=3)),  # overdue 10–12 Nov
+            dossier(BIEN_HOA, resolved_after=-timedelta(hours=1)),  # never overdue
+        ],
+    )
+
+    async def overdue_on(day: date) -> float:
+        value = await cell(ctx, "onestop.overdue_open", BIEN_HOA, PeriodKind.DAY, day)
+        return value.numerator if value is not None else 0
+
+    assert await overdue_on(date(2026, 11, 9)) == 0
+    assert await overdue_on(date(2026, 11, 10)) == 2
+    assert await overdue_on(date(2026, 11, 12)) == 2  # resolved 13 Nov 17:00 local
+    assert await overdue_on(date(2026, 11, 13)) == 1
+    assert await overdue_on(date(2026, 11, 20)) == 1  # today: as of now
+    async with ctx.sessionmaker() as session:
+        future = await session.scalar(
+            select(KpiValue).where(
+                KpiValue.kpi == "onestop.overdue_open", KpiValue.period_start > date(2026, 11, 20)
+            )
+        )
+    assert future is None
+
+
+async def test_recompute_reports_only_cells_whose_value_changed(ctx: AppContext) -> None:
+    records = [dossier(BIEN_HOA, resolved_after=None)]
+    instance = await make_instance(ctx)
+    first = await ingest_and_recompute(ctx, records, instance=instance)
+    assert first, "the first ingest creates cells"
+    again = await ingest_and_recompute(ctx, records, instance=instance)
+    assert again == []
+
+
+async def test_current_value_reads_the_headline_period(ctx: AppContext) -> None:
+    await ingest_and_recompute(ctx, [dossier(BIEN_HOA, resolved_after=None)])
+    async with ctx.sessionmaker() as session:
+        overdue = await current_value(
+            session, KPIS["onestop.overdue_open"], "75", now=NOW, tz=ctx.settings.tz
+        )
+        rate = await current_value(
+            session, KPIS["onestop.on_time_rate"], "75", now=NOW, tz=ctx.settings.tz
+        )
+    assert (overdue.period_kind, str(overdue.period_start), overdue.value) == (
+        "day",
+        "2026-11-20",
+        1,
+    )
+    assert (rate.period_kind, str(rate.period_start), rate.value) == ("month", "2026-11-01", 0.0)
+    assert rate.name_vi == "Tỷ lệ hồ sơ đúng hạn"
+
+
+def test_month_period_ends_on_the_first_of_next_month_at_local_midnight() -> None:
+    from zoneinfo import ZoneInfo
+
+    period = Period.containing(PeriodKind.MONTH, date(2026, 12, 31))
+    start, end = period.bounds(ZoneInfo("Asia/Ho_Chi_Minh"))
+    assert period.start == date(2026, 12, 1) and period.end == date(2027, 1, 1)
+    assert end == datetime(2026, 12, 31, 17, 0, tzinfo=UTC)
+    assert start == datetime(2026, 11, 30, 17, 0, tzinfo=UTC)

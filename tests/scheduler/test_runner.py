@@ -1,0 +1,173 @@
+"""Polling a real simulator over HTTP: health, atomic pages, faults isolated to one source."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
+
+from connectors.onestop.simulator import Simulator
+from connectors.onestop.simulator import create_app as create_simulator
+from ioc.app import create_app
+from ioc.context import AppContext
+from ioc.ingest.models import ConnectorInstance, PollRun, RejectedRecord
+from ioc.records.models import DossierRow
+from ioc.scheduler.runner import poll_instance
+from tests.support.factories import make_instance
+from tests.support.servers import serve_app
+
+START = datetime(2026, 11, 10, 3, 0, tzinfo=UTC)
+
+
+@dataclass
+class Upstream:
+    url: str
+    simulator: Simulator
+
+    async def set_faults(self, **faults: object) -> None:
+        async with httpx.AsyncClient() as http:
+            (await http.post(f"{self.url}/_sim/faults", json=faults)).raise_for_status()
+
+    def visible(self) -> int:
+        return len(self.simulator.dossiers_as_of(self.simulator.now()))
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    app = create_simulator(seed=5, rate_per_day=40, history_days=10, start=START, speed=0)
+    async with serve_app(app) as url:
+        yield Upstream(url, app.state.simulator)
+
+
+async def instance_for(ctx: AppContext, upstream: Upstream, **config: object) -> int:
+    return await make_instance(ctx, config={"base_url": upstream.url, "page_size": 50, **config})
+
+
+async def load(ctx: AppContext, instance_id: int) -> ConnectorInstance:
+    async with ctx.sessionmaker() as session:
+        instance = await session.get(ConnectorInstance, instance_id)
+        assert instance is not None
+        return instance
+
+
+async def count(ctx: AppContext, model: type) -> int:
+    async with ctx.sessionmaker() as session:
+        return await session.scalar(select(func.count()).select_from(model)) or 0
+
+
+@contextmanager
+def crash_on_first_commit() -> Iterator[list[int]]:
+    """Fail the first transaction commit after the fetch: a crash between fetch and commit."""
+    crashes: list[int] = []
+
+    def crash(session: Session) -> None:
+        if not crashes:
+            crashes.append(1)
+            raise RuntimeError("simulated crash before commit")
+
+    event.listen(Session, "before_commit", crash)
+    try:
+        yield crashes
+    finally:
+        event.remove(Session, "before_commit", crash)
+
+
+async def test_poll_pages_to_exhaustion_and_stores_every_visible_dossier(
+    ctx: AppContext, upstream: Upstream
+) -> None:
+    instance_id = await instance_for(ctx, upstream)
+    outcome = await poll_instance(ctx, instance_id)
+    assert outcome.ok and outcome.pages > 1
+    assert await count(ctx, DossierRow) == upstream.visible() == outcome.stored
+    instance = await load(ctx, instance_id)
+    assert instance.health == "ok" and instance.last_success_at is not None
+    assert instance.cursor["after_id"]
+
+
+async def test_polling_again_with_nothing_new_stores_no_duplicates(
+    ctx: AppContext, upstream: Upstream
+) -> None:
+    instance_id = await instance_for(ctx, upstream)
+    await poll_instance(ctx, instance_id)
+    cursor = (await load(ctx, instance_id)).cursor
+    again = await poll_instance(ctx, instance_id)
+    assert again.ok and again.stored == 0
+    assert (await load(ctx, instance_id)).cursor == cursor
+    assert await count(ctx, DossierRow) == upstream.visible()
+
+
+async def test_crash_between_fetch_and_commit_keeps_cursor_and_next_poll_completes(
+    ctx: AppContext, upstream: Upstream
+) -> None:
+    instance_id = await instance_for(ctx, upstream)
+    with crash_on_first_commit() as crashes:
+        outcome = await poll_instance(ctx, instance_id)
+    assert crashes and not outcome.ok
+    assert "simulated crash" in (outcome.error or "")
+    instance = await load(ctx, instance_id)
+    assert instance.cursor == {} and instance.health == "failing"
+    assert await count(ctx, DossierRow) == 0
+    recovered = await poll_instance(ctx, instance_id)
+    assert recovered.ok
+    assert await count(ctx, DossierRow) == upstream.visible()
+    assert (await load(ctx, instance_id)).health == "ok"
+
+
+async def test_upstream_500_marks_the_connector_failing_and_the_api_keeps_serving(
+    ctx: AppContext, upstream: Upstream
+) -> None:
+    instance_id = await instance_for(ctx, upstream)
+    await upstream.set_faults(mode="error")
+    outcome = await poll_instance(ctx, instance_id)
+    instance = await load(ctx, instance_id)
+    assert not outcome.ok
+    assert (instance.health, instance.consecutive_failures) == ("failing", 1)
+    assert "500" in (instance.last_error or "")
+    app = create_app(ctx.settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ioc") as http:
+            assert (await http.get("/api/v1/kpis")).status_code == 200
+            connectors = (await http.get("/api/v1/connectors")).json()
+    assert connectors[0]["health"] == "failing"
+    await upstream.set_faults(mode=None)
+    assert (await poll_instance(ctx, instance_id)).ok
+    assert (await load(ctx, instance_id)).health == "ok"
+    async with ctx.sessionmaker() as session:
+        outcomes = (await session.scalars(select(PollRun.outcome).order_by(PollRun.id))).all()
+    assert outcomes == ["failed", "ok"]
+
+
+async def test_upstream_timeout_marks_the_connector_failing(
+    ctx: AppContext, upstream: Upstream
+) -> None:
+    instance_id = await instance_for(ctx, upstream, timeout_seconds=0.3)
+    await upstream.set_faults(mode="timeout", timeout_seconds=5)
+    outcome = await poll_instance(ctx, instance_id)
+    instance = await load(ctx, instance_id)
+    assert not outcome.ok and instance.health == "failing"
+    assert await count(ctx, DossierRow) == 0 and instance.cursor == {}
+
+
+async def test_malformed_dossiers_are_rejected_with_reasons_and_the_rest_stored(
+    ctx: AppContext, upstream: Upstream
+) -> None:
+    instance_id = await instance_for(ctx, upstream)
+    await upstream.set_faults(malformed=3)
+    outcome = await poll_instance(ctx, instance_id)
+    assert outcome.ok and outcome.rejected == 3
+    assert await count(ctx, DossierRow) == upstream.visible() - 3
+    async with ctx.sessionmaker() as session:
+        reasons = (await session.scalars(select(RejectedRecord.reason))).all()
+    assert len(reasons) == 3
+    joined = " | ".join(reasons)
+    assert "MaHoSo" in joined
+    assert "before the receipt date" in joined
+    assert "unknown unit code '99999'" in joined
+    assert (await load(ctx, instance_id)).health == "degraded"

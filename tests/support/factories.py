@@ -1,0 +1,53 @@
+"""Small factories for canonical records and connector instances."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from itertools import count
+from typing import Any
+
+from ioc.context import AppContext
+from ioc.ingest.instances import upsert_instance
+from ioc.ingest.schemas import ConnectorInstanceSeed
+from ioc.sdk import Channel, Dossier, DossierStatus
+
+_ids = count(1)
+BIEN_HOA = "26068"
+TRAN_BIEN = "26041"
+
+
+def make_dossier(**overrides: Any) -> Dossier:
+    """A valid dossier received 2026-11-02 09:00 local, due five days later; override anything."""
+    received = datetime(2026, 11, 2, 2, 0, tzinfo=UTC)
+    values: dict[str, Any] = {
+        "external_id": f"H{next(_ids):06d}",
+        "unit_code": BIEN_HOA,
+        "procedure_code": "1.004227",
+        "procedure_name": "Đăng ký biến động quyền sử dụng đất",
+        "field_code": "DD",
+        "field_name": "Đất đai",
+        "agency_code": "SNNMT",
+        "agency_name": "Sở Nông nghiệp và Môi trường",
+        "channel": Channel.ONLINE,
+        "status": DossierStatus.PROCESSING,
+        "received_at": received,
+        "due_at": received + timedelta(days=5),
+        "source_updated_at": received,
+    }
+    values.update(overrides)
+    return Dossier(**values)
+
+
+async def make_instance(ctx: AppContext, **overrides: Any) -> int:
+    """A stored connector instance; returns its id."""
+    values: dict[str, Any] = {
+        "name": f"test-{next(_ids)}",
+        "kind": "onestop",
+        "config": {"base_url": "http://127.0.0.1:9"},
+    }
+    values.update(overrides)
+    async with ctx.sessionmaker() as session, session.begin():
+        instance = await upsert_instance(
+            session, ConnectorInstanceSeed(**values), now=datetime.now(UTC)
+        )
+        return instance.id
