@@ -23,7 +23,9 @@ PROVINCE = 75
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A migrated database per backend, shared by the session's tests (data reset per test)."""
     require_backend(request.param)
     directory: Path = tmp_path_factory.mktemp(request.param)

@@ -25,8 +25,8 @@ from tests.support.servers import serve_app
 START = datetime(2026, 11, 10, 3, 0, tzinfo=UTC)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while not await check():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")

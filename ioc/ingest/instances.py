@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ioc.ingest.models import ConnectorInstance
 from ioc.ingest.registry import ConnectorRegistry
 from ioc.ingest.schemas import ConnectorInstanceRead, ConnectorInstanceSeed
+from ioc.sdk import describe_validation_error
 
 
 class InvalidSeedFile(ValueError):
@@ -32,7 +33,8 @@ def read_seed_file(path: Path, registry: ConnectorRegistry) -> list[ConnectorIns
             seed = ConnectorInstanceSeed.model_validate(entry)
             registry.get(seed.kind).Config.model_validate(seed.config)
         except (ValidationError, LookupError) as exc:
-            raise InvalidSeedFile(f"{path}: connector #{index}: {exc}") from exc
+            reason = describe_validation_error(exc) if isinstance(exc, ValidationError) else exc
+            raise InvalidSeedFile(f"{path}: connector #{index}: {reason}") from exc
         seeds.append(seed)
     return seeds
 

@@ -1,0 +1,51 @@
+"""The HTTP surface: wall display, health, KPI reads and their errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from ioc.app import create_app
+from ioc.context import AppContext
+
+
+@pytest.fixture
+async def http(ctx: AppContext) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(ctx.settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ioc") as client:
+            yield client
+
+
+async def test_wall_display_and_its_assets_are_served(http: httpx.AsyncClient) -> None:
+    page = await http.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "/static/app.js" in page.text
+    script = await http.get("/static/app.js")
+    assert script.status_code == 200 and "/ws" in script.text
+    assert (await http.get("/static/style.css")).status_code == 200
+
+
+async def test_healthz_answers_ok(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_kpis_default_to_the_province_with_vietnamese_labels(
+    http: httpx.AsyncClient,
+) -> None:
+    body = (await http.get("/api/v1/kpis")).json()
+    assert [(k["kpi"], k["unit"]) for k in body] == [
+        ("onestop.on_time_rate", "75"),
+        ("onestop.overdue_open", "75"),
+    ]
+    assert body[1]["name_vi"] == "Hồ sơ đang quá hạn"
+    assert body[1]["name_en"] == "Open overdue dossiers"
+
+
+async def test_kpis_of_an_unknown_unit_is_a_404_with_a_message(http: httpx.AsyncClient) -> None:
+    response = await http.get("/api/v1/kpis", params={"unit": "12345"})
+    assert response.status_code == 404
+    assert response.json() == {"detail": "unknown unit code '12345'"}

@@ -1,0 +1,70 @@
+"""The `ioc` command as a user runs it: migrate a database, run a simulator."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def ioc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ioc", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_migrate_creates_the_schema_in_the_configured_database(tmp_path: Path) -> None:
+    path = tmp_path / "cli.db"
+    result = ioc("migrate", env={"IOC_DATABASE_URL": f"sqlite+aiosqlite:///{path}"})
+    assert result.returncode == 0, result.stderr
+    assert "up to date" in result.stdout
+    with sqlite3.connect(path) as db:
+        tables = {row[0] for row in db.execute("select name from sqlite_master where type='table'")}
+    assert {"dossiers", "kpi_values", "connector_instances"} <= tables
+
+
+def test_simulate_serves_the_onestop_upstream_on_the_given_port() -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ioc", "simulate", "onestop", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/v1/dossiers?limit=5")
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                assert time.monotonic() < deadline, "simulator did not start"
+                time.sleep(0.2)
+        assert response.status_code == 200
+        assert len(response.json()["items"]) == 5
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_simulate_an_unknown_kind_fails_with_the_available_ones() -> None:
+    result = ioc("simulate", "weather")
+    assert result.returncode != 0
+    assert "available: onestop" in result.stderr
