@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The demo replays simulated history from scratch, so it starts from a fresh database each time.
 demo: $(STAMP)
+	rm -f ioc-demo.db ioc-demo.db-wal ioc-demo.db-shm
 	IOC_DATABASE_URL=$(DEMO_DB) $(BIN)/ioc migrate
 	IOC_DATABASE_URL=$(DEMO_DB) IOC_CONNECTORS_FILE=demo/connectors.toml $(BIN)/ioc demo
 

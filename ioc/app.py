@@ -23,6 +23,7 @@ from ioc.live import api as live_api
 from ioc.live.hub import Hub
 from ioc.live.topics import snapshot_provider
 from ioc.scheduler.service import start_scheduler
+from ioc.system import api as system_api
 from ioc.units import api as units_api
 from ioc.units.service import sync_units
 
@@ -71,11 +72,7 @@ def create_app(
     app.include_router(kpi_api.router)
     app.include_router(connectors_api.router)
     app.include_router(live_api.router)
-
-    @app.get("/healthz", tags=["operations"])
-    async def healthz() -> dict[str, str]:
-        """The process is alive."""
-        return {"status": "ok"}
+    app.include_router(system_api.router)
 
     @app.get("/", include_in_schema=False)
     async def wall_display() -> FileResponse:

@@ -11,6 +11,7 @@ import typer
 import uvicorn
 
 from ioc.config import Settings
+from ioc.kit.clock import utcnow
 
 app = typer.Typer(help="Intelligent operations center (IOC) backend.", no_args_is_help=True)
 
@@ -22,6 +23,11 @@ def _configure_logging(settings: Settings) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One line per upstream request or job run drowns what matters; poll runs are recorded.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+    # "skipped: maximum number of running instances": a poll overran its interval, by design.
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 
 
 @app.command()
@@ -70,44 +76,48 @@ def simulate(
 
 @app.command()
 def demo(
-    speed: Annotated[float, typer.Option(help="Replay speed of the simulators' history")] = 3600.0,
+    speed: Annotated[
+        float, typer.Option(help="Simulated seconds per real second while replaying history")
+    ] = 3600.0,
     simulator_port: int = 8101,
 ) -> None:
-    """Run everything in one process: simulators, API, scheduler and wall display."""
+    """Run everything in one process: simulators, API, scheduler and wall display.
+
+    The simulators replay their last weeks of history at `--speed`, then run live; the IOC's
+    clock follows the one-stop-shop simulator's, so replayed dossiers are judged at their time.
+    """
     from ioc.app import create_app
 
-    settings = Settings()
+    # Replayed time moves fast: refresh time-driven KPIs as often as the demo polls.
+    settings = Settings(demo=True, kpi_refresh_seconds=3)
     _configure_logging(settings)
-    typer.echo(
-        f"IOC demo on http://{settings.host}:{settings.port}  (database {settings.database_url})"
-    )
+    simulators = {
+        kind: _simulator_app(kind, seed=7, speed=speed, catch_up=True)
+        for kind in sorted(_simulators())
+    }
+    clock = simulators["onestop"].state.simulator.now if "onestop" in simulators else utcnow
+    typer.echo(f"IOC demo: open http://{settings.host}:{settings.port}")
+    typer.echo(f"database {_redact(settings.database_url)}; simulators from :{simulator_port}")
     typer.secho(
-        "DEMO MODE: no authentication; do not expose this to a network.", fg="yellow", bold=True
+        "DEMO MODE: no authentication, simulated data; do not expose this to a network.",
+        fg="yellow",
+        bold=True,
     )
 
     async def run() -> None:
-        servers = [
-            uvicorn.Server(
-                uvicorn.Config(
-                    _simulator_app(kind, seed=7, speed=speed, catch_up=True),
-                    host="127.0.0.1",
-                    port=simulator_port + offset,
-                    log_level="warning",
-                )
-            )
-            for offset, kind in enumerate(sorted(_simulators()))
+        configs = [
+            uvicorn.Config(app, host="127.0.0.1", port=simulator_port + offset, log_level="warning")
+            for offset, app in enumerate(simulators.values())
         ]
-        servers.append(
-            uvicorn.Server(
-                uvicorn.Config(
-                    create_app(settings),
-                    host=settings.host,
-                    port=settings.port,
-                    log_level="warning",
-                )
+        configs.append(
+            uvicorn.Config(
+                create_app(settings, clock=clock),
+                host=settings.host,
+                port=settings.port,
+                log_level="warning",
             )
         )
-        await asyncio.gather(*(server.serve() for server in servers))
+        await asyncio.gather(*(uvicorn.Server(config).serve() for config in configs))
 
     asyncio.run(run())
 

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         default=256, ge=1, description="Topics a slow client may have pending before it is dropped"
     )
     log_level: str = "INFO"
+    demo: bool = Field(
+        default=False, description="Demo mode: open access, announced on the wall display"
+    )
 
     @cached_property
     def tz(self) -> ZoneInfo:

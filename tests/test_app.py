@@ -49,3 +49,16 @@ async def test_kpis_of_an_unknown_unit_is_a_404_with_a_message(http: httpx.Async
     response = await http.get("/api/v1/kpis", params={"unit": "12345"})
     assert response.status_code == 404
     assert response.json() == {"detail": "unknown unit code '12345'"}
+
+
+async def test_system_tells_clients_the_province_time_zone_and_server_clock(
+    http: httpx.AsyncClient,
+) -> None:
+    body = (await http.get("/api/v1/system")).json()
+    assert {k: body[k] for k in ("province", "province_name", "timezone", "demo")} == {
+        "province": "75",
+        "province_name": "Đồng Nai",
+        "timezone": "Asia/Ho_Chi_Minh",
+        "demo": False,
+    }
+    assert body["now"].endswith("Z")

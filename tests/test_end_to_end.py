@@ -112,7 +112,9 @@ async def test_dossiers_flow_from_simulator_to_kpis_and_a_live_tile(
                 assert update["seq"] > snapshot["seq"]
                 await eventually(lambda: _kpi_is(http, (on_time, due)))
                 connectors = (await http.get("/api/v1/connectors")).json()
-                assert [(c["name"], c["health"]) for c in connectors] == [("onestop-e2e", "ok")]
+                assert [(c["name"], c["health"], c["stale"]) for c in connectors] == [
+                    ("onestop-e2e", "ok", False)
+                ]
                 assert "base_url" not in json.dumps(connectors)
         finally:
             await engine.dispose()

@@ -69,7 +69,20 @@ async def list_instances(session: AsyncSession) -> Sequence[ConnectorInstance]:
     return (await session.scalars(select(ConnectorInstance).order_by(ConnectorInstance.name))).all()
 
 
-def to_read(instance: ConnectorInstance, registry: ConnectorRegistry) -> ConnectorInstanceRead:
+STALE_AFTER_INTERVALS = 3
+
+
+def is_stale(instance: ConnectorInstance, *, now: datetime) -> bool:
+    """No successful poll within the last few intervals (operational, real time)."""
+    if instance.last_success_at is None:
+        return True
+    age = (now - instance.last_success_at).total_seconds()
+    return age > STALE_AFTER_INTERVALS * instance.interval_seconds
+
+
+def to_read(
+    instance: ConnectorInstance, registry: ConnectorRegistry, *, now: datetime
+) -> ConnectorInstanceRead:
     """An instance as presented (config withheld: it may hold secrets)."""
     cls = registry.classes.get(instance.kind)
     return ConnectorInstanceRead(
@@ -84,5 +97,6 @@ def to_read(instance: ConnectorInstance, registry: ConnectorRegistry) -> Connect
         last_error=instance.last_error,
         last_error_at=instance.last_error_at,
         consecutive_failures=instance.consecutive_failures,
+        stale=instance.enabled and is_stale(instance, now=now),
         cursor=instance.cursor,
     )

@@ -32,4 +32,5 @@ class ConnectorInstanceRead(BaseModel):
     last_error: str | None
     last_error_at: datetime | None
     consecutive_failures: int
+    stale: bool = Field(description="No successful poll within 3 intervals")
     cursor: dict[str, Any]

@@ -1,5 +1,8 @@
 """Runs one poll of a connector instance: fetch pages, ingest each in one transaction with its
-KPI recompute and cursor advance, record the run and the instance's health, then publish."""
+KPI recompute and cursor advance, record the run and the instance's health, then publish.
+
+Operational timestamps (poll runs, health, ingest times) are real time; KPIs are judged at the
+context's clock, which a demo may set to a simulator's replayed time."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from sqlalchemy import text
 from ioc.context import AppContext
 from ioc.ingest.models import ConnectorInstance, PollRun
 from ioc.ingest.service import ChangeSet, ingest_batch
+from ioc.kit.clock import utcnow
 from ioc.kpi.service import CellValue, is_headline, open_dossier_facts, recompute
 from ioc.sdk import Batch, Connector, ConnectorError
 from ioc.units.service import COMMUNE_LEVEL, province_code_str, unit_codes
@@ -59,7 +63,7 @@ async def poll_instance(ctx: AppContext, instance_id: int) -> PollOutcome:
         instance = await session.get(ConnectorInstance, instance_id)
     if instance is None or not instance.enabled:
         return PollOutcome(ok=False, error="instance missing or disabled")
-    started = ctx.clock()
+    started = utcnow()
     outcome = PollOutcome(ok=True)
     connector: Connector | None = None
     try:
@@ -103,7 +107,7 @@ async def _store_page(
             batch=batch,
             known_units=known,
             tz=ctx.settings.tz,
-            now=now,
+            now=utcnow(),
             record_type=record_type,
         )
         changed = await recompute(
@@ -151,7 +155,7 @@ def publish_changes(ctx: AppContext, changed: list[CellValue]) -> None:
 async def _record_run(
     ctx: AppContext, instance: ConnectorInstance, outcome: PollOutcome, *, started: datetime
 ) -> None:
-    finished = ctx.clock()
+    finished = utcnow()
     async with write_transaction(ctx) as session:
         session.add(
             PollRun(

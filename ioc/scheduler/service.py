@@ -39,6 +39,7 @@ async def start_scheduler(ctx: AppContext) -> AsyncIOScheduler:
         id=REFRESH_JOB_ID,
         max_instances=1,
         coalesce=True,
+        next_run_time=utcnow(),
     )
     scheduler.start()
     return scheduler

@@ -15,6 +15,8 @@ const BACKOFF_START_MS = 1_000;
 const BACKOFF_CAP_MS = 30_000;
 const STABLE_CONNECTION_MS = 10_000;
 const STALE_FACTOR = 3; // a source is stale after 3× its polling interval
+const SYSTEM_TIMEOUT_MS = 5_000;
+const FALLBACK_TIME_ZONE = "Asia/Ho_Chi_Minh";
 
 const TEXT = {
   vi: {
@@ -42,6 +44,7 @@ const TEXT = {
     thresholds: "Ngưỡng",
     warnShort: "cảnh báo",
     criticalShort: "nghiêm trọng",
+    demoBadge: "DEMO · không xác thực",
   },
   en: {
     title: "Intelligent Operations Center",
@@ -60,7 +63,10 @@ const TEXT = {
     yesterday: "Yesterday",
     day: (d) => d,
     week: (d) => `Week of ${d}`,
-    month: (m, y) => new Date(y, m - 1, 1).toLocaleDateString("en-GB", { month: "long", year: "numeric" }),
+    month: (m, y) =>
+      new Intl.DateTimeFormat("en-GB", { month: "long", year: "numeric", timeZone: "UTC" }).format(
+        Date.UTC(y, m - 1, 1),
+      ),
     quarter: (q, y) => `Q${q} ${y}`,
     year: (y) => `Year ${y}`,
     status: { ok: "On target", warn: "Warning", critical: "Critical", none: "", empty: "No data" },
@@ -68,6 +74,7 @@ const TEXT = {
     thresholds: "Thresholds",
     warnShort: "warn",
     criticalShort: "critical",
+    demoBadge: "DEMO · no authentication",
   },
 };
 const T = TEXT[LANG];
@@ -101,9 +108,59 @@ const state = {
   openedAt: 0,
   everConnected: false,
   reconnectTimer: null,
+  // From GET /api/v1/system: the province's time zone and the server clock minus the browser's.
+  timeZone: FALLBACK_TIME_ZONE,
+  clockOffsetMs: 0,
+  systemLoaded: false,
 };
 
 const $ = (id) => document.getElementById(id);
+
+// --------------------------------------------------------------------- time
+// Every time and date shown is the server's clock, in the province's time zone: never the wall
+// PC's clock or zone (the PC may run UTC, and a demo server may replay days in the past).
+
+function serverNow() {
+  return new Date(Date.now() + state.clockOffsetMs);
+}
+
+// An API timestamp as a Date; one without a zone designator is taken as UTC, not browser-local.
+function parseInstant(text) {
+  const hasZone = /(Z|[+-]\d{2}:?\d{2})$/i.test(text);
+  return new Date(hasZone ? text : `${text}Z`);
+}
+
+function formatZoned(date, options, locale = DATE_LOCALE) {
+  return new Intl.DateTimeFormat(locale, { ...options, timeZone: state.timeZone }).format(date);
+}
+
+// Year, month and day ("2026", "11", "23") of a moment in the province's time zone.
+function zonedDateParts(date) {
+  const options = { year: "numeric", month: "2-digit", day: "2-digit", timeZone: state.timeZone };
+  const parts = new Intl.DateTimeFormat("en-US", options).formatToParts(date);
+  const part = (type) => parts.find((p) => p.type === type).value;
+  return { year: part("year"), month: part("month"), day: part("day") };
+}
+
+function zonedIsoDate(date) {
+  const { year, month, day } = zonedDateParts(date);
+  return `${year}-${month}-${day}`;
+}
+
+// Calendar arithmetic on "YYYY-MM-DD", independent of any time zone.
+function shiftIsoDate(iso, days) {
+  const [y, m, d] = iso.split("-").map(Number);
+  return new Date(Date.UTC(y, m - 1, d + days)).toISOString().slice(0, 10);
+}
+
+function isValidTimeZone(zone) {
+  try {
+    new Intl.DateTimeFormat("en-US", { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 // ---------------------------------------------------------------- formatting
 
@@ -133,14 +190,6 @@ function formatMeasure(value, uom, options) {
   return number + suffix;
 }
 
-function pad2(n) {
-  return String(n).padStart(2, "0");
-}
-
-function localIsoDate(date) {
-  return `${date.getFullYear()}-${pad2(date.getMonth() + 1)}-${pad2(date.getDate())}`;
-}
-
 function shortDate(iso) {
   const [y, m, d] = iso.split("-");
   return `${d}/${m}/${y}`;
@@ -149,12 +198,11 @@ function shortDate(iso) {
 function formatPeriod({ period_kind: kind, period_start: start }) {
   if (!start) return "";
   const [y, m] = start.split("-").map(Number);
-  const now = new Date();
   switch (kind) {
     case "day": {
-      if (start === localIsoDate(now)) return T.today;
-      const yesterday = new Date(now.getFullYear(), now.getMonth(), now.getDate() - 1);
-      if (start === localIsoDate(yesterday)) return T.yesterday;
+      const today = zonedIsoDate(serverNow());
+      if (start === today) return T.today;
+      if (start === shiftIsoDate(today, -1)) return T.yesterday;
       return T.day(shortDate(start));
     }
     case "week":
@@ -173,13 +221,14 @@ function formatPeriod({ period_kind: kind, period_start: start }) {
 function formatClockTime(date, { seconds }) {
   const opts = { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
   if (seconds) opts.second = "2-digit";
-  return date.toLocaleTimeString(DATE_LOCALE, opts);
+  return formatZoned(date, opts);
 }
 
 function formatLongDate(date) {
-  const weekday = date.toLocaleDateString(DATE_LOCALE, { weekday: "long" });
+  const weekday = formatZoned(date, { weekday: "long" });
   const label = weekday.charAt(0).toUpperCase() + weekday.slice(1);
-  return `${label}, ${pad2(date.getDate())}/${pad2(date.getMonth() + 1)}/${date.getFullYear()}`;
+  const { year, month, day } = zonedDateParts(date);
+  return `${label}, ${day}/${month}/${year}`;
 }
 
 function denominatorNoun(kpi) {
@@ -255,7 +304,7 @@ function renderTile(tile, data) {
   el.querySelector(".tile-ratio").textContent = formatRatio(data);
   el.querySelector(".tile-threshold").textContent = formatThresholds(data);
   el.querySelector(".tile-updated").textContent = data.computed_at
-    ? `${T.updated} ${formatClockTime(new Date(data.computed_at), { seconds: false })}`
+    ? `${T.updated} ${formatClockTime(parseInstant(data.computed_at), { seconds: false })}`
     : "";
   if (previous && previous.value !== data.value) flash(valueEl);
 }
@@ -347,12 +396,42 @@ function rerenderAllTiles() {
 
 // ---------------------------------------------------------------------- API
 
-async function api(path) {
+async function api(path, { timeoutMs } = {}) {
   const headers = { Accept: "application/json" };
   if (TOKEN) headers.Authorization = `Bearer ${TOKEN}`;
-  const response = await fetch(path, { headers, cache: "no-store" });
+  const signal = timeoutMs ? AbortSignal.timeout(timeoutMs) : undefined;
+  const response = await fetch(path, { headers, cache: "no-store", signal });
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
   return response.json();
+}
+
+// Time zone, clock offset and demo flag. The offset is taken against the midpoint of the round trip.
+async function loadSystem() {
+  const sentAt = Date.now();
+  const system = await api("/api/v1/system", { timeoutMs: SYSTEM_TIMEOUT_MS });
+  const receivedAt = Date.now();
+  const serverMs = parseInstant(system.now).getTime();
+  if (Number.isNaN(serverMs)) throw new Error(`/api/v1/system: unreadable now ${system.now}`);
+  state.clockOffsetMs = serverMs - (sentAt + receivedAt) / 2;
+  state.timeZone = isValidTimeZone(system.timezone) ? system.timezone : FALLBACK_TIME_ZONE;
+  state.systemLoaded = true;
+  $("demo-badge").hidden = system.demo !== true;
+}
+
+// On failure the last known values stay; before any success that is the fallback (Vietnam, the
+// browser's clock, no demo badge).
+async function refreshSystem() {
+  try {
+    await loadSystem();
+  } catch (error) {
+    console.warn(state.systemLoaded ? "System refresh failed" : "System info unavailable", error);
+  }
+}
+
+// Everything fetched over REST: server clock first, so the tiles' periods are judged with it.
+async function refreshAll() {
+  await refreshSystem();
+  return refreshKpis();
 }
 
 async function loadUnit() {
@@ -424,7 +503,7 @@ async function onOpen(socket) {
   setConnected(true);
   // On a reconnect (or after a failed first load) the REST state is refetched before subscribing,
   // so snapshots that follow always win over the older REST values.
-  if (reconnect || state.tiles.size === 0) await refreshKpis();
+  if (reconnect || state.tiles.size === 0) await refreshAll();
   if (socket !== state.socket || socket.readyState !== WebSocket.OPEN) return;
   for (const tile of state.tiles.values()) tile.seq = 0;
   const topics = [...state.tiles.keys()];
@@ -496,8 +575,13 @@ function sourceHealth(source, now) {
   if (!source.enabled || source.health === "disabled") return "disabled";
   if (source.health === "failing") return "failing";
   if (!source.last_success_at) return "stale";
-  const ageMs = now - new Date(source.last_success_at).getTime();
-  if (ageMs > STALE_FACTOR * (source.interval_seconds ?? 60) * 1000) return "stale";
+  if (typeof source.stale === "boolean") {
+    // The server judges staleness on its real-time clock (right even in a demo replay).
+    if (source.stale) return "stale";
+  } else {
+    const ageMs = now - parseInstant(source.last_success_at).getTime();
+    if (ageMs > STALE_FACTOR * (source.interval_seconds ?? 60) * 1000) return "stale";
+  }
   return source.health === "degraded" ? "degraded" : "ok";
 }
 
@@ -508,7 +592,7 @@ function renderSource(source, now) {
   item.dataset.health = health;
   item.dataset.connector = source.name;
   const freshness = source.last_success_at
-    ? `${T.dataAt} ${formatClockTime(new Date(source.last_success_at), { seconds: false })}`
+    ? `${T.dataAt} ${formatClockTime(parseInstant(source.last_success_at), { seconds: false })}`
     : T.noData;
   item.title = source.last_error ? `${T.health[health]}: ${source.last_error}` : T.health[health];
   item.innerHTML = `<span class="source-dot" aria-hidden="true"></span>
@@ -522,7 +606,7 @@ function renderSource(source, now) {
 async function pollConnectors() {
   try {
     const sources = await api("/api/v1/connectors");
-    const now = Date.now();
+    const now = serverNow().getTime();
     const list = $("sources");
     if (sources.length === 0) {
       const empty = document.createElement("li");
@@ -544,7 +628,7 @@ async function pollConnectors() {
 function startClock() {
   let shownDate = "";
   const tick = () => {
-    const now = new Date();
+    const now = serverNow();
     $("clock").textContent = formatClockTime(now, { seconds: true });
     const dateText = formatLongDate(now);
     if (dateText !== shownDate) {
@@ -552,7 +636,7 @@ function startClock() {
       shownDate = dateText;
       $("date").textContent = dateText;
     }
-    setTimeout(tick, 1000 - (Date.now() % 1000) + 5);
+    setTimeout(tick, 1000 - (serverNow().getTime() % 1000) + 5); // on the server's second
   };
   tick();
 }
@@ -570,13 +654,14 @@ function applyStaticText() {
 
 async function main() {
   applyStaticText();
+  await refreshSystem(); // before anything shows a time
   startClock();
   new ResizeObserver(() => layoutTiles()).observe($("tiles"));
   pollConnectors();
   await refreshKpis();
   connect();
   setInterval(() => {
-    if (state.socket?.readyState === WebSocket.OPEN) refreshKpis();
+    if (state.socket?.readyState === WebSocket.OPEN) refreshAll();
   }, KPI_REFRESH_MS);
 }
 

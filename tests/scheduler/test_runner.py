@@ -135,7 +135,7 @@ async def test_upstream_500_marks_the_connector_failing_and_the_api_keeps_servin
         async with httpx.AsyncClient(transport=transport, base_url="http://ioc") as http:
             assert (await http.get("/api/v1/kpis")).status_code == 200
             connectors = (await http.get("/api/v1/connectors")).json()
-    assert connectors[0]["health"] == "failing"
+    assert (connectors[0]["health"], connectors[0]["stale"]) == ("failing", True)
     await upstream.set_faults(mode=None)
     assert (await poll_instance(ctx, instance_id)).ok
     assert (await load(ctx, instance_id)).health == "ok"
