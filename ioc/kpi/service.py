@@ -22,6 +22,7 @@ from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.schemas import KpiRead
 from ioc.records.models import DossierRow
 from ioc.sdk import CANCELLED_STATUSES
+from ioc.units.models import AdminUnit
 
 Cell = tuple[str, str, Period]
 """(kpi id, unit code, period)"""
@@ -267,10 +268,39 @@ def headline_period(kpi: KpiDefinition, *, now: datetime, tz: ZoneInfo) -> Perio
 async def current_value(
     session: AsyncSession, kpi: KpiDefinition, unit_code: str, *, now: datetime, tz: ZoneInfo
 ) -> KpiRead:
-    """The headline value of one KPI for one unit."""
+    """The headline value of one KPI for one unit.
+
+    A period that has just begun (a new day or month) has no stored cell until the next
+    recompute; it is then computed on read rather than shown as zero.
+    """
     period = headline_period(kpi, now=now, tz=tz)
     cell = await session.get(KpiValue, (kpi.id, unit_code, period.kind.value, period.start))
-    return to_read(kpi, unit_code, period, cell)
+    if cell is not None:
+        return to_read(kpi, unit_code, period, cell)
+    return (await _compute_unstored(session, kpi, unit_code, period, tz=tz, now=now)).read()
+
+
+async def _compute_unstored(
+    session: AsyncSession,
+    kpi: KpiDefinition,
+    unit_code: str,
+    period: Period,
+    *,
+    tz: ZoneInfo,
+    now: datetime,
+) -> CellValue:
+    """A cell computed from the records without storing it; a parent sums its children."""
+    children = (
+        await session.scalars(select(AdminUnit.code).where(AdminUnit.parent_code == unit_code))
+    ).all()
+    units = list(children) or [unit_code]
+    values = await _compute_commune_cells(
+        session, {(kpi.id, unit, period) for unit in units}, tz=tz, now=now
+    )
+    numerator = sum(v.numerator for v in values)
+    denominators = [v.denominator for v in values if v.denominator is not None]
+    denominator = sum(denominators) if kpi.is_ratio else None
+    return CellValue(kpi, unit_code, period, numerator, denominator, now)
 
 
 async def current_values(

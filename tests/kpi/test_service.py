@@ -159,3 +159,23 @@ def test_month_period_ends_on_the_first_of_next_month_at_local_midnight() -> Non
     assert period.start == date(2026, 12, 1) and period.end == date(2027, 1, 1)
     assert end == datetime(2026, 12, 31, 17, 0, tzinfo=UTC)
     assert start == datetime(2026, 11, 30, 17, 0, tzinfo=UTC)
+
+
+async def test_a_period_not_yet_recomputed_is_computed_on_read_not_shown_as_zero(
+    ctx: AppContext,
+) -> None:
+    await ingest_and_recompute(ctx, [dossier(BIEN_HOA, resolved_after=None)])
+    next_day = NOW + timedelta(days=1)  # no recompute has stored that day's cells yet
+    async with ctx.sessionmaker() as session:
+        assert (
+            await session.get(KpiValue, ("onestop.overdue_open", "75", "day", date(2026, 11, 21)))
+            is None
+        )
+        overdue = await current_value(
+            session, KPIS["onestop.overdue_open"], "75", now=next_day, tz=ctx.settings.tz
+        )
+        commune = await current_value(
+            session, KPIS["onestop.overdue_open"], BIEN_HOA, now=next_day, tz=ctx.settings.tz
+        )
+    assert (str(overdue.period_start), overdue.value) == ("2026-11-21", 1)
+    assert commune.value == 1
