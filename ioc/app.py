@@ -12,16 +12,13 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from ioc.config import Settings
-from ioc.context import AppContext
-from ioc.db import create_engine, create_sessionmaker
+from ioc.context import AppContext, build_context
 from ioc.ingest import api as connectors_api
 from ioc.ingest.instances import read_seed_file, upsert_instance
 from ioc.ingest.registry import ConnectorRegistry
 from ioc.kit.clock import Clock, utcnow
 from ioc.kpi import api as kpi_api
 from ioc.live import api as live_api
-from ioc.live.hub import Hub
-from ioc.live.topics import snapshot_provider
 from ioc.scheduler.service import start_scheduler
 from ioc.system import api as system_api
 from ioc.units import api as units_api
@@ -43,15 +40,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url)
-        ctx = AppContext(
-            settings=settings,
-            engine=engine,
-            sessionmaker=create_sessionmaker(engine),
-            registry=registry or ConnectorRegistry(),
-            clock=clock,
-        )
-        ctx.hub = Hub(snapshot_provider(ctx))
+        ctx = build_context(settings, clock=clock, registry=registry)
         await _prepare_database(ctx)
         app.state.ctx = ctx
         scheduler = await start_scheduler(ctx) if settings.scheduler_enabled else None
@@ -60,7 +49,7 @@ def create_app(
         finally:
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
-            await engine.dispose()
+            await ctx.engine.dispose()
 
     app = FastAPI(
         title="IOC backend",

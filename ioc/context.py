@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ioc.config import Settings
+from ioc.db import create_engine, create_sessionmaker
 from ioc.ingest.registry import ConnectorRegistry
 from ioc.kit.clock import Clock, utcnow
 from ioc.live.hub import Hub
@@ -25,3 +26,24 @@ class AppContext:
     clock: Clock = utcnow
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Serialises write transactions on SQLite, which allows one writer at a time."""
+
+
+def build_context(
+    settings: Settings,
+    *,
+    clock: Clock = utcnow,
+    registry: ConnectorRegistry | None = None,
+) -> AppContext:
+    """Engine, sessions, registry and a live hub wired together; dispose `ctx.engine` after."""
+    from ioc.live.topics import snapshot_provider  # topics read the context: import late
+
+    engine = create_engine(settings.database_url)
+    ctx = AppContext(
+        settings=settings,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        registry=registry or ConnectorRegistry(),
+        clock=clock,
+    )
+    ctx.hub = Hub(snapshot_provider(ctx))
+    return ctx

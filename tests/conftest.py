@@ -9,11 +9,7 @@ import pytest
 from sqlalchemy import delete
 
 from ioc.config import Settings
-from ioc.context import AppContext
-from ioc.db import create_engine, create_sessionmaker
-from ioc.ingest.registry import ConnectorRegistry
-from ioc.live.hub import Hub
-from ioc.live.topics import snapshot_provider
+from ioc.context import AppContext, build_context
 from ioc.migrations import upgrade
 from ioc.models import ConnectorInstance, DossierRow, KpiValue, PollRun, RejectedRecord
 from ioc.units.service import sync_units
@@ -43,14 +39,7 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture
 async def ctx(settings: Settings) -> AsyncIterator[AppContext]:
     """A service context on a clean database holding only the province's units."""
-    engine = create_engine(settings.database_url)
-    context = AppContext(
-        settings=settings,
-        engine=engine,
-        sessionmaker=create_sessionmaker(engine),
-        registry=ConnectorRegistry(),
-    )
-    context.hub = Hub(snapshot_provider(context))
+    context = build_context(settings)
     async with context.sessionmaker() as session, session.begin():
         for model in (KpiValue, DossierRow, RejectedRecord, PollRun, ConnectorInstance):
             await session.execute(delete(model))
@@ -58,4 +47,4 @@ async def ctx(settings: Settings) -> AsyncIterator[AppContext]:
     try:
         yield context
     finally:
-        await engine.dispose()
+        await context.engine.dispose()

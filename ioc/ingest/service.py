@@ -11,7 +11,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.ingest.models import RejectedRecord
@@ -31,6 +31,16 @@ class DossierFacts:
     received_date: date
     due_date: date | None
     resolved_date: date | None
+
+
+def select_dossier_facts() -> Select[tuple[str, date, date | None, date | None]]:
+    """SELECT of the columns that make up `DossierFacts`, to add conditions to."""
+    return select(
+        DossierRow.unit_code,
+        DossierRow.received_date,
+        DossierRow.due_date,
+        DossierRow.resolved_date,
+    )
 
 
 @dataclass
@@ -142,12 +152,9 @@ async def _existing_facts(
     for start in range(0, len(external_ids), LOOKUP_CHUNK):
         chunk = external_ids[start : start + LOOKUP_CHUNK]
         result = await session.execute(
-            select(
-                DossierRow.unit_code,
-                DossierRow.received_date,
-                DossierRow.due_date,
-                DossierRow.resolved_date,
-            ).where(DossierRow.instance_id == instance_id, DossierRow.external_id.in_(chunk))
+            select_dossier_facts().where(
+                DossierRow.instance_id == instance_id, DossierRow.external_id.in_(chunk)
+            )
         )
         facts.extend(DossierFacts(*row) for row in result.all())
     return facts

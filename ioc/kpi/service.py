@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ioc.ingest.service import ChangeSet, DossierFacts
+from ioc.ingest.service import ChangeSet, DossierFacts, select_dossier_facts
 from ioc.kit.clock import local_date
 from ioc.kit.upsert import upsert
 from ioc.kpi.catalog import CATALOG, KpiDefinition
@@ -84,12 +84,7 @@ def affected_cells(facts: Iterable[DossierFacts], *, today: date) -> set[Cell]:
 async def open_dossier_facts(session: AsyncSession) -> list[DossierFacts]:
     """Facts of every open dossier: their values drift as time passes."""
     result = await session.execute(
-        select(
-            DossierRow.unit_code,
-            DossierRow.received_date,
-            DossierRow.due_date,
-            DossierRow.resolved_date,
-        ).where(
+        select_dossier_facts().where(
             DossierRow.resolved_at.is_(None),
             DossierRow.status.not_in([int(s) for s in CANCELLED_STATUSES]),
         )
