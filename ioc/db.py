@@ -30,7 +30,10 @@ class Base(DeclarativeBase):
     """Declarative base of every ORM model."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JsonType}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JsonType,
+        list[dict[str, Any]]: JsonType,
+    }
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:

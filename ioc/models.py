@@ -3,15 +3,27 @@
 from ioc.db import Base
 from ioc.ingest.models import ConnectorInstance, PollRun, RejectedRecord
 from ioc.kpi.models import KpiValue
-from ioc.records.models import DossierRow
+from ioc.records.models import (
+    BedCensusRow,
+    DossierRow,
+    EncounterRow,
+    FeedbackRow,
+    ObservationRow,
+    SchoolDayRow,
+)
 from ioc.units.models import AdminUnit
 
 __all__ = [
     "AdminUnit",
     "Base",
+    "BedCensusRow",
     "ConnectorInstance",
     "DossierRow",
+    "EncounterRow",
+    "FeedbackRow",
     "KpiValue",
+    "ObservationRow",
     "PollRun",
     "RejectedRecord",
+    "SchoolDayRow",
 ]

@@ -115,7 +115,7 @@ async def test_dossiers_flow_from_simulator_to_kpis_and_a_live_tile(
                 assert [(c["name"], c["health"], c["stale"]) for c in connectors] == [
                     ("onestop-e2e", "ok", False)
                 ]
-                assert "base_url" not in json.dumps(connectors)
+                assert connectors[0]["config"]["base_url"] == simulator_url
         finally:
             await engine.dispose()
 

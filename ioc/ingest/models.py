@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy import Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ioc.db import Base
@@ -29,6 +29,10 @@ class ConnectorInstance(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    timeout_seconds: Mapped[float] = mapped_column(Float, default=120.0)
+    max_backoff_seconds: Mapped[int] = mapped_column(Integer, default=900)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_run_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -51,8 +55,14 @@ class PollRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
+MAPPING_STAGE = "mapping"
+"""Rejected while mapping: the payload is the upstream's raw record."""
+VALIDATION_STAGE = "validation"
+"""Rejected by the ingest: the payload is the canonical record."""
+
+
 class RejectedRecord(Base):
-    """An upstream record that could not be used, kept with its reason and raw payload."""
+    """An upstream record that could not be used, kept with its reason and payload."""
 
     __tablename__ = "rejected_records"
 
@@ -61,7 +71,11 @@ class RejectedRecord(Base):
         ForeignKey("connector_instances.id", ondelete="CASCADE"), index=True
     )
     record_type: Mapped[str] = mapped_column(String(40))
+    stage: Mapped[str] = mapped_column(String(20), default=MAPPING_STAGE)
     external_id: Mapped[str | None] = mapped_column(String(128), index=True)
     reason: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column()
     rejected_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, index=True, doc="When a re-ingest stored it; null while pending"
+    )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import entry_points
 from typing import Any
 
 from ioc.sdk import Connector
+
+log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "ioc.connectors"
 
@@ -14,13 +17,23 @@ class UnknownConnectorKind(LookupError):
     """No installed connector declares this kind."""
 
 
-def discover() -> dict[str, type[Connector]]:
-    """Every installed connector class by its `kind`, built-in and third-party alike."""
+def discover(broken: dict[str, str] | None = None) -> dict[str, type[Connector]]:
+    """Every installed connector class by its `kind`, built-in and third-party alike.
+
+    A plugin that fails to load is logged and left out (its reason put in `broken`), so one
+    broken package never stops the others.
+    """
     found: dict[str, type[Connector]] = {}
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        cls = entry.load()
-        if not (isinstance(cls, type) and issubclass(cls, Connector)):
-            raise TypeError(f"entry point {entry.name!r} does not name a Connector subclass")
+        try:
+            cls = entry.load()
+            if not (isinstance(cls, type) and issubclass(cls, Connector)):
+                raise TypeError(f"{entry.value} is not a Connector subclass")
+        except Exception as exc:
+            log.error("connector plugin %r cannot be loaded: %s", entry.name, exc)
+            if broken is not None:
+                broken[entry.name] = f"{type(exc).__name__}: {exc}"
+            continue
         found[cls.kind] = cls
     return found
 
@@ -29,7 +42,8 @@ class ConnectorRegistry:
     """The connector classes this process can run."""
 
     def __init__(self, classes: dict[str, type[Connector]] | None = None) -> None:
-        self.classes = discover() if classes is None else dict(classes)
+        self.broken: dict[str, str] = {}
+        self.classes = discover(self.broken) if classes is None else dict(classes)
 
     def get(self, kind: str) -> type[Connector]:
         """The class for `kind`, or `UnknownConnectorKind`."""

@@ -14,11 +14,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ioc.ingest.models import RejectedRecord
-from ioc.kit.clock import local_date
+from ioc.ingest.models import MAPPING_STAGE, VALIDATION_STAGE, RejectedRecord
 from ioc.kit.upsert import upsert
 from ioc.records.models import DossierRow
-from ioc.sdk import Batch, Dossier, Record, Rejected
+from ioc.records.stores import STORES
+from ioc.sdk import Batch, Dossier, Record
 
 LOOKUP_CHUNK = 500
 
@@ -75,73 +75,92 @@ async def ingest_batch(
     """Store a batch's valid records and its rejects; nothing is committed here.
 
     `record_type` labels the rejects that never became records (those the connector could
-    not map).
+    not map); `now` stamps the rows (operational time).
     """
     accepted, rejected = _validate(batch.records, known_units)
-    rejected.extend(batch.rejected)
-    dossiers = _latest_versions(accepted)
     changes = ChangeSet()
-    if dossiers:
-        old = await _existing_facts(session, instance_id, [d.external_id for d in dossiers])
-        changes.dossiers.extend(old)
-        rows = [_dossier_row(d, instance_id=instance_id, tz=tz, now=now) for d in dossiers]
+    stored = 0
+    for type_name, records in _by_type(accepted).items():
+        store = STORES[type_name]
+        latest = _latest_versions(records)
+        if type_name == Dossier.record_type:
+            old = await _existing_facts(session, instance_id, [r.external_id for r in latest])
+            changes.dossiers.extend(old)
+        rows = [store.to_row(r, instance_id=instance_id, tz=tz, now=now) for r in latest]
+        model = store.model
         await upsert(
             session,
-            DossierRow,
+            model,
             rows,
             keys=("instance_id", "external_id"),
-            update_where=lambda excluded: (
-                DossierRow.source_updated_at <= excluded.source_updated_at
+            update_where=lambda excluded, model=model: (
+                model.source_updated_at <= excluded.source_updated_at
             ),
         )
-        changes.dossiers.extend(_facts(row) for row in rows)
-    if rejected:
-        session.add_all(
-            RejectedRecord(
-                instance_id=instance_id,
-                record_type=record_type,
-                external_id=r.external_id,
-                reason=r.reason,
-                payload=r.payload,
-                rejected_at=now,
-            )
-            for r in rejected
+        if type_name == Dossier.record_type:
+            changes.dossiers.extend(_facts(row) for row in rows)
+        stored += len(latest)
+    session.add_all(
+        RejectedRecord(
+            instance_id=instance_id,
+            record_type=record_type,
+            stage=MAPPING_STAGE,
+            external_id=r.external_id,
+            reason=r.reason,
+            payload=r.payload,
+            rejected_at=now,
         )
+        for r in batch.rejected
+    )
+    session.add_all(
+        RejectedRecord(
+            instance_id=instance_id,
+            record_type=record.record_type,
+            stage=VALIDATION_STAGE,
+            external_id=record.external_id,
+            reason=reason,
+            payload=record.model_dump(mode="json"),
+            rejected_at=now,
+        )
+        for record, reason in rejected
+    )
     await session.flush()
-    return IngestResult(stored=len(dossiers), rejected=len(rejected), changes=changes)
+    return IngestResult(
+        stored=stored, rejected=len(rejected) + len(batch.rejected), changes=changes
+    )
 
 
 def _validate(
     records: Iterable[Record], known_units: set[str]
-) -> tuple[list[Dossier], list[Rejected]]:
-    accepted: list[Dossier] = []
-    rejected: list[Rejected] = []
+) -> tuple[list[Record], list[tuple[Record, str]]]:
+    """Records the IOC can store, and the others with the reason."""
+    accepted: list[Record] = []
+    rejected: list[tuple[Record, str]] = []
     for record in records:
-        reason = None
-        if not isinstance(record, Dossier):
-            reason = f"record type {type(record).__name__} is not stored yet"
+        if record.record_type not in STORES:
+            rejected.append((record, f"record type {record.record_type!r} is not stored"))
         elif record.unit_code not in known_units:
-            reason = f"unknown unit code {record.unit_code!r}: not a commune of this province"
-        if reason is None:
-            accepted.append(record)
+            reason = f"unknown unit code {record.unit_code!r}: not a unit of this province"
+            rejected.append((record, reason))
         else:
-            rejected.append(
-                Rejected(
-                    external_id=record.external_id,
-                    reason=reason,
-                    payload=record.model_dump(mode="json"),
-                )
-            )
+            accepted.append(record)
     return accepted, rejected
 
 
-def _latest_versions(dossiers: Sequence[Dossier]) -> list[Dossier]:
+def _by_type(records: Iterable[Record]) -> dict[str, list[Record]]:
+    grouped: dict[str, list[Record]] = {}
+    for record in records:
+        grouped.setdefault(record.record_type, []).append(record)
+    return grouped
+
+
+def _latest_versions(records: Sequence[Record]) -> list[Record]:
     """One version per external id: a page that repeats a record keeps its newest version."""
-    latest: dict[str, Dossier] = {}
-    for dossier in dossiers:
-        seen = latest.get(dossier.external_id)
-        if seen is None or seen.source_updated_at <= dossier.source_updated_at:
-            latest[dossier.external_id] = dossier
+    latest: dict[str, Record] = {}
+    for record in records:
+        seen = latest.get(record.external_id)
+        if seen is None or seen.source_updated_at <= record.source_updated_at:
+            latest[record.external_id] = record
     return list(latest.values())
 
 
@@ -158,40 +177,6 @@ async def _existing_facts(
         )
         facts.extend(DossierFacts(*row) for row in result.all())
     return facts
-
-
-def _dossier_row(
-    dossier: Dossier, *, instance_id: int, tz: ZoneInfo, now: datetime
-) -> dict[str, Any]:
-    def day(moment: datetime | None) -> date | None:
-        return local_date(moment, tz) if moment is not None else None
-
-    return {
-        "instance_id": instance_id,
-        "external_id": dossier.external_id,
-        "unit_code": dossier.unit_code,
-        "original_unit_code": dossier.original_unit_code,
-        "procedure_code": dossier.procedure_code,
-        "procedure_name": dossier.procedure_name,
-        "field_code": dossier.field_code,
-        "field_name": dossier.field_name,
-        "agency_code": dossier.agency_code,
-        "agency_name": dossier.agency_name,
-        "channel": dossier.channel.value,
-        "status": int(dossier.status),
-        "received_at": dossier.received_at,
-        "due_at": dossier.due_at,
-        "resolved_at": dossier.resolved_at,
-        "returned_at": dossier.returned_at,
-        "received_date": local_date(dossier.received_at, tz),
-        "due_date": day(dossier.due_at),
-        "resolved_date": day(dossier.resolved_at),
-        "paid_online": dossier.paid_online,
-        "synced_to_portal": dossier.synced_to_portal,
-        "apology_issued": dossier.apology_issued,
-        "source_updated_at": dossier.source_updated_at,
-        "ingested_at": now,
-    }
 
 
 def _facts(row: dict[str, Any]) -> DossierFacts:

@@ -6,11 +6,13 @@ context's clock, which a demo may set to a simulator's replayed time."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import text
 
@@ -19,8 +21,8 @@ from ioc.ingest.models import ConnectorInstance, PollRun
 from ioc.ingest.service import ChangeSet, ingest_batch
 from ioc.kit.clock import utcnow
 from ioc.kpi.service import CellValue, is_headline, open_dossier_facts, recompute
-from ioc.sdk import Batch, Connector, ConnectorError
-from ioc.units.service import COMMUNE_LEVEL, province_code_str, unit_codes
+from ioc.sdk import Batch, Connector, ConnectorError, ConnectorRateLimited
+from ioc.units.service import province_code_str, unit_codes
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +36,36 @@ class Health:
     DISABLED = "disabled"
 
 
+POLL_LOCK_CLASS = 7420003
+"""First key of the PostgreSQL advisory lock a poll holds; the second is the instance id."""
+
+
 @dataclass
 class PollOutcome:
-    """What one run did."""
+    """What one run did; `skipped` says why a run did not poll at all."""
 
     ok: bool
+    skipped: str | None = None
     pages: int = 0
     fetched: int = 0
     stored: int = 0
     rejected: int = 0
     error: str | None = None
+    retry_after: float | None = None
+    rate_limited: bool = False
+
+
+def backoff_seconds(
+    *, failures: int, interval: float, cap: float, retry_after: float | None, jitter: float
+) -> float:
+    """Delay before the next attempt after `failures` consecutive failures.
+
+    Exponential from the poll interval (interval × 2^(failures−1)), capped, scaled by
+    `jitter` in [0.5, 1] so that replicas and sources do not retry in step, and never shorter
+    than what the upstream asked for with Retry-After.
+    """
+    delay = min(cap, interval * 2 ** max(failures - 1, 0)) * jitter
+    return max(delay, retry_after or 0.0)
 
 
 @contextlib.asynccontextmanager
@@ -57,29 +79,84 @@ async def write_transaction(ctx: AppContext) -> AsyncIterator:
         yield session
 
 
-async def poll_instance(ctx: AppContext, instance_id: int) -> PollOutcome:
-    """Poll one instance until it has no more pages (or the page budget is spent)."""
+async def poll_instance(ctx: AppContext, instance_id: int, *, force: bool = False) -> PollOutcome:
+    """Poll one instance until it has no more pages (or the page budget is spent).
+
+    Skipped while the instance backs off after failures (unless `force`, a manual run), and on
+    PostgreSQL while another replica polls it or has just polled it.
+    """
     async with ctx.sessionmaker() as session:
         instance = await session.get(ConnectorInstance, instance_id)
     if instance is None or not instance.enabled:
-        return PollOutcome(ok=False, error="instance missing or disabled")
+        return PollOutcome(ok=False, skipped="instance missing or disabled")
+    if not force and instance.next_attempt_at is not None and utcnow() < instance.next_attempt_at:
+        return PollOutcome(ok=False, skipped="backing off after failures")
+    async with _poll_lock(ctx, instance_id) as held:
+        if not held:
+            return PollOutcome(ok=False, skipped="another replica is polling this source")
+        return await _poll_locked(ctx, instance_id, force=force)
+
+
+@contextlib.asynccontextmanager
+async def _poll_lock(ctx: AppContext, instance_id: int) -> AsyncIterator[bool]:
+    """On PostgreSQL, a session advisory lock per instance held for the whole poll."""
+    if not ctx.settings.is_postgres:
+        yield True
+        return
+    async with ctx.engine.connect() as connection:
+        held = await connection.scalar(
+            text("SELECT pg_try_advisory_lock(:kind, :id)"),
+            {"kind": POLL_LOCK_CLASS, "id": instance_id},
+        )
+        await connection.commit()
+        try:
+            yield bool(held)
+        finally:
+            if held:
+                await connection.execute(
+                    text("SELECT pg_advisory_unlock(:kind, :id)"),
+                    {"kind": POLL_LOCK_CLASS, "id": instance_id},
+                )
+                await connection.commit()
+
+
+async def _poll_locked(ctx: AppContext, instance_id: int, *, force: bool) -> PollOutcome:
     started = utcnow()
+    async with write_transaction(ctx) as session:
+        instance = await session.get(ConnectorInstance, instance_id)
+        if instance is None:
+            return PollOutcome(ok=False, skipped="instance missing or disabled")
+        recent = instance.last_run_started_at
+        if (
+            not force
+            and recent is not None
+            and _seconds(started - recent) < (instance.interval_seconds / 2)
+        ):
+            return PollOutcome(ok=False, skipped="polled moments ago by another run")
+        instance.last_run_started_at = started
     outcome = PollOutcome(ok=True)
     connector: Connector | None = None
     try:
         connector = ctx.registry.create(instance.kind, instance.config)
         cursor = dict(instance.cursor)
         for _ in range(ctx.settings.poll_max_pages):
-            batch = await connector.poll(cursor)
+            async with asyncio.timeout(instance.timeout_seconds):
+                batch = await connector.poll(cursor)
             outcome.pages += 1
             outcome.fetched += batch.fetched or len(batch.records) + len(batch.rejected)
-            changed = await _store_page(ctx, instance, connector, batch)
-            outcome.stored += changed[0]
-            outcome.rejected += changed[1]
+            stored, rejected = await _store_page(ctx, instance, connector, batch)
+            outcome.stored += stored
+            outcome.rejected += rejected
             cursor = batch.cursor
             if not batch.has_more:
                 break
-    except (ConnectorError, OSError, TimeoutError, ValueError) as exc:
+    except ConnectorRateLimited as exc:
+        outcome.ok, outcome.rate_limited, outcome.retry_after = False, True, exc.retry_after
+        outcome.error = f"{type(exc).__name__}: {exc}"
+    except TimeoutError:
+        outcome.ok = False
+        outcome.error = f"ConnectorUnavailable: no answer within {instance.timeout_seconds:g}s"
+    except (ConnectorError, OSError, ValueError) as exc:
         outcome.ok = False
         outcome.error = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # a bug in a plugin must not stop the scheduler
@@ -93,6 +170,10 @@ async def poll_instance(ctx: AppContext, instance_id: int) -> PollOutcome:
     return outcome
 
 
+def _seconds(delta: timedelta) -> float:
+    return delta.total_seconds()
+
+
 async def _store_page(
     ctx: AppContext, instance: ConnectorInstance, connector: Connector, batch: Batch
 ) -> tuple[int, int]:
@@ -100,7 +181,7 @@ async def _store_page(
     now = ctx.clock()
     record_type = connector.record_types[0].record_type if connector.record_types else "record"
     async with write_transaction(ctx) as session:
-        known = await unit_codes(session, level=COMMUNE_LEVEL)
+        known = await unit_codes(session)
         result = await ingest_batch(
             session,
             instance_id=instance.id,
@@ -155,6 +236,7 @@ def publish_changes(ctx: AppContext, changed: list[CellValue]) -> None:
 async def _record_run(
     ctx: AppContext, instance: ConnectorInstance, outcome: PollOutcome, *, started: datetime
 ) -> None:
+    """Write the poll run and the instance's health, logging a failure once and a recovery once."""
     finished = utcnow()
     async with write_transaction(ctx) as session:
         session.add(
@@ -178,12 +260,28 @@ async def _record_run(
             stored.health = Health.DEGRADED if outcome.rejected else Health.OK
             stored.last_success_at = finished
             stored.consecutive_failures = 0
-            if before == Health.FAILING:
+            stored.next_attempt_at = None
+            if before in (Health.FAILING, Health.DEGRADED) and stored.health == Health.OK:
                 log.info("connector %s recovered", stored.name)
-        else:
-            stored.health = Health.FAILING
-            stored.last_error = outcome.error
-            stored.last_error_at = finished
-            stored.consecutive_failures += 1
-            if before != Health.FAILING:
-                log.warning("connector %s is failing: %s", stored.name, outcome.error)
+            return
+        stored.consecutive_failures += 1
+        stored.last_error = outcome.error
+        stored.last_error_at = finished
+        # Throttled is the upstream working as designed: degraded, not failing.
+        stored.health = Health.DEGRADED if outcome.rate_limited else Health.FAILING
+        delay = backoff_seconds(
+            failures=stored.consecutive_failures,
+            interval=stored.interval_seconds,
+            cap=stored.max_backoff_seconds,
+            retry_after=outcome.retry_after,
+            jitter=random.uniform(0.5, 1.0),
+        )
+        stored.next_attempt_at = finished + timedelta(seconds=delay)
+        if before != stored.health:
+            log.warning(
+                "connector %s is %s: %s (next attempt in %.0fs)",
+                stored.name,
+                stored.health,
+                outcome.error,
+                delay,
+            )

@@ -29,7 +29,7 @@ def test_builtin_connectors_are_found_through_the_entry_point_group() -> None:
 
 
 def test_unknown_kind_names_the_installed_ones() -> None:
-    with pytest.raises(UnknownConnectorKind, match="installed: onestop"):
+    with pytest.raises(UnknownConnectorKind, match=r"installed: .*onestop"):
         ConnectorRegistry().get("weather")
 
 

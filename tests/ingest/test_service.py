@@ -95,8 +95,9 @@ async def test_unknown_unit_is_rejected_with_reason_while_the_rest_is_stored(
     async with ctx.sessionmaker() as session:
         rejects = (await session.scalars(select(RejectedRecord).order_by(RejectedRecord.id))).all()
         assert await session.scalar(select(func.count()).select_from(RejectedRecord)) == 2
-    reasons = {r.external_id: r.reason for r in rejects}
-    assert "unknown unit code '99999'" in reasons[stray.external_id]
-    assert reasons[None] == "missing dossier id (MaHoSo)"
-    assert rejects[1].payload == {"MaTTHC": "1.0"}
-    assert rejects[0].payload["unit_code"] == "99999"
+    by_id = {r.external_id: r for r in rejects}
+    assert "unknown unit code '99999'" in by_id[stray.external_id].reason
+    assert by_id[stray.external_id].stage == "validation"
+    assert by_id[stray.external_id].payload["unit_code"] == "99999"
+    assert by_id[None].reason == "missing dossier id (MaHoSo)"
+    assert (by_id[None].stage, by_id[None].payload) == ("mapping", {"MaTTHC": "1.0"})

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, inspect, select
 from sqlalchemy.orm import Session
 
 from connectors.onestop.simulator import Simulator
@@ -62,12 +62,19 @@ async def count(ctx: AppContext, model: type) -> int:
 
 
 @contextmanager
-def crash_on_first_commit() -> Iterator[list[int]]:
-    """Fail the first transaction commit after the fetch: a crash between fetch and commit."""
+def crash_before_first_page_commit() -> Iterator[list[int]]:
+    """Fail the commit that would store the first page and advance the cursor: a crash
+    between fetch and commit."""
     crashes: list[int] = []
 
+    def advances_cursor(session: Session) -> bool:
+        return any(
+            isinstance(obj, ConnectorInstance) and inspect(obj).attrs.cursor.history.has_changes()
+            for obj in session.dirty
+        )
+
     def crash(session: Session) -> None:
-        if not crashes:
+        if not crashes and advances_cursor(session):
             crashes.append(1)
             raise RuntimeError("simulated crash before commit")
 
@@ -82,7 +89,7 @@ async def test_poll_pages_to_exhaustion_and_stores_every_visible_dossier(
     ctx: AppContext, upstream: Upstream
 ) -> None:
     instance_id = await instance_for(ctx, upstream)
-    outcome = await poll_instance(ctx, instance_id)
+    outcome = await poll_instance(ctx, instance_id, force=True)
     assert outcome.ok and outcome.pages > 1
     assert await count(ctx, DossierRow) == upstream.visible() == outcome.stored
     instance = await load(ctx, instance_id)
@@ -94,9 +101,9 @@ async def test_polling_again_with_nothing_new_stores_no_duplicates(
     ctx: AppContext, upstream: Upstream
 ) -> None:
     instance_id = await instance_for(ctx, upstream)
-    await poll_instance(ctx, instance_id)
+    await poll_instance(ctx, instance_id, force=True)
     cursor = (await load(ctx, instance_id)).cursor
-    again = await poll_instance(ctx, instance_id)
+    again = await poll_instance(ctx, instance_id, force=True)
     assert again.ok and again.stored == 0
     assert (await load(ctx, instance_id)).cursor == cursor
     assert await count(ctx, DossierRow) == upstream.visible()
@@ -106,14 +113,14 @@ async def test_crash_between_fetch_and_commit_keeps_cursor_and_next_poll_complet
     ctx: AppContext, upstream: Upstream
 ) -> None:
     instance_id = await instance_for(ctx, upstream)
-    with crash_on_first_commit() as crashes:
-        outcome = await poll_instance(ctx, instance_id)
+    with crash_before_first_page_commit() as crashes:
+        outcome = await poll_instance(ctx, instance_id, force=True)
     assert crashes and not outcome.ok
     assert "simulated crash" in (outcome.error or "")
     instance = await load(ctx, instance_id)
     assert instance.cursor == {} and instance.health == "failing"
     assert await count(ctx, DossierRow) == 0
-    recovered = await poll_instance(ctx, instance_id)
+    recovered = await poll_instance(ctx, instance_id, force=True)
     assert recovered.ok
     assert await count(ctx, DossierRow) == upstream.visible()
     assert (await load(ctx, instance_id)).health == "ok"
@@ -124,7 +131,7 @@ async def test_upstream_500_marks_the_connector_failing_and_the_api_keeps_servin
 ) -> None:
     instance_id = await instance_for(ctx, upstream)
     await upstream.set_faults(mode="error")
-    outcome = await poll_instance(ctx, instance_id)
+    outcome = await poll_instance(ctx, instance_id, force=True)
     instance = await load(ctx, instance_id)
     assert not outcome.ok
     assert (instance.health, instance.consecutive_failures) == ("failing", 1)
@@ -137,7 +144,7 @@ async def test_upstream_500_marks_the_connector_failing_and_the_api_keeps_servin
             connectors = (await http.get("/api/v1/connectors")).json()
     assert (connectors[0]["health"], connectors[0]["stale"]) == ("failing", True)
     await upstream.set_faults(mode=None)
-    assert (await poll_instance(ctx, instance_id)).ok
+    assert (await poll_instance(ctx, instance_id, force=True)).ok
     assert (await load(ctx, instance_id)).health == "ok"
     async with ctx.sessionmaker() as session:
         outcomes = (await session.scalars(select(PollRun.outcome).order_by(PollRun.id))).all()
@@ -149,7 +156,7 @@ async def test_upstream_timeout_marks_the_connector_failing(
 ) -> None:
     instance_id = await instance_for(ctx, upstream, timeout_seconds=0.3)
     await upstream.set_faults(mode="timeout", timeout_seconds=5)
-    outcome = await poll_instance(ctx, instance_id)
+    outcome = await poll_instance(ctx, instance_id, force=True)
     instance = await load(ctx, instance_id)
     assert not outcome.ok and instance.health == "failing"
     assert await count(ctx, DossierRow) == 0 and instance.cursor == {}
@@ -160,7 +167,7 @@ async def test_malformed_dossiers_are_rejected_with_reasons_and_the_rest_stored(
 ) -> None:
     instance_id = await instance_for(ctx, upstream)
     await upstream.set_faults(malformed=3)
-    outcome = await poll_instance(ctx, instance_id)
+    outcome = await poll_instance(ctx, instance_id, force=True)
     assert outcome.ok and outcome.rejected == 3
     assert await count(ctx, DossierRow) == upstream.visible() - 3
     async with ctx.sessionmaker() as session:

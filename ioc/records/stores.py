@@ -1,0 +1,86 @@
+"""How each canonical record type becomes a row: its table and its derived local-date columns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import Enum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel
+
+from ioc.kit.clock import local_date
+from ioc.records.models import (
+    BedCensusRow,
+    DossierRow,
+    EncounterRow,
+    FeedbackRow,
+    ObservationRow,
+    RecordColumns,
+    SchoolDayRow,
+)
+from ioc.sdk import BedCensus, Dossier, Encounter, FeedbackReport, Observation, Record, SchoolDay
+
+Derive = Callable[[Any, ZoneInfo], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RecordStore:
+    """Where a record type is stored and which local dates it derives."""
+
+    record_class: type[Record]
+    model: type[RecordColumns]
+    derive: Derive
+
+    def to_row(
+        self, record: Record, *, instance_id: int, tz: ZoneInfo, now: datetime
+    ) -> dict[str, Any]:
+        """The row of a record: its fields, derived local dates, instance and ingest time."""
+        row = {name: _column_value(record, name) for name in type(record).model_fields}
+        row.update(self.derive(record, tz))
+        row["instance_id"] = instance_id
+        row["ingested_at"] = now
+        return row
+
+
+def _column_value(record: Record, name: str) -> Any:
+    value = getattr(record, name)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple) and all(isinstance(v, BaseModel) for v in value):
+        return [v.model_dump(mode="json") for v in value]
+    return value
+
+
+def _day(moment: datetime | None, tz: ZoneInfo) -> date | None:
+    return local_date(moment, tz) if moment is not None else None
+
+
+STORES: dict[str, RecordStore] = {
+    store.record_class.record_type: store
+    for store in (
+        RecordStore(
+            Dossier,
+            DossierRow,
+            lambda d, tz: {
+                "received_date": _day(d.received_at, tz),
+                "due_date": _day(d.due_at, tz),
+                "resolved_date": _day(d.resolved_at, tz),
+            },
+        ),
+        RecordStore(
+            FeedbackReport,
+            FeedbackRow,
+            lambda f, tz: {"requested_date": _day(f.requested_at, tz)},
+        ),
+        RecordStore(Encounter, EncounterRow, lambda e, tz: {"start_date": _day(e.start_at, tz)}),
+        RecordStore(
+            BedCensus, BedCensusRow, lambda b, tz: {"measured_date": _day(b.measured_at, tz)}
+        ),
+        RecordStore(SchoolDay, SchoolDayRow, lambda s, tz: {}),
+        RecordStore(Observation, ObservationRow, lambda o, tz: {}),
+    )
+}
+"""Every storable record type by its `record_type` name."""
