@@ -43,12 +43,12 @@ def create_app(
         ctx = build_context(settings, clock=clock, registry=registry)
         await _prepare_database(ctx)
         app.state.ctx = ctx
-        scheduler = await start_scheduler(ctx) if settings.scheduler_enabled else None
+        ctx.scheduler = await start_scheduler(ctx) if settings.scheduler_enabled else None
         try:
             yield
         finally:
-            if scheduler is not None:
-                scheduler.shutdown(wait=False)
+            if ctx.scheduler is not None:
+                ctx.scheduler.shutdown(wait=False)
             await ctx.engine.dispose()
 
     app = FastAPI(

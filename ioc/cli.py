@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 from typing import Annotated, Any
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 
 from ioc.config import Settings
+from ioc.context import AppContext
 from ioc.kit.clock import utcnow
 
 app = typer.Typer(help="Intelligent operations center (IOC) backend.", no_args_is_help=True)
@@ -120,6 +124,136 @@ def demo(
         await asyncio.gather(*(uvicorn.Server(config).serve() for config in configs))
 
     asyncio.run(run())
+
+
+connectors_app = typer.Typer(help="Manage connector instances (in IOC_DATABASE_URL).")
+app.add_typer(connectors_app, name="connectors")
+
+
+@connectors_app.command("list")
+def connectors_list() -> None:
+    """List connector instances with their health (secrets masked)."""
+    from ioc.ingest.instances import list_instances, to_read
+    from ioc.kit.clock import utcnow
+
+    async def run(ctx: AppContext) -> None:
+        async with ctx.sessionmaker() as session:
+            instances = await list_instances(session)
+        now = utcnow()
+        for instance in instances:
+            read = to_read(instance, ctx.registry, now=now)
+            last = (
+                read.last_success_at.isoformat(timespec="seconds") if read.last_success_at else "-"
+            )
+            typer.echo(
+                f"{read.id:>4}  {read.name:<24} {read.kind:<10} {read.health:<9} "
+                f"every {read.interval_seconds}s  last success {last}"
+                + (f"  error: {read.last_error}" if read.health == "failing" else "")
+            )
+        if not instances:
+            typer.echo("no connector instances")
+
+    _with_context(run)
+
+
+@connectors_app.command("add")
+def connectors_add(
+    name: str,
+    kind: str,
+    config: Annotated[str, typer.Option(help="The connector's config as JSON")] = "{}",
+    interval: Annotated[int, typer.Option(help="Seconds between polls")] = 60,
+    disabled: bool = False,
+) -> None:
+    """Add a connector instance; its config is validated against the connector's schema."""
+    from ioc.ingest.instances import InvalidInstance, create_instance
+    from ioc.ingest.schemas import ConnectorInstanceCreate
+    from ioc.kit.clock import utcnow
+
+    try:
+        data = ConnectorInstanceCreate(
+            name=name,
+            kind=kind,
+            config=json.loads(config),
+            interval_seconds=interval,
+            enabled=not disabled,
+        )
+    except (ValueError, ValidationError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    async def run(ctx: AppContext) -> None:
+        try:
+            async with ctx.sessionmaker() as session, session.begin():
+                instance = await create_instance(session, ctx.registry, data, now=utcnow())
+        except InvalidInstance as exc:
+            typer.secho(f"refused: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"added connector instance {instance.id} ({instance.name}, {instance.kind})")
+
+    _with_context(run)
+
+
+@connectors_app.command("test")
+def connectors_test(instance: Annotated[str, typer.Argument(help="Instance id or name")]) -> None:
+    """Check an instance's config against its live source."""
+    from ioc.scheduler.runner import check_instance
+
+    async def run(ctx: AppContext) -> None:
+        ok, error = await check_instance(ctx, await _instance_id(ctx, instance))
+        if not ok:
+            typer.secho(f"failed: {error}", fg="red", err=True)
+            raise typer.Exit(1)
+        typer.echo("ok: the source answers and the config works")
+
+    _with_context(run)
+
+
+@connectors_app.command("run")
+def connectors_run(instance: Annotated[str, typer.Argument(help="Instance id or name")]) -> None:
+    """Poll an instance now and store what it returns."""
+    from ioc.scheduler.runner import poll_instance
+
+    async def run(ctx: AppContext) -> None:
+        outcome = await poll_instance(ctx, await _instance_id(ctx, instance), force=True)
+        typer.echo(
+            f"{'ok' if outcome.ok else 'failed'}: pages {outcome.pages}, fetched "
+            f"{outcome.fetched}, stored {outcome.stored}, rejected {outcome.rejected}"
+            + (f"; {outcome.error or outcome.skipped}" if not outcome.ok else "")
+        )
+        if not outcome.ok:
+            raise typer.Exit(1)
+
+    _with_context(run)
+
+
+def _with_context(body: Callable[[AppContext], Awaitable[None]]) -> None:
+    from ioc.context import build_context
+
+    settings = Settings(scheduler_enabled=False)
+
+    async def run() -> None:
+        ctx = build_context(settings)
+        try:
+            await body(ctx)
+        finally:
+            await ctx.engine.dispose()
+
+    asyncio.run(run())
+
+
+async def _instance_id(ctx: AppContext, key: str) -> int:
+    from sqlalchemy import select
+
+    from ioc.ingest.models import ConnectorInstance
+
+    column = ConnectorInstance.id if key.isdigit() else ConnectorInstance.name
+    async with ctx.sessionmaker() as session:
+        found = await session.scalar(
+            select(ConnectorInstance.id).where(column == (int(key) if key.isdigit() else key))
+        )
+    if found is None:
+        typer.secho(f"no connector instance {key!r}", fg="red", err=True)
+        raise typer.Exit(2)
+    return found
 
 
 def _simulators() -> dict[str, Any]:

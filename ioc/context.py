@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ioc.config import Settings
@@ -23,6 +24,7 @@ class AppContext:
     sessionmaker: async_sessionmaker[AsyncSession]
     registry: ConnectorRegistry
     hub: Hub | None = None
+    scheduler: AsyncIOScheduler | None = None
     clock: Clock = utcnow
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Serialises write transactions on SQLite, which allows one writer at a time."""

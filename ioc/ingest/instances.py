@@ -13,7 +13,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ioc.ingest.models import ConnectorInstance
+from ioc.ingest.models import ConnectorInstance, PollRun
 from ioc.ingest.registry import ConnectorRegistry
 from ioc.ingest.schemas import (
     SECRET_MASK,
@@ -155,6 +155,17 @@ async def get_instance(session: AsyncSession, instance_id: int) -> ConnectorInst
 async def list_instances(session: AsyncSession) -> Sequence[ConnectorInstance]:
     """Every instance, by name."""
     return (await session.scalars(select(ConnectorInstance).order_by(ConnectorInstance.name))).all()
+
+
+async def recent_runs(session: AsyncSession, instance_id: int, *, limit: int) -> list[PollRun]:
+    """The instance's last poll runs, newest first."""
+    query = (
+        select(PollRun)
+        .where(PollRun.instance_id == instance_id)
+        .order_by(PollRun.id.desc())
+        .limit(limit)
+    )
+    return list((await session.scalars(query)).all())
 
 
 def is_stale(instance: ConnectorInstance, *, now: datetime) -> bool:

@@ -77,7 +77,7 @@ async def ingest_batch(
     `record_type` labels the rejects that never became records (those the connector could
     not map); `now` stamps the rows (operational time).
     """
-    accepted, rejected = _validate(batch.records, known_units)
+    accepted, rejected = validate_records(batch.records, known_units)
     changes = ChangeSet()
     stored = 0
     for type_name, records in _by_type(accepted).items():
@@ -130,7 +130,7 @@ async def ingest_batch(
     )
 
 
-def _validate(
+def validate_records(
     records: Iterable[Record], known_units: set[str]
 ) -> tuple[list[Record], list[tuple[Record, str]]]:
     """Records the IOC can store, and the others with the reason."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.context import AppContext
 from ioc.ingest.models import ConnectorInstance, PollRun
@@ -69,7 +70,7 @@ def backoff_seconds(
 
 
 @contextlib.asynccontextmanager
-async def write_transaction(ctx: AppContext) -> AsyncIterator:
+async def write_transaction(ctx: AppContext) -> AsyncIterator[AsyncSession]:
     """A session in a transaction; on SQLite, one writer at a time in this process."""
     lock = ctx.write_lock if not ctx.settings.is_postgres else contextlib.nullcontext()
     async with lock, ctx.sessionmaker() as session, session.begin():
@@ -178,31 +179,53 @@ async def _store_page(
     ctx: AppContext, instance: ConnectorInstance, connector: Connector, batch: Batch
 ) -> tuple[int, int]:
     """Ingest one page, recompute its KPI cells and advance the cursor: all or nothing."""
-    now = ctx.clock()
     record_type = connector.record_types[0].record_type if connector.record_types else "record"
     async with write_transaction(ctx) as session:
-        known = await unit_codes(session)
-        result = await ingest_batch(
-            session,
-            instance_id=instance.id,
-            batch=batch,
-            known_units=known,
-            tz=ctx.settings.tz,
-            now=utcnow(),
-            record_type=record_type,
-        )
-        changed = await recompute(
-            session,
-            changes=result.changes,
-            province_code=province_code_str(ctx.settings.province),
-            tz=ctx.settings.tz,
-            now=now,
+        result = await store_batch(
+            ctx, session, instance_id=instance.id, batch=batch, record_type=record_type
         )
         stored = await session.get(ConnectorInstance, instance.id, with_for_update=True)
         assert stored is not None
         stored.cursor = batch.cursor
-    publish_changes(ctx, changed)
+    publish_changes(ctx, result.changed_cells)
     return result.stored, result.rejected
+
+
+@dataclass
+class StoreResult:
+    """What storing a batch did, with the KPI cells to publish after the commit."""
+
+    stored: int
+    rejected: int
+    changed_cells: list[CellValue]
+
+
+async def store_batch(
+    ctx: AppContext,
+    session: AsyncSession,
+    *,
+    instance_id: int,
+    batch: Batch,
+    record_type: str,
+) -> StoreResult:
+    """Ingest a batch and recompute the KPI cells it touches, inside the caller's transaction."""
+    result = await ingest_batch(
+        session,
+        instance_id=instance_id,
+        batch=batch,
+        known_units=await unit_codes(session),
+        tz=ctx.settings.tz,
+        now=utcnow(),
+        record_type=record_type,
+    )
+    changed = await recompute(
+        session,
+        changes=result.changes,
+        province_code=province_code_str(ctx.settings.province),
+        tz=ctx.settings.tz,
+        now=ctx.clock(),
+    )
+    return StoreResult(result.stored, result.rejected, changed)
 
 
 async def refresh_now_based(ctx: AppContext) -> int:
@@ -285,3 +308,24 @@ async def _record_run(
                 outcome.error,
                 delay,
             )
+
+
+async def check_instance(ctx: AppContext, instance_id: int) -> tuple[bool, str | None]:
+    """Run the connector's `check()` against the live source within the instance's timeout."""
+    async with ctx.sessionmaker() as session:
+        instance = await session.get(ConnectorInstance, instance_id)
+    if instance is None:
+        return False, "instance missing"
+    connector: Connector | None = None
+    try:
+        connector = ctx.registry.create(instance.kind, instance.config)
+        async with asyncio.timeout(instance.timeout_seconds):
+            await connector.check()
+    except TimeoutError:
+        return False, f"ConnectorUnavailable: no answer within {instance.timeout_seconds:g}s"
+    except Exception as exc:  # report any failure of a plugin's check to the caller
+        return False, f"{type(exc).__name__}: {exc}"
+    finally:
+        if connector is not None:
+            await connector.aclose()
+    return True, None

@@ -18,20 +18,29 @@ log = logging.getLogger(__name__)
 REFRESH_JOB_ID = "kpi-refresh-now"
 
 
+POLL_JOB_PREFIX = "poll-"
+SYNC_JOB_ID = "sync-jobs"
+SYNC_SECONDS = 30
+
+
 def poll_job_id(instance_id: int) -> str:
     """The scheduler job id of an instance."""
-    return f"poll-{instance_id}"
+    return f"{POLL_JOB_PREFIX}{instance_id}"
 
 
 async def start_scheduler(ctx: AppContext) -> AsyncIOScheduler:
-    """Start the scheduler with a job per enabled instance, each first run right away."""
+    """Start the scheduler with a job per enabled instance, each first run right away, and a
+    job that keeps those in step with the database (instances added or changed elsewhere)."""
     scheduler = AsyncIOScheduler(timezone=ctx.settings.tz)
-    async with ctx.sessionmaker() as session:
-        instances = (
-            await session.scalars(select(ConnectorInstance).where(ConnectorInstance.enabled))
-        ).all()
-    for instance in instances:
-        schedule_instance(scheduler, ctx, instance)
+    await sync_jobs(scheduler, ctx)
+    scheduler.add_job(
+        sync_jobs,
+        IntervalTrigger(seconds=SYNC_SECONDS),
+        args=[scheduler, ctx],
+        id=SYNC_JOB_ID,
+        max_instances=1,
+        coalesce=True,
+    )
     scheduler.add_job(
         refresh_now_based,
         IntervalTrigger(seconds=ctx.settings.kpi_refresh_seconds),
@@ -43,6 +52,29 @@ async def start_scheduler(ctx: AppContext) -> AsyncIOScheduler:
     )
     scheduler.start()
     return scheduler
+
+
+async def sync_jobs(scheduler: AsyncIOScheduler, ctx: AppContext) -> None:
+    """Add, reschedule or remove poll jobs to match the enabled instances in the database."""
+    async with ctx.sessionmaker() as session:
+        instances = (
+            await session.scalars(select(ConnectorInstance).where(ConnectorInstance.enabled))
+        ).all()
+    wanted = {poll_job_id(i.id): i for i in instances}
+    for job in scheduler.get_jobs():
+        if job.id.startswith(POLL_JOB_PREFIX) and job.id not in wanted:
+            job.remove()
+    for job_id, instance in wanted.items():
+        job = scheduler.get_job(job_id)
+        interval = getattr(job.trigger, "interval", None) if job else None
+        if job is None or interval is None or interval.total_seconds() != instance.interval_seconds:
+            schedule_instance(scheduler, ctx, instance)
+
+
+def unschedule_instance(scheduler: AsyncIOScheduler, instance_id: int) -> None:
+    """Remove an instance's poll job, if it has one."""
+    if scheduler.get_job(poll_job_id(instance_id)) is not None:
+        scheduler.remove_job(poll_job_id(instance_id))
 
 
 def schedule_instance(

@@ -2,63 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import httpx
-import pytest
-from sqlalchemy import event, func, inspect, select
+from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session
 
-from connectors.onestop.simulator import Simulator
-from connectors.onestop.simulator import create_app as create_simulator
 from ioc.app import create_app
 from ioc.context import AppContext
 from ioc.ingest.models import ConnectorInstance, PollRun, RejectedRecord
 from ioc.records.models import DossierRow
 from ioc.scheduler.runner import poll_instance
-from tests.support.factories import make_instance
-from tests.support.servers import serve_app
-
-START = datetime(2026, 11, 10, 3, 0, tzinfo=UTC)
-
-
-@dataclass
-class Upstream:
-    url: str
-    simulator: Simulator
-
-    async def set_faults(self, **faults: object) -> None:
-        async with httpx.AsyncClient() as http:
-            (await http.post(f"{self.url}/_sim/faults", json=faults)).raise_for_status()
-
-    def visible(self) -> int:
-        return len(self.simulator.dossiers_as_of(self.simulator.now()))
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    app = create_simulator(seed=5, rate_per_day=40, history_days=10, start=START, speed=0)
-    async with serve_app(app) as url:
-        yield Upstream(url, app.state.simulator)
-
-
-async def instance_for(ctx: AppContext, upstream: Upstream, **config: object) -> int:
-    return await make_instance(ctx, config={"base_url": upstream.url, "page_size": 50, **config})
-
-
-async def load(ctx: AppContext, instance_id: int) -> ConnectorInstance:
-    async with ctx.sessionmaker() as session:
-        instance = await session.get(ConnectorInstance, instance_id)
-        assert instance is not None
-        return instance
-
-
-async def count(ctx: AppContext, model: type) -> int:
-    async with ctx.sessionmaker() as session:
-        return await session.scalar(select(func.count()).select_from(model)) or 0
+from tests.support.upstream import Upstream, count, instance_for, load
 
 
 @contextmanager

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from ioc.context import AppContext
-from ioc.scheduler.service import REFRESH_JOB_ID, poll_job_id, start_scheduler
+from ioc.ingest.models import ConnectorInstance
+from ioc.scheduler.service import (
+    REFRESH_JOB_ID,
+    SYNC_JOB_ID,
+    poll_job_id,
+    start_scheduler,
+    sync_jobs,
+)
 from tests.support.factories import make_instance
 
 
@@ -15,8 +22,32 @@ async def test_each_enabled_instance_gets_one_coalescing_job(ctx: AppContext) ->
         jobs = {job.id: job for job in scheduler.get_jobs()}
     finally:
         scheduler.shutdown(wait=False)
-    assert set(jobs) == {poll_job_id(enabled), REFRESH_JOB_ID}
+    assert set(jobs) == {poll_job_id(enabled), REFRESH_JOB_ID, SYNC_JOB_ID}
     assert poll_job_id(disabled) not in jobs
     job = jobs[poll_job_id(enabled)]
     assert (job.max_instances, job.coalesce) == (1, True)
     assert job.trigger.interval.total_seconds() == 30
+
+
+async def test_sync_adds_new_removes_disabled_and_reschedules_changed_instances(
+    ctx: AppContext,
+) -> None:
+    kept = await make_instance(ctx, interval_seconds=30)
+    scheduler = await start_scheduler(ctx)
+    try:
+        added = await make_instance(ctx, interval_seconds=20)
+        async with ctx.sessionmaker() as session, session.begin():
+            (await session.get_one(ConnectorInstance, kept)).interval_seconds = 45
+        await sync_jobs(scheduler, ctx)
+        intervals = {
+            job.id: job.trigger.interval.total_seconds()
+            for job in scheduler.get_jobs()
+            if job.id.startswith("poll-")
+        }
+        assert intervals == {poll_job_id(kept): 45, poll_job_id(added): 20}
+        async with ctx.sessionmaker() as session, session.begin():
+            (await session.get_one(ConnectorInstance, added)).enabled = False
+        await sync_jobs(scheduler, ctx)
+        assert scheduler.get_job(poll_job_id(added)) is None
+    finally:
+        scheduler.shutdown(wait=False)
