@@ -36,11 +36,20 @@ def _configure_logging(settings: Settings) -> None:
 
 @app.command()
 def migrate() -> None:
-    """Upgrade the database (IOC_DATABASE_URL) to the latest schema."""
+    """Upgrade the database (IOC_DATABASE_URL) to the latest schema and load the province's
+    administrative units."""
     from ioc.migrations import upgrade
+    from ioc.units.service import sync_units
 
     settings = Settings()
     upgrade(settings.database_url)
+
+    async def load_units(ctx: AppContext) -> None:
+        async with ctx.sessionmaker() as session, session.begin():
+            count = await sync_units(session, settings.province)
+        typer.echo(f"{count} administrative units of province {settings.province} loaded")
+
+    _with_context(load_units)
     typer.echo(f"database at {_redact(settings.database_url)} is up to date")
 
 
