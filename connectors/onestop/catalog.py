@@ -210,3 +210,19 @@ PROCEDURES: tuple[Procedure, ...] = (
 
 LAND_REGISTRY_NUMBER = 12  # the branches hang under Sở Nông nghiệp và Môi trường (number 12)
 COMMUNES_PER_LAND_BRANCH = 8
+
+APPLICATION_FORM = "Đơn đề nghị (tờ khai)"
+"""The first document of every dossier: filled in by the applicant, never from a data store."""
+
+DOCUMENTS: tuple[tuple[str, bool], ...] = (
+    # (document name, whether the national data stores can supply it: DuocLayTuKhoDMQG)
+    ("Căn cước công dân", True),
+    ("Giấy xác nhận thông tin cư trú", True),
+    ("Giấy chứng nhận quyền sử dụng đất", True),
+    ("Giấy chứng nhận đăng ký doanh nghiệp", True),
+    ("Hợp đồng, văn bản giao dịch", False),
+    ("Bản vẽ, sơ đồ kỹ thuật", False),
+    ("Giấy ủy quyền", False),
+    ("Giấy tờ chứng minh khác", False),
+)
+"""Documents (giấy tờ, thành phần hồ sơ) a dossier may carry besides the application form."""

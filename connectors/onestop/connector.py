@@ -8,30 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field
 
 from ioc.sdk import (
     Batch,
     Channel,
-    Connector,
-    ConnectorAuthError,
     ConnectorError,
-    ConnectorRateLimited,
-    ConnectorUnavailable,
     Cursor,
     Dossier,
     DossierStatus,
+    HttpConfig,
+    HttpConnector,
     RecordRejected,
+    SupplementRequest,
 )
+
+from .units import to_current_unit
 
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
 TIME_FORMAT = "%Y%m%d%H%M%S"
-DOSSIERS_PATH = "api/v1/dossiers"
+DOSSIERS_PATH = "/api/v1/dossiers"
 
 CHANNELS = {1: Channel.DIRECT, 2: Channel.ONLINE, 3: Channel.POSTAL}  # KenhThucHien
 TIME_FIELDS = {
@@ -40,6 +39,9 @@ TIME_FIELDS = {
     "NgayKetThucXuLy": "processing end",
     "NgayTra": "return time",
     "NgayCapNhat": "update time",
+    "NgayYeuCauBoSung": "supplement request time",
+    "NgayHenTraTruoc": "due date before the supplement",
+    "NgayHenTraMoi": "due date after the supplement",
 }
 
 
@@ -91,6 +93,61 @@ def _code(payload: Mapping[str, Any], name: str) -> int:
         return -1
 
 
+def _fee(payload: Mapping[str, Any]) -> float:
+    value = payload.get("PhiLePhi")
+    if value is None or value == "":
+        return 0.0
+    try:
+        fee = float(value)
+    except (TypeError, ValueError):
+        raise RecordRejected(f"fee (PhiLePhi) {value!r} is not a number") from None
+    if not fee >= 0:  # also refuses NaN
+        raise RecordRejected(f"fee (PhiLePhi) {value!r} is negative")
+    return fee
+
+
+def _entries(payload: Mapping[str, Any], name: str, meaning: str) -> list[Mapping[str, Any]]:
+    """A list of objects (e.g. DanhSachGiayTo); absent or null is an empty list."""
+    value = payload.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise RecordRejected(f"{meaning} ({name}) is not a list")
+    for number, entry in enumerate(value, start=1):
+        if not isinstance(entry, Mapping):
+            raise RecordRejected(f"{meaning} ({name}) entry {number} is not an object")
+    return value
+
+
+def _documents(payload: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(digitised, reused national data): per document when DanhSachGiayTo lists them."""
+    documents = _entries(payload, "DanhSachGiayTo", "document list")
+    if not documents:
+        return _flag(payload, "DuocSoHoa"), _flag(payload, "DuocLayTuKhoDMQG")
+    digitised = all(_flag(document, "DuocSoHoa") for document in documents)
+    reused = any(_flag(document, "DuocLayTuKhoDMQG") for document in documents)
+    return digitised, reused
+
+
+def _electronic_result(payload: Mapping[str, Any]) -> bool:
+    """CoKetQuaDienTu, or a result document with a file link (DuongDanTepTinKetQua)."""
+    results = _entries(payload, "DanhSachGiayToKetQua", "result document list")
+    linked = any(str(entry.get("DuongDanTepTinKetQua") or "").strip() for entry in results)
+    return _flag(payload, "CoKetQuaDienTu") or linked
+
+
+def _supplements(payload: Mapping[str, Any]) -> tuple[SupplementRequest, ...]:
+    """LichSuBoSung: each request for more papers with the due date it moved."""
+    return tuple(
+        SupplementRequest(
+            requested_at=parse_local_time(entry, "NgayYeuCauBoSung"),
+            previous_due_at=parse_local_time(entry, "NgayHenTraTruoc"),
+            new_due_at=parse_local_time(entry, "NgayHenTraMoi"),
+        )
+        for entry in _entries(payload, "LichSuBoSung", "supplement history")
+    )
+
+
 def map_dossier(payload: Mapping[str, Any]) -> Dossier:
     """One upstream dossier (sync API field names) as a canonical `Dossier`."""
     external_id = payload.get("MaHoSo")
@@ -105,9 +162,15 @@ def map_dossier(payload: Mapping[str, Any]) -> Dossier:
         raise RecordRejected(
             f"unknown status (TrangThaiHoSo) {payload.get('TrangThaiHoSo')!r}"
         ) from None
+    # pre-2025 commune codes from older systems: the current commune, keeping the code as sent
+    unit_code, original_unit_code = to_current_unit(
+        _required_text(payload, "MaDiaBan", "commune code")
+    )
+    digitised, reused_national_data = _documents(payload)
     return Dossier(
         external_id=str(external_id).strip(),
-        unit_code=_required_text(payload, "MaDiaBan", "commune code"),
+        unit_code=unit_code,
+        original_unit_code=original_unit_code,
         source_updated_at=_required_time(payload, "NgayCapNhat"),
         procedure_code=_required_text(payload, "MaTTHC", "procedure code"),
         procedure_name=str(payload.get("TenTTHC") or ""),
@@ -121,9 +184,14 @@ def map_dossier(payload: Mapping[str, Any]) -> Dossier:
         due_at=parse_local_time(payload, "NgayHenTra"),
         resolved_at=parse_local_time(payload, "NgayKetThucXuLy"),
         returned_at=parse_local_time(payload, "NgayTra"),
+        fee=_fee(payload),
         paid_online=_flag(payload, "DuocThanhToanTrucTuyen"),
+        digitised=digitised,
+        reused_national_data=reused_national_data,
+        electronic_result=_electronic_result(payload),
         synced_to_portal=_flag(payload, "DongBoDVCQG"),
         apology_issued=_flag(payload, "CoPhieuXinLoi"),
+        supplements=_supplements(payload),
     )
 
 
@@ -174,60 +242,24 @@ def next_cursor(cursor: Cursor, items: list[Mapping[str, Any]], following: Any) 
 # ---------------------------------------------------------------- connector
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-class OnestopConnector(Connector):
+class OnestopConnector(HttpConnector):
     """Polls a one-stop-shop dossier system incrementally by update time."""
 
     kind = "onestop"
     title = "Một cửa điện tử (hồ sơ TTHC)"
     record_types = (Dossier,)
 
-    class Config(Connector.Config):
+    class Config(HttpConfig):
         """Where the dossier system is and how much to read per poll."""
 
-        base_url: str = Field(description="e.g. http://127.0.0.1:8101")
+        base_url: str = Field(description="Root of the dossier API, e.g. http://127.0.0.1:8101")
         page_size: int = Field(default=500, ge=1, le=1000)
-        timeout_seconds: float = Field(default=10, gt=0, le=300)
-        api_key: SecretStr | None = None
-
-        @field_validator("base_url")
-        @classmethod
-        def _http_url(cls, value: str) -> str:
-            value = value.strip()
-            if not value.startswith(("http://", "https://")):
-                raise ValueError("base_url must start with http:// or https://")
-            return value.rstrip("/") + "/"
 
     config: Config
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config)
-        self._client: httpx.AsyncClient | None = None
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            headers = {"Accept": "application/json"}
-            if self.config.api_key is not None:
-                headers["Authorization"] = f"Bearer {self.config.api_key.get_secret_value()}"
-            self._client = httpx.AsyncClient(
-                base_url=self.config.base_url,
-                headers=headers,
-                timeout=self.config.timeout_seconds,
-            )
-        return self._client
+    def headers(self) -> dict[str, str]:
+        """JSON, and a bearer token when an api_key is configured."""
+        return {"Accept": "application/json", **super().headers()}
 
     async def poll(self, cursor: Cursor) -> Batch:
         """Read one page of dossiers changed after `cursor`."""
@@ -236,7 +268,7 @@ class OnestopConnector(Connector):
             params["updated_after"] = str(cursor["updated_after"])
             if cursor.get("after_id"):
                 params["after_id"] = str(cursor["after_id"])
-        body = await self._get(params)
+        body = await self._page(params)
         items = [item if isinstance(item, dict) else {"value": item} for item in body["items"]]
         following = body.get("next")
         return Batch.from_payloads(
@@ -247,36 +279,18 @@ class OnestopConnector(Connector):
             id_field="MaHoSo",
         )
 
-    async def _get(self, params: Mapping[str, str | int]) -> dict[str, Any]:
-        url = f"{self.config.base_url}{DOSSIERS_PATH}"
-        try:
-            response = await self._http().get(DOSSIERS_PATH, params=params)
-        except httpx.TimeoutException as exc:
-            raise ConnectorUnavailable(
-                f"{url} timed out after {self.config.timeout_seconds:g}s ({type(exc).__name__})"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise ConnectorUnavailable(f"cannot reach {url}: {exc or type(exc).__name__}") from exc
-        status = response.status_code
-        if status >= 500:
-            raise ConnectorUnavailable(f"{url} answered HTTP {status}: {response.text[:200]}")
-        if status in (401, 403):
-            raise ConnectorAuthError(f"{url} refused our credentials (HTTP {status})")
-        if status == 429:
-            retry_after = _retry_after(response.headers.get("Retry-After"))
-            raise ConnectorRateLimited(f"{url} asked us to slow down", retry_after=retry_after)
-        if status >= 400:
-            raise ConnectorError(f"{url} answered HTTP {status}: {response.text[:500]}")
-        try:
-            body = response.json()
-        except ValueError as exc:
-            raise ConnectorError(f"{url} did not answer JSON: {response.text[:200]!r}") from exc
-        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
-            raise ConnectorError(f"{url} answered without an 'items' list")
-        return body
+    def parse(self, payload: Mapping[str, Any]) -> Dossier:
+        """Map one raw upstream dossier (to re-ingest a rejected one)."""
+        return map_dossier(payload)
 
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+    async def check(self) -> None:
+        """Read one dossier: proves the URL, the credentials and the answer's shape."""
+        await self._page({"limit": 1})
+
+    async def _page(self, params: Mapping[str, str | int]) -> dict[str, Any]:
+        body = await self.get_json(DOSSIERS_PATH, params=dict(params))
+        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+            raise ConnectorError(
+                f"{self.config.base_url}{DOSSIERS_PATH} answered without an 'items' list"
+            )
+        return body

@@ -4,19 +4,24 @@ Dossiers are generated lazily and deterministically per local calendar day of re
 `random.Random(f"{seed}:{day}")`, so the stream is endless and stable across restarts. Each
 dossier is a receipt version plus timed changes (processing, supplement, apology, processed,
 returned); what the API serves at clock time t is each dossier's latest version at or before t.
+
+A surge (`faults.surge`) and scenarios add dossiers from further seeded streams, each with its
+own seed, so the base stream never changes and the data stays a function of the seed and of
+when (in simulated time) each knob was set. The clock, fault knobs and `/_sim/*` control
+routes come from `connectors.simkit`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import heapq
+import math
 import random
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
+from functools import partial
 from itertools import accumulate
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -25,21 +30,29 @@ import holidays
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vietnam_provinces import ProvinceCode, Ward
 
+from connectors.simkit import Faults, SimClock, apply_faults, control_router, error_response
+
 from .catalog import (
+    APPLICATION_FORM,
     COMMUNES_PER_LAND_BRANCH,
     DEPARTMENTS,
+    DOCUMENTS,
     FIELDS,
+    LAND,
     LAND_REGISTRY_NUMBER,
     PROCEDURES,
     Level,
     Procedure,
 )
+from .units import LegacyWard, predecessors
 
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
 _UTC_OFFSET = timedelta(hours=7)  # Asia/Ho_Chi_Minh has had no DST since 1975: generation is faster
 TIME_FORMAT = "%Y%m%d%H%M%S"  # the sync API's yyyyMMddHHmmss, in local time
+RESULT_FILES = "https://motcua.example.gov.vn/ketqua"  # where electronic results are kept
 _LAST_ID = "\uffff"  # sorts after every MaHoSo: "updated_after" alone skips that whole second
 
 
@@ -121,28 +134,16 @@ class WorkCalendar:
         return [date.fromordinal(ordinal) for ordinal in self._ordinals[low:high]]
 
 
-class SimClock:
-    """Simulated time: start + real elapsed × speed + manual offset, capped in catch-up mode."""
+class HistoryClock(SimClock):
+    """The shared simulated clock, also telling on which local day the generated history begins."""
 
-    def __init__(self, *, start: datetime, speed: float, catch_up: bool) -> None:
-        self.start = start
-        self.speed = speed
-        self.catch_up = catch_up
-        self.offset = timedelta()
-        self._origin = time.monotonic()
+    def __init__(self, *, history_from: date, **clock: Any) -> None:
+        super().__init__(**clock)
+        self.history_from = history_from
 
-    def now(self) -> datetime:
-        """The simulated time, never ahead of real time in catch-up mode."""
-        elapsed = (time.monotonic() - self._origin) * self.speed
-        if self.catch_up:  # compare before adding, so a huge speed cannot overflow datetime
-            real_now = datetime.now(UTC)
-            if elapsed >= (real_now - self.start - self.offset).total_seconds():
-                return real_now
-        return self.start + timedelta(seconds=elapsed) + self.offset
-
-    def advance(self, seconds: float) -> None:
-        """Jump forward by `seconds` of simulated time."""
-        self.offset += timedelta(seconds=seconds)
+    def state(self) -> dict[str, Any]:
+        """The clock as `/_sim/clock` shows it, plus `history_from`."""
+        return super().state() | {"history_from": self.history_from.isoformat()}
 
 
 # ---------------------------------------------------------------- dossiers
@@ -156,6 +157,22 @@ class SimDossier:
     base: dict[str, Any]
     times: list[datetime]  # when each version appeared: UTC, whole seconds, increasing
     changes: list[dict[str, Any]]  # what each version changed; the first is the receipt
+    layer: int = 0  # 0 for the base stream, k for the k-th surge layer
+    side_seed: str = ""  # seeds this dossier's own stream: presence, then the `extras`
+    extras: Callable[[random.Random], dict[str, Any]] | None = None  # drawn on first serve
+    _presence: float | None = None
+
+    @property
+    def received_at(self) -> datetime:
+        """NgayTiepNhan, as UTC."""
+        return self.times[0]
+
+    @property
+    def presence(self) -> float:
+        """Layer + a uniform draw: the dossier exists while this is below the surge factor."""
+        if self._presence is None:
+            self._presence = self.layer + random.Random(self.side_seed).random()
+        return self._presence
 
     def index_at(self, moment: datetime) -> int:
         """The index of the version visible at `moment`, -1 before receipt."""
@@ -163,6 +180,11 @@ class SimDossier:
 
     def version(self, index: int) -> dict[str, Any]:
         """The full record of version `index`, as the API serves it."""
+        if self.extras is not None:  # drawn lazily: a page costs only what it serves
+            side = random.Random(self.side_seed)
+            side.random()  # the presence draw comes first
+            self.base.update(self.extras(side))
+            self.extras = None
         record = dict(self.base)
         for change in self.changes[: index + 1]:
             record.update(change)
@@ -188,6 +210,7 @@ class Commune:
     agency_name: str
     land_branch_code: str
     land_branch_name: str
+    predecessors: tuple[LegacyWard, ...] = ()  # pre-2025 wards merged into it, old codes
 
 
 def _communes(province_code: int) -> list[Commune]:
@@ -208,35 +231,88 @@ def _communes(province_code: int) -> list[Commune]:
                 agency_name=f"UBND {ward.name[0].lower()}{ward.name[1:]}",
                 land_branch_code=f"000.{branch:02d}.{LAND_REGISTRY_NUMBER}.H{province_code:02d}",
                 land_branch_name=f"Chi nhánh Văn phòng đăng ký đất đai khu vực {area}",
+                predecessors=predecessors(f"{int(ward.code):05d}"),
             )
         )
     return communes
 
 
+@dataclass(frozen=True, slots=True)
+class Mix:
+    """What a stream of dossiers is drawn from: procedures, communes, an optional late rate."""
+
+    procedures: tuple[Procedure, ...]
+    procedure_weights: tuple[float, ...]  # cumulative
+    communes: tuple[Commune, ...]
+    commune_weights: tuple[float, ...]  # cumulative
+    late_rate: float | None = None  # overrides every procedure's and field's late rate
+
+    @classmethod
+    def of(
+        cls,
+        procedures: Sequence[Procedure],
+        communes: Sequence[Commune],
+        *,
+        late_rate: float | None = None,
+    ) -> Mix:
+        """A mix weighted by each procedure's volume and each commune's weight."""
+        return cls(
+            tuple(procedures),
+            tuple(accumulate(p.weight for p in procedures)),
+            tuple(communes),
+            tuple(accumulate(c.weight for c in communes)),
+            late_rate,
+        )
+
+
 class DossierFactory:
-    """Generates one local day's dossiers from a seeded random stream."""
+    """Generates one local day's dossiers of one stream from a seeded random stream."""
 
     WEEKDAY_FACTORS = (1.15, 1.0, 1.0, 0.95, 0.9, 0.08, 0.0)  # Monday … Sunday
 
-    def __init__(self, *, province_code: int, seed: int, rate_per_day: int) -> None:
+    def __init__(
+        self,
+        *,
+        province_code: int,
+        seed: int,
+        rate_per_day: float,
+        legacy_code_share: float = 0.0,
+    ) -> None:
         self.province_code = province_code
         self.seed = seed
         self.rate_per_day = rate_per_day
+        self.legacy_code_share = legacy_code_share
         self.calendar = WorkCalendar()
         self.communes = _communes(province_code)
-        self._commune_weights = list(accumulate(c.weight for c in self.communes))
-        self._procedure_weights = list(accumulate(p.weight for p in PROCEDURES))
+        self.mix = Mix.of(PROCEDURES, self.communes)
 
-    def day(self, day: date) -> list[SimDossier]:
-        """Every dossier received on local `day`, in order of receipt."""
-        rng = random.Random(f"{self.seed}:{day.isoformat()}")
+    def day(
+        self,
+        day: date,
+        *,
+        stream: str = "",
+        rate_per_day: float | None = None,
+        mix: Mix | None = None,
+        layer: int = 0,
+    ) -> list[SimDossier]:
+        """Every dossier of `stream` received on local `day`, in order of receipt.
+
+        The base stream ("") is what the simulator always serves; other streams (surge layers,
+        scenarios) draw from their own seeded generator and number their dossiers
+        `<stream><NNNN>`, so adding them never changes the base stream.
+        """
+        seed = f"{self.seed}:{day.isoformat()}" + (f":{stream}" if stream else "")
+        rng = random.Random(seed)
         factor = 0.0 if self.calendar.is_holiday(day) else self.WEEKDAY_FACTORS[day.weekday()]
-        mean = self.rate_per_day * factor
+        mean = (self.rate_per_day if rate_per_day is None else rate_per_day) * factor
         count = max(0, round(rng.gauss(mean, mean * 0.08))) if mean else 0
         saturday = day.weekday() == 5
         arrivals = sorted(self._arrival(rng, day, morning_only=saturday) for _ in range(count))
         numbers: dict[str, int] = {}
-        return [self._dossier(rng, received, numbers) for received in arrivals]
+        return [
+            self._dossier(rng, received, numbers, mix=mix or self.mix, stream=stream, layer=layer)
+            for received in arrivals
+        ]
 
     def _arrival(self, rng: random.Random, day: date, *, morning_only: bool) -> datetime:
         # office hours 7:30–11:30 and 13:00–17:00; Saturday desks open in the morning only
@@ -271,19 +347,27 @@ class DossierFactory:
         return f"000.00.{department.number:02d}.H{self.province_code:02d}", department.name
 
     def _dossier(
-        self, rng: random.Random, received: datetime, numbers: dict[str, int]
+        self,
+        rng: random.Random,
+        received: datetime,
+        numbers: dict[str, int],
+        *,
+        mix: Mix,
+        stream: str,
+        layer: int,
     ) -> SimDossier:
-        procedure = rng.choices(PROCEDURES, cum_weights=self._procedure_weights)[0]
+        procedure = rng.choices(mix.procedures, cum_weights=mix.procedure_weights)[0]
         field = FIELDS[procedure.field]
-        commune = rng.choices(self.communes, cum_weights=self._commune_weights)[0]
+        commune = rng.choices(mix.communes, cum_weights=mix.commune_weights)[0]
         agency_code, agency_name = self._agency(procedure, commune)
         numbers[agency_code] = number = numbers.get(agency_code, 0) + 1
-        dossier_id = f"{agency_code}-{received.astimezone(LOCAL):%y%m%d}-{number:04d}"
+        dossier_id = f"{agency_code}-{received.astimezone(LOCAL):%y%m%d}-{stream}{number:04d}"
 
         draw = rng.random()
         channel = 3 if draw < 0.02 else 2 if draw < 0.02 + 0.98 * procedure.online_share else 1
         due = self._due(received, procedure.working_days)
         paid_online = procedure.fee > 0 and rng.random() < (0.75 if channel == 2 else 0.12)
+        digitised = rng.random() < 0.82
         base: dict[str, Any] = {
             "MaHoSo": dossier_id,
             "MaTTHC": procedure.code,
@@ -302,20 +386,69 @@ class DossierFactory:
             "TrangThaiHoSo": 2,
             "PhiLePhi": procedure.fee,
             "DuocThanhToanTrucTuyen": paid_online,
-            "DuocSoHoa": rng.random() < 0.82,
+            "DuocSoHoa": digitised,
+            "DanhSachGiayTo": [],
             "CoKetQuaDienTu": False,
+            "DanhSachGiayToKetQua": [],
             "DongBoDVCQG": rng.random() < 0.97,
             "CoPhieuXinLoi": False,
             "LichSuBoSung": [],
             "NgayCapNhat": None,
         }
-        later = self._lifecycle(rng, procedure, received=received, due=due, online=channel == 2)
+        later = self._lifecycle(
+            rng,
+            procedure,
+            received=received,
+            due=due,
+            online=channel == 2,
+            late_rate=mix.late_rate,
+            result_link=f"{RESULT_FILES}/{dossier_id}.pdf",
+        )
         events = [(received, {}), *later]
         events.sort(key=lambda event: event[0])
         times: list[datetime] = []
         for moment, _ in events:  # distinct, increasing update times
             times.append(max(moment, times[-1] + timedelta(seconds=1)) if times else moment)
-        return SimDossier(dossier_id, base, times, [change for _, change in events])
+        # a stream of its own per dossier, so these draws leave the day's main stream as it was
+        extras = partial(self._extras, commune=commune, digitised=digitised, online=channel == 2)
+        return SimDossier(
+            dossier_id,
+            base,
+            times,
+            [change for _, change in events],
+            layer=layer,
+            side_seed=f"{self.seed}:{dossier_id}",
+            extras=extras,
+        )
+
+    def _extras(
+        self, side: random.Random, *, commune: Commune, digitised: bool, online: bool
+    ) -> dict[str, Any]:
+        """The old commune code some older systems send, and the documents (DanhSachGiayTo)."""
+        extras: dict[str, Any] = {}
+        if commune.predecessors and side.random() < self.legacy_code_share:
+            old = side.choice(commune.predecessors)  # sent by an older, district-era system
+            extras |= {"MaDiaBan": old.code, "TenDiaBan": old.name}
+        documents = self._documents(side, digitised=digitised, online=online)
+        return extras | {"DanhSachGiayTo": documents}
+
+    def _documents(
+        self, side: random.Random, *, digitised: bool, online: bool
+    ) -> list[dict[str, Any]]:
+        """The form and 1–3 papers; a dossier is digitised when all of them are."""
+        names = [(APPLICATION_FORM, False), *side.sample(DOCUMENTS, side.randint(1, 3))]
+        reuse_rate = 0.8 if online else 0.55  # e-services pull from the national data stores
+        documents = []
+        for name, reusable in names:
+            reused = reusable and side.random() < reuse_rate
+            documents.append({"TenGiayTo": name, "DuocSoHoa": True, "DuocLayTuKhoDMQG": reused})
+        if not digitised:  # at least one paper stays on paper: the form, and maybe more
+            for document in documents:
+                if document is documents[0] or (
+                    not document["DuocLayTuKhoDMQG"] and side.random() < 0.5
+                ):
+                    document["DuocSoHoa"] = False
+        return documents
 
     def _lifecycle(
         self,
@@ -325,6 +458,8 @@ class DossierFactory:
         received: datetime,
         due: datetime,
         online: bool,
+        late_rate: float | None,
+        result_link: str,
     ) -> list[tuple[datetime, dict[str, Any]]]:
         """The timed changes after receipt; the README describes the outcome mix."""
         field = FIELDS[procedure.field]
@@ -340,7 +475,8 @@ class DossierFactory:
         if procedure.working_days >= 2 and rng.random() < field.supplement_rate:
             resumed, due, supplement = self._supplement(rng, due=due, after=started)
             events += supplement
-        late_rate = procedure.late_rate if procedure.late_rate is not None else field.late_rate
+        if late_rate is None:
+            late_rate = procedure.late_rate if procedure.late_rate is not None else field.late_rate
         ended = self._ended(rng, late_rate, due=due, after=resumed)
         if ended > due and rng.random() < 0.6:  # phiếu xin lỗi và hẹn lại ngày trả kết quả
             apology = self._moment(rng, local_date(due), after=resumed)
@@ -348,6 +484,9 @@ class DossierFactory:
                 events.append((apology, {"CoPhieuXinLoi": True}))
         e_result = online and rng.random() < 0.8
         processed = {"TrangThaiHoSo": 9, "NgayKetThucXuLy": ended, "CoKetQuaDienTu": e_result}
+        if e_result:  # the signed result file (kết quả điện tử) the citizen downloads
+            result = {"TenGiayTo": "Kết quả giải quyết TTHC", "DuongDanTepTinKetQua": result_link}
+            processed["DanhSachGiayToKetQua"] = [result]
         events.append((ended, processed))
         if rng.random() < 0.95:  # the rest wait for the citizen to collect the result
             returned = self._returned(rng, ended, electronic=e_result)
@@ -376,7 +515,7 @@ class DossierFactory:
         back = self.calendar.add_working_days(local_date(asked), wait)
         resumed = self._moment(rng, back, after=asked)
         new_due = _at(self.calendar.add_working_days(local_date(due), wait), 17)
-        history = [{"NgayHenTraTruoc": due, "NgayHenTraMoi": new_due}]
+        history = [{"NgayYeuCauBoSung": asked, "NgayHenTraTruoc": due, "NgayHenTraMoi": new_due}]
         resumption = {"TrangThaiHoSo": 4, "NgayHenTra": new_due, "LichSuBoSung": history}
         return resumed, new_due, [(asked, {"TrangThaiHoSo": 5}), (resumed, resumption)]
 
@@ -436,22 +575,43 @@ MALFORMATIONS: tuple[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]], ...
 """How malformed items are broken, in rotation."""
 
 
-class Faults(BaseModel):
-    """Fault knobs: the upstream failure mode and how many next items to serve malformed."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    mode: Literal["error", "timeout", "rate_limited"] | None = None
-    timeout_seconds: float = Field(default=30, ge=0, le=3600)
-    malformed: int = Field(default=0, ge=0)
+# ---------------------------------------------------------------- surge and scenarios
 
 
-class Advance(BaseModel):
-    """A forward jump of the simulated clock."""
+class LateLandSurge(BaseModel):
+    """Scenario: extra land dossiers in one commune, most of which will end late."""
 
     model_config = ConfigDict(extra="forbid")
 
-    seconds: float = Field(ge=0, le=366 * 86400)
+    name: Literal["late_land_surge"] = "late_land_surge"
+    commune: str = Field(pattern=r"^\d{5}$", description="current 5-digit commune code")
+    per_day: float = Field(default=40, gt=0, le=5000, description="extra dossiers a weekday")
+    late_rate: float = Field(default=0.9, ge=0, le=1)
+    hours: float | None = Field(
+        default=None, gt=0, le=366 * 24, description="how long; None = until stopped"
+    )
+
+
+@dataclass(slots=True)
+class RunningScenario:
+    """A scenario as started: its stream of extra dossiers and when it runs."""
+
+    number: int
+    spec: LateLandSurge
+    mix: Mix
+    since: datetime
+    until: datetime | None
+
+    def covers(self, moment: datetime) -> bool:
+        """Whether a dossier received at `moment` belongs to this scenario's window."""
+        return self.since <= moment and (self.until is None or moment < self.until)
+
+    def describe(self) -> dict[str, Any]:
+        """The scenario as `/_sim/scenario` shows it."""
+        return self.spec.model_dump() | {
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat() if self.until else None,
+        }
 
 
 # ---------------------------------------------------------------- the simulator
@@ -474,32 +634,107 @@ class Simulator:
         start: datetime | None = None,
         speed: float = 1.0,
         catch_up: bool = False,
+        legacy_code_share: float = 0.05,
     ) -> None:
         real_now = datetime.now(UTC)
         if start is None:
             start = real_now - timedelta(days=history_days) if catch_up else real_now
         if start.tzinfo is None:
             raise ValueError("start must be timezone-aware")
+        if not 0 <= legacy_code_share <= 1:
+            raise ValueError("legacy_code_share must be between 0 and 1")
         self.factory = DossierFactory(
-            province_code=province_code, seed=seed, rate_per_day=rate_per_day
+            province_code=province_code,
+            seed=seed,
+            rate_per_day=rate_per_day,
+            legacy_code_share=legacy_code_share,
         )
-        self.clock = SimClock(start=start, speed=speed, catch_up=catch_up)
         self.first_day = local_date(start - timedelta(days=history_days))
+        self.clock = HistoryClock(
+            history_from=self.first_day, start=start, speed=speed, catch_up=catch_up
+        )
         self.faults = Faults()
-        self._days: dict[date, list[SimDossier]] = {}
+        self.scenarios: list[RunningScenario] = []
+        self._surges: list[tuple[datetime, float]] = []  # (since, factor), since increasing
+        self._streams: dict[tuple[date, str], list[SimDossier]] = {}
         self._malformed_served = 0
 
     def now(self) -> datetime:
         """The simulated time (UTC-aware)."""
         return self.clock.now()
 
+    # ------------------------------------------------------------ surge
+
+    def observe_faults(self) -> None:
+        """Record a change of `faults.surge` as starting now (called after every request)."""
+        factor = self.faults.surge
+        if factor == (self._surges[-1][1] if self._surges else 1.0):
+            return
+        now = self.now()
+        if self._surges and self._surges[-1][0] >= now:  # changed twice at one instant
+            self._surges.pop()
+        self._surges.append((now, factor))
+
+    def surge_at(self, moment: datetime) -> float:
+        """The surge factor in force for dossiers received at `moment`."""
+        index = bisect.bisect_right(self._surges, moment, key=lambda entry: entry[0]) - 1
+        return self._surges[index][1] if index >= 0 else 1.0
+
+    # ------------------------------------------------------------ scenarios
+
+    def start_scenario(self, spec: LateLandSurge) -> RunningScenario:
+        """Start a scenario now; its dossiers arrive from this moment on."""
+        commune = next((c for c in self.factory.communes if f"{c.code:05d}" == spec.commune), None)
+        if commune is None:
+            raise ValueError(f"commune {spec.commune} is not a current commune of this province")
+        land = [p for p in PROCEDURES if p.field == LAND]
+        now = self.now()
+        until = now + timedelta(hours=spec.hours) if spec.hours is not None else None
+        mix = Mix.of(land, [commune], late_rate=spec.late_rate)
+        scenario = RunningScenario(len(self.scenarios) + 1, spec, mix, now, until)
+        self.scenarios.append(scenario)
+        return scenario
+
+    def stop_scenarios(self) -> None:
+        """End every running scenario now; the dossiers it produced stay."""
+        now = self.now()
+        for scenario in self.scenarios:
+            if scenario.until is None or scenario.until > now:
+                scenario.until = now
+
+    # ------------------------------------------------------------ data
+
+    def _stream(self, day: date, stream: str, **options: Any) -> list[SimDossier]:
+        key = (day, stream)
+        if key not in self._streams:
+            self._streams[key] = self.factory.day(day, stream=stream, **options)
+        return self._streams[key]
+
     def dossiers(self, moment: datetime) -> Iterator[SimDossier]:
         """Every dossier received from the first history day through `moment`'s local day."""
+        self.observe_faults()
+        surges, scenarios = self._surges, self.scenarios
+        layers = math.ceil(max(factor for _, factor in surges)) - 1 if surges else 0
+        surge_day = local_date(surges[0][0]) if surges else None
         day, last = self.first_day, local_date(moment)
         while day <= last:
-            if day not in self._days:
-                self._days[day] = self.factory.day(day)
-            yield from self._days[day]
+            if surge_day is None or day < surge_day:
+                yield from self._stream(day, "")
+            else:
+                for layer in range(layers + 1):
+                    stream = f"{layer:02d}" if layer else ""
+                    for dossier in self._stream(day, stream, layer=layer):
+                        if dossier.presence < self.surge_at(dossier.received_at):
+                            yield dossier
+            for scenario in scenarios:
+                if local_date(scenario.since) <= day and (
+                    scenario.until is None or day <= local_date(scenario.until)
+                ):
+                    stream = f"K{scenario.number}"
+                    options = {"rate_per_day": scenario.spec.per_day, "mix": scenario.mix}
+                    for dossier in self._stream(day, stream, **options):
+                        if scenario.covers(dossier.received_at):
+                            yield dossier
             day += timedelta(days=1)
 
     def page(
@@ -548,29 +783,36 @@ def _parse_after(updated_after: str | None, after_id: str | None) -> Key | None:
     return (moment, after_id if after_id is not None else _LAST_ID)
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+class _ObserveFaults:
+    """ASGI middleware: a surge set through `/_sim/faults` starts when its answer is sent."""
 
+    def __init__(self, app: ASGIApp, simulator: Simulator) -> None:
+        self.app = app
+        self.simulator = simulator
 
-async def _sleep_unless_gone(request: Request, seconds: float) -> bool:
-    """Sleep `seconds`; False as soon as the client hangs up."""
-    deadline = time.monotonic() + seconds
-    while (remaining := deadline - time.monotonic()) > 0:
-        await asyncio.sleep(min(remaining, 0.05))
-        if await request.is_disconnected():
-            return False
-    return True
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def observed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.simulator.observe_faults()
+            await send(message)
+
+        await self.app(scope, receive, observed_send)
 
 
 def create_app(
     *,
-    province_code: int = 75,
     seed: int = 7,
-    rate_per_day: int = 400,
-    history_days: int = 30,
-    start: datetime | None = None,
     speed: float = 1.0,
     catch_up: bool = False,
+    start: datetime | None = None,
+    history_days: int = 30,
+    province_code: int = 75,
+    rate_per_day: int = 400,
+    legacy_code_share: float = 0.05,
     api_key: str | None = None,
 ) -> FastAPI:
     """The simulator as an ASGI app; `app.state.simulator` holds the `Simulator`."""
@@ -582,13 +824,12 @@ def create_app(
         start=start,
         speed=speed,
         catch_up=catch_up,
+        legacy_code_share=legacy_code_share,
     )
     app = FastAPI(title="One-stop-shop dossier simulator (một cửa điện tử)")
     app.state.simulator = simulator
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "now": isoformat_local(simulator.now())}
+    app.add_middleware(_ObserveFaults, simulator=simulator)
+    app.include_router(control_router(simulator.clock, simulator.faults))
 
     @app.get("/api/v1/dossiers")
     async def list_dossiers(
@@ -598,20 +839,13 @@ def create_app(
         limit: int = Query(default=200, ge=1, le=1000),
     ) -> JSONResponse:
         if api_key is not None and request.headers.get("authorization") != f"Bearer {api_key}":
-            return _error(401, "missing or wrong API key")
-        faults = simulator.faults
-        if faults.mode == "error":
-            return _error(500, "simulated upstream failure")
-        if faults.mode == "rate_limited":
-            return _error(429, "too many requests", headers={"Retry-After": "30"})
-        if faults.mode == "timeout" and not await _sleep_unless_gone(
-            request, faults.timeout_seconds
-        ):
-            return _error(499, "client closed the request")
+            return error_response(401, "missing or wrong API key")
+        if (failure := await apply_faults(request, simulator.faults)) is not None:
+            return failure
         try:
             after = _parse_after(updated_after, after_id)
         except ValueError as exc:
-            return _error(400, str(exc))
+            return error_response(400, str(exc))
         moment = simulator.now()
         page = simulator.page(moment, after, limit)
         items = [simulator.malform(record) for _, record in page]
@@ -623,35 +857,20 @@ def create_app(
             {"items": items, "next": following, "server_time": isoformat_local(moment)}
         )
 
-    @app.get("/_sim/faults")
-    async def read_faults() -> Faults:
-        return simulator.faults
+    @app.get("/_sim/scenario")
+    async def read_scenarios() -> list[dict[str, Any]]:
+        return [scenario.describe() for scenario in simulator.scenarios]
 
-    @app.post("/_sim/faults")
-    async def set_faults(update: Faults) -> Faults:
-        for name in update.model_fields_set:  # keys left out keep their value
-            setattr(simulator.faults, name, getattr(update, name))
-        return simulator.faults
+    @app.post("/_sim/scenario", response_model=None)
+    async def start_scenario(spec: LateLandSurge) -> dict[str, Any] | JSONResponse:
+        try:
+            return simulator.start_scenario(spec).describe()
+        except ValueError as exc:
+            return error_response(422, str(exc))
 
-    @app.get("/_sim/clock")
-    async def read_clock() -> dict[str, Any]:
-        return _clock_state(simulator)
-
-    @app.post("/_sim/advance")
-    async def advance(jump: Advance) -> dict[str, Any]:
-        simulator.clock.advance(jump.seconds)
-        return _clock_state(simulator)
+    @app.delete("/_sim/scenario")
+    async def stop_scenarios() -> list[dict[str, Any]]:
+        simulator.stop_scenarios()
+        return [scenario.describe() for scenario in simulator.scenarios]
 
     return app
-
-
-def _clock_state(simulator: Simulator) -> dict[str, Any]:
-    clock = simulator.clock
-    return {
-        "now": isoformat_local(clock.now()),
-        "start": isoformat_local(clock.start),
-        "speed": clock.speed,
-        "catch_up": clock.catch_up,
-        "offset_seconds": clock.offset.total_seconds(),
-        "history_from": simulator.first_day.isoformat(),
-    }

@@ -11,7 +11,8 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, String, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.ingest.models import MAPPING_STAGE, VALIDATION_STAGE, RejectedRecord
@@ -167,14 +168,25 @@ def _latest_versions(records: Sequence[Record]) -> list[Record]:
 async def _existing_facts(
     session: AsyncSession, instance_id: int, external_ids: list[str]
 ) -> list[DossierFacts]:
+    """Facts of the stored versions of these dossiers (their cells change too)."""
     facts: list[DossierFacts] = []
-    for start in range(0, len(external_ids), LOOKUP_CHUNK):
-        chunk = external_ids[start : start + LOOKUP_CHUNK]
-        result = await session.execute(
-            select_dossier_facts().where(
-                DossierRow.instance_id == instance_id, DossierRow.external_id.in_(chunk)
+    postgres = session.bind.dialect.name == "postgresql"
+    chunk_size = len(external_ids) if postgres else LOOKUP_CHUNK
+    for start in range(0, len(external_ids), chunk_size or 1):
+        chunk = external_ids[start : start + chunk_size]
+        query = select_dossier_facts().where(DossierRow.instance_id == instance_id)
+        if postgres:
+            # A join with one array parameter: a hash join even before the table has
+            # statistics, where `= ANY(array)` would compare every row with every id.
+            ids = (
+                func.unnest(bindparam("ids", chunk, type_=ARRAY(String)))
+                .table_valued("external_id")
+                .render_derived(name="incoming")
             )
-        )
+            query = query.join(ids, DossierRow.external_id == ids.c.external_id)
+        else:
+            query = query.where(DossierRow.external_id.in_(chunk))
+        result = await session.execute(query)
         facts.extend(DossierFacts(*row) for row in result.all())
     return facts
 

@@ -1,17 +1,26 @@
-"""Portable INSERT … ON CONFLICT DO UPDATE for SQLite and PostgreSQL."""
+"""Portable INSERT … ON CONFLICT DO UPDATE for SQLite and PostgreSQL.
+
+On PostgreSQL, large row sets go through COPY into a session-local staging table and one
+INSERT … SELECT … ON CONFLICT, which is an order of magnitude faster than multi-row VALUES;
+small sets and SQLite use an executemany of one compiled statement.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement
+import orjson
+from sqlalchemy import ColumnElement, column, select, table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import JSON
 
-CHUNK_ROWS = 500
-"""Rows per statement: keeps SQLite under its bound-parameter limit."""
+COPY_THRESHOLD = 200
+"""From this many rows on, PostgreSQL upserts stage the rows with COPY."""
+
+UpdateWhere = Callable[[Any], ColumnElement[bool]]
 
 
 async def upsert(
@@ -20,30 +29,60 @@ async def upsert(
     rows: Sequence[Mapping[str, Any]],
     *,
     keys: Iterable[str],
-    update_where: Any = None,
+    update_where: UpdateWhere | None = None,
 ) -> None:
     """Insert rows, updating the non-key columns of rows whose `keys` already exist.
 
     `update_where(excluded)` may return a condition under which an existing row is updated
-    (e.g. only when the incoming version is newer).
+    (e.g. only when the incoming version is newer). Every row must have the same keys.
     """
     if not rows:
         return
     keys = tuple(keys)
-    dialect = session.bind.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    table = model.__table__
-    for start in range(0, len(rows), CHUNK_ROWS):
-        chunk = rows[start : start + CHUNK_ROWS]
-        statement = insert(table).values(list(chunk))
-        updated = {name: statement.excluded[name] for name in chunk[0] if name not in keys}
-        where: ColumnElement[bool] | None = (
-            update_where(statement.excluded) if update_where is not None else None
-        )
-        if updated:
-            statement = statement.on_conflict_do_update(
-                index_elements=list(keys), set_=updated, where=where
-            )
-        else:
-            statement = statement.on_conflict_do_nothing(index_elements=list(keys))
-        await session.execute(statement)
+    names = list(rows[0])
+    target = model.__table__
+    if session.bind.dialect.name == "postgresql":
+        if len(rows) >= COPY_THRESHOLD:
+            await _copy_upsert(session, target, names, rows, keys, update_where)
+            return
+        statement = postgresql.insert(target)
+    else:
+        statement = sqlite.insert(target)
+    await session.execute(_on_conflict(statement, names, keys, update_where), list(rows))
+
+
+def _on_conflict(
+    statement: Any, names: list[str], keys: tuple[str, ...], update_where: UpdateWhere | None
+) -> Any:
+    updated = {name: statement.excluded[name] for name in names if name not in keys}
+    if not updated:
+        return statement.on_conflict_do_nothing(index_elements=list(keys))
+    where = update_where(statement.excluded) if update_where is not None else None
+    return statement.on_conflict_do_update(index_elements=list(keys), set_=updated, where=where)
+
+
+async def _copy_upsert(
+    session: AsyncSession,
+    target: Any,
+    names: list[str],
+    rows: Sequence[Mapping[str, Any]],
+    keys: tuple[str, ...],
+    update_where: UpdateWhere | None,
+) -> None:
+    staging = f"_staging_{target.name}"
+    connection = await session.connection()
+    raw = (await connection.get_raw_connection()).driver_connection
+    await raw.execute(
+        f'CREATE TEMP TABLE IF NOT EXISTS "{staging}" '
+        f'(LIKE "{target.name}" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS'
+    )
+    await raw.execute(f'TRUNCATE "{staging}"')
+    json_columns = {n for n in names if isinstance(target.c[n].type, JSON)}
+    records = [
+        tuple(orjson.dumps(row[n]).decode() if n in json_columns else row[n] for n in names)
+        for row in rows
+    ]
+    await raw.copy_records_to_table(staging, records=records, columns=names)
+    source = table(staging, *(column(n) for n in names))
+    statement = postgresql.insert(target).from_select(names, select(*source.c))
+    await session.execute(_on_conflict(statement, names, keys, update_where))

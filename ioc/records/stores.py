@@ -6,7 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
-from typing import Any
+from functools import cache
+from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
@@ -38,20 +39,30 @@ class RecordStore:
         self, record: Record, *, instance_id: int, tz: ZoneInfo, now: datetime
     ) -> dict[str, Any]:
         """The row of a record: its fields, derived local dates, instance and ingest time."""
-        row = {name: _column_value(record, name) for name in type(record).model_fields}
+        row = dict(record.__dict__)  # pydantic keeps validated field values here
+        enums, nested = _conversions(type(record))
+        for name in enums:
+            if row[name] is not None:
+                row[name] = row[name].value
+        for name in nested:
+            row[name] = [item.model_dump(mode="json") for item in row[name]]
         row.update(self.derive(record, tz))
         row["instance_id"] = instance_id
         row["ingested_at"] = now
         return row
 
 
-def _column_value(record: Record, name: str) -> Any:
-    value = getattr(record, name)
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, tuple) and all(isinstance(v, BaseModel) for v in value):
-        return [v.model_dump(mode="json") for v in value]
-    return value
+@cache
+def _conversions(record_class: type[Record]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Fields stored as their enum's value, and tuples of models stored as JSON lists."""
+    enums, nested = [], []
+    for name, field in record_class.model_fields.items():
+        types = (field.annotation, *get_args(field.annotation))
+        if any(isinstance(t, type) and issubclass(t, Enum) for t in types):
+            enums.append(name)
+        elif any(isinstance(t, type) and issubclass(t, BaseModel) for t in types):
+            nested.append(name)
+    return tuple(enums), tuple(nested)
 
 
 def _day(moment: datetime | None, tz: ZoneInfo) -> date | None:

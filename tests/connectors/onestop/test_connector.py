@@ -26,6 +26,7 @@ from ioc.sdk import (
     ConnectorUnavailable,
     Dossier,
     DossierStatus,
+    SupplementRequest,
 )
 from tests.support.servers import serve_app
 
@@ -103,9 +104,19 @@ def test_recorded_late_dossier_maps_to_exact_fields_in_utc() -> None:
         due_at=utc(2025, 11, 12, 10, 0, 0),
         resolved_at=utc(2025, 11, 13, 3, 24, 3),
         returned_at=utc(2025, 11, 13, 9, 19, 43),
+        fee=50_000,
         paid_online=False,
+        digitised=True,
+        reused_national_data=False,
+        electronic_result=False,
         synced_to_portal=True,
         apology_issued=True,
+        supplements=(
+            SupplementRequest(
+                previous_due_at=utc(2025, 11, 10, 10, 0, 0),
+                new_due_at=utc(2025, 11, 12, 10, 0, 0),
+            ),
+        ),
     )
 
 
@@ -121,6 +132,65 @@ def test_recorded_open_online_dossier_maps_channel_payment_and_absent_dates() ->
     assert dossier.due_at == utc(2025, 11, 25, 10, 0, 0)
     assert (dossier.resolved_at, dossier.returned_at) == (None, None)
     assert dossier.is_open
+
+
+def test_recorded_dossier_from_an_older_system_maps_documents_result_and_old_commune() -> None:
+    dossier = map_dossier(recorded("dossier_legacy_commune_documents.json"))
+
+    assert (dossier.unit_code, dossier.original_unit_code) == ("25363", "25381")
+    assert (dossier.fee, dossier.paid_online, dossier.synced_to_portal) == (100_000, True, False)
+    assert (dossier.digitised, dossier.reused_national_data) == (False, True)
+    assert dossier.electronic_result  # a result file link, though CoKetQuaDienTu is false
+    assert dossier.supplements == (
+        SupplementRequest(
+            requested_at=utc(2025, 11, 5, 3, 3, 12),
+            previous_due_at=utc(2025, 11, 17, 10, 0, 0),
+            new_due_at=utc(2025, 11, 24, 10, 0, 0),
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("sent", "current"),
+    [
+        pytest.param("25381", "25363", id="tan-lap-dong-phu-binh-phuoc-to-dong-phu"),
+        pytest.param("26356", "26359", id="xuan-tay-cam-my-to-xuan-dong"),
+        pytest.param("25333", "25336", id="an-loc-whose-code-changed"),
+    ],
+)
+def test_old_commune_code_maps_to_the_current_commune_and_keeps_the_original(
+    sent: str, current: str
+) -> None:
+    payload = recorded("dossier_returned_late.json") | {"MaDiaBan": sent}
+
+    dossier = map_dossier(payload)
+
+    assert (dossier.unit_code, dossier.original_unit_code) == (current, sent)
+
+
+def test_current_commune_code_is_left_untouched() -> None:
+    dossier = map_dossier(recorded("dossier_returned_late.json"))
+
+    assert (dossier.unit_code, dossier.original_unit_code) == ("26359", None)
+
+
+def test_a_dossier_is_digitised_only_when_every_document_is() -> None:
+    form = {"TenGiayTo": "Đơn đề nghị (tờ khai)", "DuocSoHoa": True, "DuocLayTuKhoDMQG": False}
+    card = {"TenGiayTo": "Căn cước công dân", "DuocSoHoa": True, "DuocLayTuKhoDMQG": False}
+    payload = recorded("dossier_online_open.json")
+
+    complete = map_dossier(payload | {"DanhSachGiayTo": [form, card]})
+    on_paper = map_dossier(payload | {"DanhSachGiayTo": [form, card | {"DuocSoHoa": False}]})
+
+    assert (complete.digitised, complete.reused_national_data) == (True, False)
+    assert on_paper.digitised is False  # though the dossier-level DuocSoHoa says true
+
+
+def test_parse_re_maps_a_raw_payload_like_a_poll_does() -> None:
+    connector = OnestopConnector(OnestopConnector.Config(base_url="http://x"))
+    payload = recorded("dossier_returned_late.json")
+
+    assert connector.parse(payload) == map_dossier(payload)
 
 
 @pytest.mark.parametrize(
@@ -151,6 +221,22 @@ def test_recorded_open_online_dossier_maps_channel_payment_and_absent_dates() ->
             {"TrangThaiHoSo": 42}, "unknown status (TrangThaiHoSo) 42", id="unknown-status"
         ),
         pytest.param({"MaDiaBan": None}, "missing commune code (MaDiaBan)", id="no-commune"),
+        pytest.param({"PhiLePhi": "free"}, "fee (PhiLePhi) 'free' is not a number", id="bad-fee"),
+        pytest.param({"PhiLePhi": -5}, "fee (PhiLePhi) -5 is negative", id="negative-fee"),
+        pytest.param(
+            {"DanhSachGiayTo": "CCCD"}, "document list (DanhSachGiayTo) is not a list", id="docs"
+        ),
+        pytest.param(
+            {"LichSuBoSung": [{"NgayHenTraMoi": "2025-11-12"}]},
+            "NgayHenTraMoi (due date after the supplement) '2025-11-12' is not a yyyyMMddHHmmss"
+            " time",
+            id="supplement-time",
+        ),
+        pytest.param(
+            {"LichSuBoSung": ["20251112170000"]},
+            "supplement history (LichSuBoSung) entry 1 is not an object",
+            id="supplement-entry",
+        ),
     ],
 )
 def test_unusable_payload_is_rejected_with_a_readable_reason(
@@ -316,7 +402,7 @@ async def test_unreachable_upstream_raises_connector_unavailable(closed_port: in
         OnestopConnector.Config(base_url=f"http://127.0.0.1:{closed_port}", timeout_seconds=2)
     )
     try:
-        with pytest.raises(ConnectorUnavailable, match="cannot reach"):
+        with pytest.raises(ConnectorUnavailable, match="ConnectError"):
             await connector.poll({})
     finally:
         await connector.aclose()
@@ -343,3 +429,78 @@ async def test_rate_limit_raises_with_the_retry_after_delay(source: Upstream) ->
     finally:
         await connector.aclose()
     assert caught.value.retry_after == 30
+
+
+async def test_rate_limit_retry_after_follows_the_upstreams_header(source: Upstream) -> None:
+    await source.control.post(
+        "/_sim/faults", json={"mode": "rate_limited", "retry_after_seconds": 120}
+    )
+    connector = source.connector()
+    try:
+        with pytest.raises(ConnectorRateLimited) as caught:
+            await connector.poll({})
+    finally:
+        await connector.aclose()
+    assert caught.value.retry_after == 120
+
+
+async def test_slow_answers_within_the_timeout_still_map(source: Upstream) -> None:
+    await source.control.post("/_sim/faults", json={"slow_seconds": 0.3})
+    connector = source.connector(page_size=50, timeout_seconds=3)
+    started = time.monotonic()
+    try:
+        batch = await connector.poll({})
+    finally:
+        await connector.aclose()
+
+    assert time.monotonic() - started >= 0.3
+    assert (len(batch.records), batch.rejected) == (50, [])
+
+
+async def test_check_reads_one_dossier_and_raises_the_upstreams_fault(source: Upstream) -> None:
+    connector = source.connector()
+    try:
+        await connector.check()
+        await source.control.post("/_sim/faults", json={"mode": "error"})
+        with pytest.raises(ConnectorUnavailable, match="HTTP 500"):
+            await connector.check()
+    finally:
+        await connector.aclose()
+
+
+async def test_old_commune_codes_from_the_simulator_arrive_mapped_with_the_original_kept(
+    source: Upstream,
+) -> None:
+    connector = source.connector(page_size=1000)
+    try:
+        records = [r for b in await poll_to_the_end(connector, {}) for r in b.records]
+    finally:
+        await connector.aclose()
+    served = {d["MaHoSo"]: d["MaDiaBan"] for d in source.simulator.dossiers_as_of(START)}
+    communes = {f"{c.code:05d}" for c in source.simulator.factory.communes}
+
+    legacy = [r for r in records if r.original_unit_code is not None]
+    assert 0.02 < len(legacy) / len(records) < 0.09
+    assert all(r.original_unit_code == served[r.external_id] for r in legacy)
+    assert all(r.unit_code in communes and r.unit_code != r.original_unit_code for r in legacy)
+    assert all(
+        r.unit_code == served[r.external_id] for r in records if r.original_unit_code is None
+    )
+
+
+async def test_a_surge_brings_more_new_dossiers_in_the_next_polls() -> None:
+    received: dict[float, int] = {}
+    for surge in (1.0, 3.0):
+        async with upstream() as running:
+            connector = running.connector(page_size=1000)
+            try:
+                first = await poll_to_the_end(connector, {})
+                await running.control.post("/_sim/faults", json={"surge": surge})
+                await running.control.post("/_sim/advance", json={"seconds": 2 * 86400})
+                later = await poll_to_the_end(connector, first[-1].cursor)
+            finally:
+                await connector.aclose()
+        received[surge] = sum(r.received_at >= START for b in later for r in b.records)
+
+    assert received[1.0] > 50
+    assert 2.4 < received[3.0] / received[1.0] < 3.6

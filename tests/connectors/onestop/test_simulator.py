@@ -16,11 +16,13 @@ from connectors.onestop.catalog import FIELDS, LAND, PROCEDURES
 from connectors.onestop.simulator import (
     LOCAL,
     TIME_FORMAT,
+    LateLandSurge,
     Simulator,
     WorkCalendar,
     create_app,
     format_local,
 )
+from connectors.onestop.units import current_unit_codes, legacy_wards
 from tests.support.servers import serve_app
 
 START = datetime(2025, 11, 19, 3, 0, tzinfo=UTC)  # 10:00 on Wednesday 19 November 2025, local
@@ -161,6 +163,7 @@ def test_a_supplement_request_pauses_the_dossier_and_extends_its_due_date() -> N
     assert (paused["TrangThaiHoSo"], paused["LichSuBoSung"]) == (5, [])
     assert resumed["TrangThaiHoSo"] == 4
     [entry] = resumed["LichSuBoSung"]
+    assert entry["NgayYeuCauBoSung"] == paused["NgayCapNhat"]
     assert entry["NgayHenTraTruoc"] == paused["NgayHenTra"]
     assert entry["NgayHenTraMoi"] == resumed["NgayHenTra"] > paused["NgayHenTra"]
 
@@ -189,6 +192,107 @@ def test_catch_up_replays_history_and_never_runs_ahead_of_real_time() -> None:
     assert replaying.first_day == (real_now - timedelta(days=4)).astimezone(LOCAL).date()
 
 
+def test_a_share_of_dossiers_carry_the_pre_2025_code_of_a_merged_ward() -> None:
+    simulator = make_simulator()
+    dossiers = simulator.dossiers_as_of(START)
+    communes = {f"{c.code:05d}" for c in simulator.factory.communes}
+    old = [d for d in dossiers if d["MaDiaBan"] not in communes]
+
+    assert 0.03 < len(old) / len(dossiers) < 0.07
+    assert all(d["MaDiaBan"] not in current_unit_codes() for d in old)
+    assert {legacy_wards()[d["MaDiaBan"]].current_code for d in old} <= communes
+    assert all(d["TenDiaBan"] == legacy_wards()[d["MaDiaBan"]].name for d in old)
+    assert not [
+        d
+        for d in make_simulator(legacy_code_share=0).dossiers_as_of(START)
+        if d["MaDiaBan"] not in communes
+    ]
+
+
+def test_a_dossier_is_digitised_when_all_its_documents_are() -> None:
+    dossiers = make_simulator().dossiers_as_of(START)
+
+    for d in dossiers:
+        documents = d["DanhSachGiayTo"]
+        assert documents[0]["TenGiayTo"] == "Đơn đề nghị (tờ khai)"
+        assert d["DuocSoHoa"] == all(doc["DuocSoHoa"] for doc in documents)
+        assert all(doc["DuocSoHoa"] for doc in documents if doc["DuocLayTuKhoDMQG"])
+    assert 0.75 < sum(d["DuocSoHoa"] for d in dossiers) / len(dossiers) < 0.9
+    reused = sum(any(doc["DuocLayTuKhoDMQG"] for doc in d["DanhSachGiayTo"]) for d in dossiers)
+    assert 0.3 < reused / len(dossiers) < 0.8
+
+
+def test_an_electronic_result_comes_with_its_file_link() -> None:
+    dossiers = make_simulator().dossiers_as_of(START)
+    electronic = [d for d in dossiers if d["CoKetQuaDienTu"]]
+
+    assert electronic
+    for d in dossiers:
+        links = [r["DuongDanTepTinKetQua"] for r in d["DanhSachGiayToKetQua"]]
+        assert links == (
+            [f"https://motcua.example.gov.vn/ketqua/{d['MaHoSo']}.pdf"]
+            if d["CoKetQuaDienTu"]
+            else []
+        )
+
+
+def received_between(simulator: Simulator, first: datetime, last: datetime) -> list[str]:
+    return sorted(d.id for d in simulator.dossiers(last) if first <= d.received_at <= last)
+
+
+def test_a_surge_multiplies_new_arrivals_and_leaves_earlier_ones_alone() -> None:
+    steady, surging, again = (make_simulator(rate_per_day=100) for _ in range(3))
+    for simulator in (surging, again):
+        simulator.faults.surge = 2.5
+    for simulator in (steady, surging, again):
+        simulator.observe_faults()
+        simulator.clock.advance(3 * 86400)
+    before = (START - timedelta(days=14), START)
+    after = (START, START + timedelta(days=3))
+
+    assert received_between(surging, *before) == received_between(steady, *before)
+    assert set(received_between(steady, *after)) < set(received_between(surging, *after))
+    ratio = len(received_between(surging, *after)) / len(received_between(steady, *after))
+    assert 2.2 < ratio < 2.8
+    assert surging.dossiers_as_of(surging.now()) == again.dossiers_as_of(again.now())
+
+
+def test_a_surge_below_one_thins_new_arrivals() -> None:
+    steady, quiet = make_simulator(rate_per_day=100), make_simulator(rate_per_day=100)
+    quiet.faults.surge = 0.5
+    for simulator in (steady, quiet):
+        simulator.observe_faults()
+        simulator.clock.advance(3 * 86400)
+    after = (START, START + timedelta(days=3))
+
+    ratio = len(received_between(quiet, *after)) / len(received_between(steady, *after))
+    assert 0.35 < ratio < 0.65
+
+
+def test_late_land_surge_scenario_adds_late_land_dossiers_in_one_commune() -> None:
+    steady, incident = make_simulator(), make_simulator()
+    commune = f"{incident.factory.communes[10].code:05d}"
+    incident.start_scenario(LateLandSurge(commune=commune, per_day=30, hours=48))
+    for simulator in (steady, incident):
+        simulator.clock.advance(40 * 86400)
+    now = incident.now()
+
+    extra = {d["MaHoSo"]: d for d in incident.dossiers_as_of(now)}
+    for d in steady.dossiers_as_of(now):
+        extra.pop(d["MaHoSo"])
+    received = [local(d["NgayTiepNhan"]) for d in extra.values()]
+    ended = [d for d in extra.values() if d["NgayKetThucXuLy"]]
+    late = [d for d in ended if d["NgayKetThucXuLy"] > d["NgayHenTra"]]
+
+    assert 40 < len(extra) < 80  # about 30 a weekday for the two days it ran
+    assert all(START <= moment < START + timedelta(hours=48) for moment in received)
+    assert {(d["MaLinhVuc"], d["MaDiaBan"]) for d in extra.values()} <= {
+        (LAND, commune),
+        *((LAND, w.code) for w in incident.factory.communes[10].predecessors),
+    }
+    assert len(late) / len(ended) > 0.75
+
+
 # ---------------------------------------------------------------- HTTP
 
 
@@ -208,7 +312,8 @@ async def test_statuses_progress_as_the_clock_advances() -> None:
         jump = await http.post("/_sim/advance", json={"seconds": 3 * 86400})
         after = {d["MaHoSo"]: d for d in await read_all(http, limit=1000)}
 
-        assert jump.json()["now"] == "2025-11-22T10:00:00+07:00"
+        assert jump.json()["now"] == "2025-11-22T03:00:00+00:00"
+        assert jump.json()["history_from"] == "2025-11-05"
         assert simulator.now() == START + timedelta(days=3)
     progressed = [i for i in before if after[i]["NgayCapNhat"] != before[i]["NgayCapNhat"]]
 
@@ -287,7 +392,7 @@ async def test_malformed_items_rotate_through_the_documented_faults_and_keep_pag
         truth = simulator.dossiers_as_of(simulator.now())
         left = (await http.get("/_sim/faults")).json()
 
-    assert knobs.json() == {"mode": None, "timeout_seconds": 30, "malformed": 5}
+    assert knobs.json()["malformed"] == 5
     assert left["malformed"] == 0
     assert [d["NgayCapNhat"] for d in items] == [d["NgayCapNhat"] for d in truth]
     assert "MaHoSo" not in items[0]
@@ -322,9 +427,52 @@ async def test_fault_modes_answer_500_429_and_slowly_until_cleared() -> None:
 async def test_fault_knobs_update_partially_and_read_back() -> None:
     async with running(history_days=1) as (_, http):
         await http.post("/_sim/faults", json={"mode": "error", "timeout_seconds": 2})
-        await http.post("/_sim/faults", json={"malformed": 3})
+        await http.post("/_sim/faults", json={"malformed": 3, "slow_seconds": 0.5})
         knobs = (await http.get("/_sim/faults")).json()
         unknown = await http.post("/_sim/faults", json={"mode": "explode"})
 
-    assert knobs == {"mode": "error", "timeout_seconds": 2, "malformed": 3}
+    assert knobs == {
+        "mode": "error",
+        "timeout_seconds": 2,
+        "slow_seconds": 0.5,
+        "retry_after_seconds": 30,
+        "malformed": 3,
+        "surge": 1.0,
+    }
     assert unknown.status_code == 422
+
+
+async def test_scenario_endpoint_starts_lists_and_stops_a_late_land_surge() -> None:
+    async with running(history_days=1) as (simulator, http):
+        commune = f"{simulator.factory.communes[0].code:05d}"
+        started = await http.post("/_sim/scenario", json={"commune": commune, "per_day": 20})
+        unknown = await http.post("/_sim/scenario", json={"commune": "99999"})
+        await http.post("/_sim/advance", json={"seconds": 3600})
+        stopped = (await http.delete("/_sim/scenario")).json()
+
+    assert started.status_code == 200
+    assert started.json()["name"] == "late_land_surge"
+    assert started.json()["since"] == START.isoformat() and started.json()["until"] is None
+    assert unknown.status_code == 422 and "not a current commune" in unknown.text
+    assert [s["until"] for s in stopped] == [(START + timedelta(hours=1)).isoformat()]
+
+
+async def test_a_surge_set_over_http_starts_at_the_simulated_moment_it_was_set() -> None:
+    async with running(history_days=1) as (simulator, http):
+        await http.post("/_sim/advance", json={"seconds": 3600})
+        await http.post("/_sim/faults", json={"surge": 4})
+        await http.post("/_sim/advance", json={"seconds": 3600})
+
+        assert simulator.surge_at(START + timedelta(minutes=59)) == 1.0
+        assert simulator.surge_at(START + timedelta(hours=1)) == 4.0
+
+
+async def test_slow_seconds_delays_every_answer_and_it_still_succeeds() -> None:
+    async with running(history_days=1) as (_, http):
+        await http.post("/_sim/faults", json={"slow_seconds": 0.3})
+        started = time.perf_counter()
+        response = await http.get("/api/v1/dossiers", params={"limit": 5})
+        elapsed = time.perf_counter() - started
+
+    assert response.status_code == 200 and len(response.json()["items"]) == 5
+    assert elapsed >= 0.3

@@ -1,0 +1,1 @@
+"""The built-in `education` connector: school enrolment and daily attendance (chuyên cần)."""
