@@ -307,8 +307,7 @@ class Open311Connector(HttpConnector):
     config: Config
 
     def __init__(self, config: Config, *, clock: Callable[[], datetime] | None = None) -> None:
-        super().__init__(config)
-        self._clock = clock or (lambda: datetime.now(UTC))
+        super().__init__(config, clock=clock)
         self._groups: dict[str, str] | None = None
         self.communes = commune_index(config.province_code)
 
@@ -350,7 +349,7 @@ class Open311Connector(HttpConnector):
             for position, chunk in enumerate(plan):
                 if (chunk.phase, chunk.index) == (cursor["phase"], cursor.get("chunk")):
                     return cycle, previous, plan, position
-        now = self._clock().astimezone(UTC).replace(microsecond=0)
+        now = self.clock().astimezone(UTC).replace(microsecond=0)
         anchor = max(now, previous) if previous is not None else now  # never backwards
         return cycle + 1, anchor, self.plan(anchor, cycle + 1), 0
 
@@ -386,7 +385,7 @@ class Open311Connector(HttpConnector):
     async def check(self) -> None:
         """Read the service list and the last hour's requests: reachability, key, jurisdiction."""
         await self._service_groups()
-        now = self._clock()
+        now = self.clock()
         await self._requests(
             {"start_date": _format(now - timedelta(hours=1)), "end_date": _format(now)}
         )

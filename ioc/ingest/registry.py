@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import datetime
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -55,7 +57,12 @@ class ConnectorRegistry:
                 f"no connector of kind {kind!r} is installed (installed: {known})"
             ) from None
 
-    def create(self, kind: str, config: dict[str, Any]) -> Connector:
+    def create(
+        self, kind: str, config: dict[str, Any], *, clock: Callable[[], datetime] | None = None
+    ) -> Connector:
         """A connector of `kind` with its config validated against the connector's schema."""
         cls = self.get(kind)
-        return cls(cls.Config.model_validate(config))
+        connector = cls(cls.Config.model_validate(config))
+        if clock is not None:  # set after construction: plugins may override __init__
+            connector.clock = clock
+        return connector

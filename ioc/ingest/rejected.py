@@ -129,7 +129,9 @@ async def _connector(
         instance = await session.get(ConnectorInstance, instance_id)
         try:
             connectors[instance_id] = (
-                ctx.registry.create(instance.kind, instance.config) if instance else None
+                ctx.registry.create(instance.kind, instance.config, clock=ctx.clock)
+                if instance
+                else None
             )
         except (LookupError, ValidationError):
             connectors[instance_id] = None

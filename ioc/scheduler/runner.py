@@ -138,7 +138,7 @@ async def _poll_locked(ctx: AppContext, instance_id: int, *, force: bool) -> Pol
     outcome = PollOutcome(ok=True)
     connector: Connector | None = None
     try:
-        connector = ctx.registry.create(instance.kind, instance.config)
+        connector = ctx.registry.create(instance.kind, instance.config, clock=ctx.clock)
         cursor = dict(instance.cursor)
         for _ in range(ctx.settings.poll_max_pages):
             async with asyncio.timeout(instance.timeout_seconds):
@@ -318,7 +318,7 @@ async def check_instance(ctx: AppContext, instance_id: int) -> tuple[bool, str |
         return False, "instance missing"
     connector: Connector | None = None
     try:
-        connector = ctx.registry.create(instance.kind, instance.config)
+        connector = ctx.registry.create(instance.kind, instance.config, clock=ctx.clock)
         async with asyncio.timeout(instance.timeout_seconds):
             await connector.check()
     except TimeoutError:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -27,8 +28,10 @@ class Connector:
 
         model_config = ConfigDict(extra="forbid")
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, clock: Callable[[], datetime] | None = None) -> None:
         self.config = config
+        self.clock: Callable[[], datetime] = clock or _utcnow
+        """The runtime's clock: real time, or a demo's replayed time; use it for "now"."""
 
     async def poll(self, cursor: Cursor) -> Batch:
         """Fetch what changed since `cursor` (empty on the first poll)."""
@@ -47,3 +50,7 @@ class Connector:
 
     async def aclose(self) -> None:
         """Release network resources; called by the runtime when a poll is over."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)

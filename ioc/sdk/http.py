@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -42,8 +43,8 @@ class HttpConnector(Connector):
     Config = HttpConfig
     config: HttpConfig
 
-    def __init__(self, config: HttpConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: HttpConfig, *, clock: Callable[[], datetime] | None = None) -> None:
+        super().__init__(config, clock=clock)
         self._client: httpx.AsyncClient | None = None
 
     def headers(self) -> dict[str, str]:
