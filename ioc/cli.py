@@ -110,7 +110,11 @@ def demo(
     }
     clock = simulators["onestop"].state.simulator.now if "onestop" in simulators else utcnow
     typer.echo(f"IOC demo: open http://{settings.host}:{settings.port}")
-    typer.echo(f"database {_redact(settings.database_url)}; simulators from :{simulator_port}")
+    ports = demo_ports(simulators, first=simulator_port)
+    typer.echo(
+        f"database {_redact(settings.database_url)}; simulators: "
+        + ", ".join(f"{k} :{p}" for k, p in zip(simulators, ports, strict=True))
+    )
     typer.secho(
         "DEMO MODE: no authentication, simulated data; do not expose this to a network.",
         fg="yellow",
@@ -119,8 +123,10 @@ def demo(
 
     async def run() -> None:
         configs = [
-            uvicorn.Config(app, host="127.0.0.1", port=simulator_port + offset, log_level="warning")
-            for offset, app in enumerate(simulators.values())
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+            for port, app in zip(
+                demo_ports(simulators, first=simulator_port), simulators.values(), strict=True
+            )
         ]
         configs.append(
             uvicorn.Config(
@@ -133,6 +139,17 @@ def demo(
         await asyncio.gather(*(uvicorn.Server(config).serve() for config in configs))
 
     asyncio.run(run())
+
+
+DEMO_ORDER = ("onestop", "fhir", "open311", "education")
+"""Built-in simulators take ports in this order from --simulator-port (demo/connectors.toml)."""
+
+
+def demo_ports(simulators: dict[str, Any], *, first: int) -> list[int]:
+    """Ports of the demo's simulators: built-ins in a fixed order, other kinds after them."""
+    order = [k for k in DEMO_ORDER if k in simulators] + sorted(set(simulators) - set(DEMO_ORDER))
+    port_of = {kind: first + index for index, kind in enumerate(order)}
+    return [port_of[kind] for kind in simulators]
 
 
 connectors_app = typer.Typer(help="Manage connector instances (in IOC_DATABASE_URL).")

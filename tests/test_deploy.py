@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from ioc.cli import _simulators
+from ioc.cli import _simulators, demo_ports
 from ioc.config import Settings
 from ioc.ingest.instances import read_seed_file
 from ioc.ingest.registry import ConnectorRegistry
@@ -36,13 +36,17 @@ def test_compose_sets_only_settings_the_service_knows() -> None:
         assert not unknown, f"{name} sets unknown settings {unknown}"
 
 
-def test_compose_simulator_kind_exists_and_the_seed_file_points_at_it() -> None:
-    service = compose()["services"]["onestop-sim"]
-    command = service["command"]
-    assert command[:2] == ["ioc", "simulate"] and command[2] in _simulators()
-    port = command[command.index("--port") + 1]
+def test_compose_runs_a_simulator_per_seeded_connector_and_the_urls_match() -> None:
+    services = compose()["services"]
     seeds = read_seed_file(ROOT / "deploy" / "connectors.toml", ConnectorRegistry())
-    assert [s.config["base_url"] for s in seeds] == [f"http://onestop-sim:{port}"]
+    assert {s.kind for s in seeds} == {"onestop", "fhir", "open311", "education"}
+    for seed in seeds:
+        command = services[f"{seed.kind}-sim"]["command"]
+        assert command[:3] == ["ioc", "simulate", seed.kind] and seed.kind in _simulators()
+        port = command[command.index("--port") + 1]
+        assert seed.config["base_url"] == f"http://{seed.kind}-sim:{port}"
+        depends = services["ioc"]["depends_on"]
+        assert f"{seed.kind}-sim" in depends
 
 
 def test_dockerfile_migrates_then_serves_from_the_project_directory() -> None:
@@ -58,5 +62,10 @@ def test_dockerfile_migrates_then_serves_from_the_project_directory() -> None:
 
 def test_demo_seed_file_is_valid() -> None:
     seeds = read_seed_file(ROOT / "demo" / "connectors.toml", ConnectorRegistry())
-    assert [s.kind for s in seeds] == ["onestop"]
+    assert [s.kind for s in seeds] == ["onestop", "fhir", "open311", "education"]
+    ports = demo_ports({kind: None for kind in _simulators()}, first=8101)
+    by_kind = dict(zip(_simulators(), ports, strict=True))
+    assert {s.kind: s.config["base_url"] for s in seeds} == {
+        kind: f"http://127.0.0.1:{by_kind[kind]}" for kind in by_kind
+    }
     assert tomllib.loads((ROOT / "demo" / "connectors.toml").read_text())

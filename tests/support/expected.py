@@ -1,6 +1,7 @@
 """Independent recomputation of the one-stop-shop KPIs from a simulator's own records.
 
-Deliberately shares no code with `ioc.kpi`: it reads the upstream JSON fields directly.
+Deliberately shares no code with `ioc.kpi`: it reads the upstream JSON fields directly (only
+the published mapping of pre-2025 commune codes is borrowed from the connector).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from connectors.onestop.units import to_current_unit
 
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 CANCELLED = {3, 7, 8}
@@ -21,13 +24,18 @@ def parse(value: str | None) -> datetime | None:
     return datetime.strptime(value, "%Y%m%d%H%M%S").replace(tzinfo=HCM)
 
 
+def current_commune(dossier: Mapping[str, Any]) -> str:
+    """The commune a dossier counts in: pre-2025 codes belong to today's commune."""
+    return to_current_unit(dossier["MaDiaBan"])[0]
+
+
 def _counted(dossiers: Iterable[Mapping[str, Any]], unit: str | None) -> list[Mapping[str, Any]]:
     return [
         d
         for d in dossiers
         if d["TrangThaiHoSo"] not in CANCELLED
         and d.get("NgayHenTra")
-        and (unit is None or d["MaDiaBan"] == unit)
+        and (unit is None or current_commune(d) == unit)
     ]
 
 
