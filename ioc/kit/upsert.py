@@ -8,6 +8,7 @@ small sets and SQLite use an executemany of one compiled statement.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -61,6 +62,13 @@ def _on_conflict(
     return statement.on_conflict_do_update(index_elements=list(keys), set_=updated, where=where)
 
 
+def _json_as_text(record: tuple[Any, ...], positions: list[int]) -> tuple[Any, ...]:
+    values = list(record)
+    for i in positions:
+        values[i] = orjson.dumps(values[i]).decode()
+    return tuple(values)
+
+
 async def _copy_upsert(
     session: AsyncSession,
     target: Any,
@@ -77,11 +85,11 @@ async def _copy_upsert(
         f'(LIKE "{target.name}" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS'
     )
     await raw.execute(f'TRUNCATE "{staging}"')
-    json_columns = {n for n in names if isinstance(target.c[n].type, JSON)}
-    records = [
-        tuple(orjson.dumps(row[n]).decode() if n in json_columns else row[n] for n in names)
-        for row in rows
-    ]
+    values = itemgetter(*names)
+    records = [values(row) for row in rows]
+    json_at = [i for i, n in enumerate(names) if isinstance(target.c[n].type, JSON)]
+    if json_at:  # asyncpg's COPY takes JSON as text
+        records = [_json_as_text(record, json_at) for record in records]
     await raw.copy_records_to_table(staging, records=records, columns=names)
     source = table(staging, *(column(n) for n in names))
     statement = postgresql.insert(target).from_select(names, select(*source.c))
