@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
+import httpx
 import pytest
 
 from ioc.context import AppContext
@@ -90,3 +92,36 @@ async def test_a_slow_source_is_cut_off_by_the_instance_timeout_and_nothing_is_s
     await upstream.set_faults(slow_seconds=0.2)  # slow but within the timeout
     assert (await poll_instance(ctx, instance_id, force=True)).ok
     assert await count(ctx, DossierRow) == upstream.visible()
+
+
+async def test_a_failure_is_logged_once_and_the_recovery_once(
+    ctx: AppContext, upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    instance_id = await instance_for(ctx, upstream)
+    await upstream.set_faults(mode="error")
+    with caplog.at_level(logging.INFO, logger="ioc.scheduler.runner"):
+        for _ in range(3):
+            await poll_instance(ctx, instance_id, force=True)
+        await upstream.set_faults(mode=None)
+        for _ in range(2):
+            await poll_instance(ctx, instance_id, force=True)
+    messages = [r.getMessage() for r in caplog.records if r.name == "ioc.scheduler.runner"]
+    assert sum("is failing" in m for m in messages) == 1
+    assert sum("recovered" in m for m in messages) == 1
+    assert (await load(ctx, instance_id)).consecutive_failures == 0
+
+
+async def test_a_surge_upstream_is_stored_in_full(ctx: AppContext, upstream: Upstream) -> None:
+    instance_id = await instance_for(ctx, upstream)
+    assert (await poll_instance(ctx, instance_id, force=True)).ok
+    before = await count(ctx, DossierRow)
+    await upstream.set_faults(surge=8)
+    async with httpx.AsyncClient() as http:
+        await http.post(f"{upstream.url}/_sim/advance", json={"seconds": 2 * 86400})
+    while (outcome := await poll_instance(ctx, instance_id, force=True)).pages >= (
+        ctx.settings.poll_max_pages
+    ):
+        assert outcome.ok
+    stored = await count(ctx, DossierRow)
+    assert stored == upstream.visible()
+    assert stored - before > 100, "the surge brought many new dossiers"
