@@ -19,6 +19,7 @@ from ioc.ingest.registry import ConnectorRegistry
 from ioc.kit.clock import Clock, utcnow
 from ioc.kpi import api as kpi_api
 from ioc.live import api as live_api
+from ioc.records import api as records_api
 from ioc.scheduler.service import start_scheduler
 from ioc.system import api as system_api
 from ioc.units import api as units_api
@@ -59,6 +60,7 @@ def create_app(
     )
     app.include_router(units_api.router)
     app.include_router(kpi_api.router)
+    app.include_router(records_api.router)
     app.include_router(connectors_api.router)
     app.include_router(live_api.router)
     app.include_router(system_api.router)

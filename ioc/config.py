@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ioc.kpi.calendar import WorkingCalendar, calendar_from_settings
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./ioc.db"
 
@@ -37,6 +40,13 @@ class Settings(BaseSettings):
         gt=0,
         description="How often KPIs that drift with time alone (overdue, on time) are refreshed",
     )
+    makeup_workdays: list[date] = Field(
+        default_factory=list,
+        description="Make-up working Saturdays (ngày làm bù) that `holidays` does not know",
+    )
+    extra_days_off: list[date] = Field(
+        default_factory=list, description="Extra days off decided by the province"
+    )
     ws_ping_seconds: float = Field(default=20.0, gt=0)
     ws_client_queue: int = Field(
         default=256, ge=1, description="Topics a slow client may have pending before it is dropped"
@@ -50,6 +60,11 @@ class Settings(BaseSettings):
     def tz(self) -> ZoneInfo:
         """The deployment's local time zone, used for periods and presentation."""
         return ZoneInfo(self.timezone)
+
+    @property
+    def calendar(self) -> WorkingCalendar:
+        """The working-day calendar for deadlines and resolution times."""
+        return calendar_from_settings(self.makeup_workdays, self.extra_days_off)
 
     @property
     def is_postgres(self) -> bool:

@@ -9,6 +9,7 @@ import pytest
 
 from ioc.app import create_app
 from ioc.context import AppContext
+from ioc.kpi.catalog import CATALOG
 
 
 @pytest.fixture
@@ -33,16 +34,28 @@ async def test_healthz_answers_ok(http: httpx.AsyncClient) -> None:
     assert (await http.get("/healthz")).json() == {"status": "ok"}
 
 
-async def test_kpis_default_to_the_province_with_vietnamese_labels(
+async def test_kpis_default_to_the_province_and_every_catalogue_kpi_with_labels(
     http: httpx.AsyncClient,
 ) -> None:
     body = (await http.get("/api/v1/kpis")).json()
-    assert [(k["kpi"], k["unit"]) for k in body] == [
-        ("onestop.on_time_rate", "75"),
-        ("onestop.overdue_open", "75"),
-    ]
-    assert body[1]["name_vi"] == "Hồ sơ đang quá hạn"
-    assert body[1]["name_en"] == "Open overdue dossiers"
+    assert [k["kpi"] for k in body] == [k.id for k in CATALOG]
+    assert {k["unit"] for k in body} == {"75"}
+    overdue = next(k for k in body if k["kpi"] == "onestop.overdue_open")
+    assert (overdue["name_vi"], overdue["name_en"]) == (
+        "Hồ sơ đang quá hạn",
+        "Open overdue dossiers",
+    )
+
+
+async def test_kpis_can_be_chosen_and_an_unknown_one_is_a_404(http: httpx.AsyncClient) -> None:
+    chosen = await http.get(
+        "/api/v1/kpis", params=[("kpi", "health.bed_occupancy"), ("kpi", "onestop.backlog")]
+    )
+    assert [k["kpi"] for k in chosen.json()] == ["health.bed_occupancy", "onestop.backlog"]
+    feedback = (await http.get("/api/v1/kpis", params={"domain": "feedback"})).json()
+    assert {k["domain"] for k in feedback} == {"feedback"} and len(feedback) == 4
+    missing = await http.get("/api/v1/kpis", params={"kpi": "weather.rain"})
+    assert missing.status_code == 404 and "unknown KPI 'weather.rain'" in missing.json()["detail"]
 
 
 async def test_kpis_of_an_unknown_unit_is_a_404_with_a_message(http: httpx.AsyncClient) -> None:

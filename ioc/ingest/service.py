@@ -7,51 +7,42 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, String, bindparam, func, select
+from sqlalchemy import String, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.ingest.models import MAPPING_STAGE, VALIDATION_STAGE, RejectedRecord
 from ioc.kit.upsert import upsert
-from ioc.records.models import DossierRow
+from ioc.kpi.calendar import WorkingCalendar
+from ioc.kpi.catalog import fact_columns
+from ioc.records.models import RecordColumns
 from ioc.records.stores import STORES
 from ioc.sdk import Batch, Dossier, Record
 
 LOOKUP_CHUNK = 500
 
 
-@dataclass(frozen=True)
-class DossierFacts:
-    """What the KPI engine needs to know of one version of a dossier to find affected cells."""
-
-    unit_code: str
-    received_date: date
-    due_date: date | None
-    resolved_date: date | None
-
-
-def select_dossier_facts() -> Select[tuple[str, date, date | None, date | None]]:
-    """SELECT of the columns that make up `DossierFacts`, to add conditions to."""
-    return select(
-        DossierRow.unit_code,
-        DossierRow.received_date,
-        DossierRow.due_date,
-        DossierRow.resolved_date,
-    )
+Facts = dict[str, Any]
+"""Of one version of a record: its unit and the local dates the KPI formulas read."""
 
 
 @dataclass
 class ChangeSet:
-    """What an ingest changed: old and new versions of every touched dossier."""
+    """What an ingest changed: the facts of the old and new versions of every touched record,
+    by record type."""
 
-    dossiers: list[DossierFacts] = field(default_factory=list)
+    facts: dict[str, list[Facts]] = field(default_factory=dict)
+
+    def add(self, record_type: str, facts: Iterable[Facts]) -> None:
+        """Add facts of one record type."""
+        self.facts.setdefault(record_type, []).extend(facts)
 
     def __bool__(self) -> bool:
-        return bool(self.dossiers)
+        return any(self.facts.values())
 
 
 @dataclass
@@ -72,6 +63,7 @@ async def ingest_batch(
     tz: ZoneInfo,
     now: datetime,
     record_type: str = Dossier.record_type,
+    calendar: WorkingCalendar | None = None,
 ) -> IngestResult:
     """Store a batch's valid records and its rejects; nothing is committed here.
 
@@ -84,10 +76,16 @@ async def ingest_batch(
     for type_name, records in _by_type(accepted).items():
         store = STORES[type_name]
         latest = _latest_versions(records)
-        if type_name == Dossier.record_type:
-            old = await _existing_facts(session, instance_id, [r.external_id for r in latest])
-            changes.dossiers.extend(old)
-        rows = [store.to_row(r, instance_id=instance_id, tz=tz, now=now) for r in latest]
+        columns = ["unit_code", *fact_columns(type_name)]
+        if len(columns) > 1:
+            old = await _existing_facts(
+                session, store.model, instance_id, [r.external_id for r in latest], columns
+            )
+            changes.add(type_name, old)
+        rows = [
+            store.to_row(r, instance_id=instance_id, tz=tz, now=now, calendar=calendar)
+            for r in latest
+        ]
         model = store.model
         await upsert(
             session,
@@ -98,8 +96,8 @@ async def ingest_batch(
                 model.source_updated_at <= excluded.source_updated_at
             ),
         )
-        if type_name == Dossier.record_type:
-            changes.dossiers.extend(_facts(row) for row in rows)
+        if len(columns) > 1:
+            changes.add(type_name, ({c: row[c] for c in columns} for row in rows))
         stored += len(latest)
     session.add_all(
         RejectedRecord(
@@ -166,15 +164,21 @@ def _latest_versions(records: Sequence[Record]) -> list[Record]:
 
 
 async def _existing_facts(
-    session: AsyncSession, instance_id: int, external_ids: list[str]
-) -> list[DossierFacts]:
-    """Facts of the stored versions of these dossiers (their cells change too)."""
-    facts: list[DossierFacts] = []
+    session: AsyncSession,
+    model: type[RecordColumns],
+    instance_id: int,
+    external_ids: list[str],
+    columns: list[str],
+) -> list[Facts]:
+    """Facts of the stored versions of these records (the cells they counted in change too)."""
+    facts: list[Facts] = []
     postgres = session.bind.dialect.name == "postgresql"
     chunk_size = len(external_ids) if postgres else LOOKUP_CHUNK
     for start in range(0, len(external_ids), chunk_size or 1):
         chunk = external_ids[start : start + chunk_size]
-        query = select_dossier_facts().where(DossierRow.instance_id == instance_id)
+        query = select(*(getattr(model, c) for c in columns)).where(
+            model.instance_id == instance_id
+        )
         if postgres:
             # A join with one array parameter: a hash join even before the table has
             # statistics, where `= ANY(array)` would compare every row with every id.
@@ -183,18 +187,9 @@ async def _existing_facts(
                 .table_valued("external_id")
                 .render_derived(name="incoming")
             )
-            query = query.join(ids, DossierRow.external_id == ids.c.external_id)
+            query = query.join(ids, model.external_id == ids.c.external_id)
         else:
-            query = query.where(DossierRow.external_id.in_(chunk))
+            query = query.where(model.external_id.in_(chunk))
         result = await session.execute(query)
-        facts.extend(DossierFacts(*row) for row in result.all())
+        facts.extend(dict(zip(columns, row, strict=True)) for row in result.all())
     return facts
-
-
-def _facts(row: dict[str, Any]) -> DossierFacts:
-    return DossierFacts(
-        unit_code=row["unit_code"],
-        received_date=row["received_date"],
-        due_date=row["due_date"],
-        resolved_date=row["resolved_date"],
-    )

@@ -1,31 +1,33 @@
-"""The KPI engine: recomputes exactly the cells a change touched, rolls communes up to the
-province by summing numerators and denominators, and reads current values."""
+"""The KPI service: recomputes exactly the cells a change touched, refreshes the cells that drift
+with time, rebuilds everything, rolls communes up to the province by summing numerators and
+denominators, and reads current values."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import delete, distinct, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ioc.ingest.service import ChangeSet, DossierFacts, select_dossier_facts
+from ioc.ingest.service import ChangeSet
 from ioc.kit.clock import local_date
 from ioc.kit.upsert import upsert
-from ioc.kpi.catalog import CATALOG, KpiDefinition
-from ioc.kpi.measures import MEASURES, DossierTimes, affected_periods
+from ioc.kpi.catalog import CATALOG, KPIS, KpiDefinition
+from ioc.kpi.engine import STOCK_HORIZON_DAYS, affected_days, compute, periods_of
+from ioc.kpi.formulas import InPeriod
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.schemas import KpiRead
-from ioc.records.models import DossierRow
-from ioc.sdk import CANCELLED_STATUSES
+from ioc.records.stores import STORES
 from ioc.units.models import AdminUnit
+from ioc.units.service import COMMUNE_LEVEL
 
-Cell = tuple[str, str, Period]
-"""(kpi id, unit code, period)"""
+Wanted = dict[str, set[tuple[str, Period]]]
+"""Commune cells to recompute, by KPI id."""
 
 
 @dataclass(frozen=True)
@@ -58,131 +60,153 @@ async def recompute(
     now: datetime,
 ) -> list[CellValue]:
     """Recompute the cells `changes` affect; returns the cells whose values changed."""
-    cells = affected_cells(changes.dossiers, today=local_date(now, tz))
-    if not cells:
-        return []
-    commune_values = await _compute_commune_cells(session, cells, tz=tz, now=now)
-    changed = await _store_changed(session, commune_values)
-    await session.flush()
-    province_values = await _roll_up(
-        session, {(kpi, period) for kpi, _, period in cells}, province_code, now=now
-    )
-    changed += await _store_changed(session, province_values)
+    communes = await _communes(session, province_code)
+    today = local_date(now, tz)
+    wanted: Wanted = defaultdict(set)
+    for record_type, facts in changes.facts.items():
+        kpis = [k for k in CATALOG if k.record_type == record_type]
+        for fact in facts:
+            unit = fact["unit_code"]
+            if unit not in communes:
+                continue
+            for kpi in kpis:
+                for period in periods_of(affected_days(kpi, fact, today)):
+                    wanted[kpi.id].add((unit, period))
+    return await recompute_cells(session, wanted, province_code=province_code, tz=tz, now=now)
+
+
+async def refresh(
+    session: AsyncSession, *, province_code: str, tz: ZoneInfo, now: datetime
+) -> list[CellValue]:
+    """Recompute the cells that change with time alone: the running periods (and yesterday)
+    of every KPI whose value depends on "now" (stocks, and rates with open records)."""
+    communes = await _communes(session, province_code)
+    today = local_date(now, tz)
+    periods = periods_of([today]) | {Period(PeriodKind.DAY, today - timedelta(days=1))}
+    wanted: Wanted = {
+        kpi.id: {(unit, period) for unit in communes for period in periods}
+        for kpi in CATALOG
+        if not isinstance(kpi.formula, InPeriod) or kpi.formula.drifts
+    }
+    return await recompute_cells(session, wanted, province_code=province_code, tz=tz, now=now)
+
+
+async def rebuild(session: AsyncSession, *, province_code: str, tz: ZoneInfo, now: datetime) -> int:
+    """Recompute every KPI cell from the records; returns how many cells are stored."""
+    await session.execute(delete(KpiValue))
+    communes = await _communes(session, province_code)
+    today = local_date(now, tz)
+    wanted: Wanted = {}
+    for kpi in CATALOG:
+        days = await _days_with_records(session, kpi, today)
+        wanted[kpi.id] = {(u, p) for u in communes for p in periods_of(days)}
+    await recompute_cells(session, wanted, province_code=province_code, tz=tz, now=now)
+    return await session.scalar(select(func.count()).select_from(KpiValue)) or 0
+
+
+async def recompute_cells(
+    session: AsyncSession, wanted: Wanted, *, province_code: str, tz: ZoneInfo, now: datetime
+) -> list[CellValue]:
+    """Compute and store these commune cells and their province roll-ups; returns changes."""
+    changed: list[CellValue] = []
+    for kpi_id, cells in wanted.items():
+        if not cells:
+            continue
+        kpi = KPIS[kpi_id]
+        computed = await compute(
+            session, kpi, {u for u, _ in cells}, {p for _, p in cells}, now=now, tz=tz
+        )
+        values = [
+            CellValue(kpi, unit, period, *computed.get((unit, period), _zero(kpi)), now)
+            for unit, period in cells
+        ]
+        changed += await _store_changed(session, values)
+        await session.flush()
+        province = await _roll_up(session, kpi, {p for _, p in cells}, province_code, now=now)
+        changed += await _store_changed(session, province)
     return changed
 
 
-def affected_cells(facts: Iterable[DossierFacts], *, today: date) -> set[Cell]:
-    """Every (kpi, commune, period) whose value may differ after these dossier versions."""
-    cells: set[Cell] = set()
-    for fact in facts:
-        for kpi in CATALOG:
-            for period in affected_periods(kpi.measure, fact, today):
-                cells.add((kpi.id, fact.unit_code, period))
-    return cells
+def _zero(kpi: KpiDefinition) -> tuple[float, float | None]:
+    has_denominator = kpi.is_ratio
+    return 0.0, (0.0 if has_denominator else None)
 
 
-async def open_dossier_facts(session: AsyncSession) -> list[DossierFacts]:
-    """Facts of every open dossier: their values drift as time passes."""
-    result = await session.execute(
-        select_dossier_facts().where(
-            DossierRow.resolved_at.is_(None),
-            DossierRow.status.not_in([int(s) for s in CANCELLED_STATUSES]),
-        )
+async def _communes(session: AsyncSession, province_code: str) -> set[str]:
+    query = select(AdminUnit.code).where(
+        AdminUnit.parent_code == province_code, AdminUnit.level == COMMUNE_LEVEL
     )
-    return [DossierFacts(*row) for row in result.all()]
+    return set((await session.scalars(query)).all())
 
 
-async def _compute_commune_cells(
-    session: AsyncSession, cells: set[Cell], *, tz: ZoneInfo, now: datetime
-) -> list[CellValue]:
-    units = sorted({unit for _, unit, _ in cells})
-    bounds = {period: period.bounds(tz) for _, _, period in cells}
-    window_start = min(start for start, _ in bounds.values())
-    window_end = max(end for _, end in bounds.values())
-    by_unit = await _load_dossier_times(session, units, window_start, window_end)
-    kpis = {k.id: k for k in CATALOG}
-    values: list[CellValue] = []
-    for kpi_id, unit, period in sorted(cells, key=lambda c: (c[0], c[1], c[2])):
-        kpi = kpis[kpi_id]
-        start, end = bounds[period]
-        numerator, denominator = MEASURES[kpi.measure](
-            by_unit.get(unit, ()), start=start, end=end, now=now
-        )
-        values.append(CellValue(kpi, unit, period, numerator, denominator, now))
-    return values
-
-
-async def _load_dossier_times(
-    session: AsyncSession, units: list[str], window_start: datetime, window_end: datetime
-) -> dict[str, list[DossierTimes]]:
-    """Dossiers of `units` that can count in any period inside the window."""
-    query = select(
-        DossierRow.unit_code, DossierRow.received_at, DossierRow.due_at, DossierRow.resolved_at
-    ).where(
-        DossierRow.unit_code.in_(units),
-        DossierRow.status.not_in([int(s) for s in CANCELLED_STATUSES]),
-        DossierRow.due_at.is_not(None),
-        DossierRow.due_at < window_end,
-        or_(
-            DossierRow.due_at >= window_start,
-            DossierRow.resolved_at.is_(None),
-            DossierRow.resolved_at > window_start,
-        ),
-    )
-    by_unit: dict[str, list[DossierTimes]] = defaultdict(list)
-    for row in (await session.execute(query)).all():
-        by_unit[row.unit_code].append(DossierTimes(*row))
-    return by_unit
+async def _days_with_records(session: AsyncSession, kpi: KpiDefinition, today: date) -> set[date]:
+    """Days whose cells a rebuild computes: those records fall on, and for stocks every day
+    from the first record (within the horizon) to today."""
+    formula = kpi.formula
+    table = STORES[formula.record_type].model
+    if isinstance(formula, InPeriod):
+        column = getattr(table, formula.time_column)
+        return {d for d in (await session.scalars(select(distinct(column)))).all() if d}
+    column = getattr(table, getattr(formula, "active_from", None) or formula.date_column)
+    first = await session.scalar(select(func.min(column)))
+    if first is None:
+        return set()
+    first = max(first, today - timedelta(days=STOCK_HORIZON_DAYS))
+    return {first + timedelta(days=n) for n in range((today - first).days + 1)}
 
 
 async def _roll_up(
     session: AsyncSession,
-    kpi_periods: set[tuple[str, Period]],
+    kpi: KpiDefinition,
+    periods: set[Period],
     province_code: str,
     *,
     now: datetime,
 ) -> list[CellValue]:
     """Province cells as the sum of their communes' numerators and denominators."""
-    kpis = {k.id: k for k in CATALOG}
-    keys = [(kpi, period.kind.value, period.start) for kpi, period in kpi_periods]
-    sums: dict[tuple[str, str, date], tuple[float, float | None]] = {}
+    keys = [(p.kind.value, p.start) for p in periods]
+    sums: dict[tuple[str, date], tuple[float, float | None]] = {}
     for start in range(0, len(keys), 300):
-        chunk = keys[start : start + 300]
         result = await session.execute(
             select(
-                KpiValue.kpi,
                 KpiValue.period_kind,
                 KpiValue.period_start,
                 func.sum(KpiValue.numerator),
                 func.sum(KpiValue.denominator),
             )
             .where(
+                KpiValue.kpi == kpi.id,
                 KpiValue.unit_code != province_code,
-                tuple_(KpiValue.kpi, KpiValue.period_kind, KpiValue.period_start).in_(chunk),
+                tuple_(KpiValue.period_kind, KpiValue.period_start).in_(keys[start : start + 300]),
             )
-            .group_by(KpiValue.kpi, KpiValue.period_kind, KpiValue.period_start)
+            .group_by(KpiValue.period_kind, KpiValue.period_start)
         )
-        for kpi, kind, period_start, numerator, denominator in result.all():
-            sums[(kpi, kind, period_start)] = (numerator or 0.0, denominator)
+        for kind, period_start, numerator, denominator in result.all():
+            sums[(kind, period_start)] = (numerator or 0.0, denominator)
     values = []
-    for kpi_id, period in kpi_periods:
-        numerator, denominator = sums.get((kpi_id, period.kind.value, period.start), (0.0, None))
-        if kpis[kpi_id].is_ratio and denominator is None:
+    for period in periods:
+        numerator, denominator = sums.get((period.kind.value, period.start), _zero(kpi))
+        if kpi.is_ratio and denominator is None:
             denominator = 0.0
-        values.append(CellValue(kpis[kpi_id], province_code, period, numerator, denominator, now))
+        values.append(CellValue(kpi, province_code, period, numerator, denominator, now))
     return values
 
 
 async def _store_changed(session: AsyncSession, values: list[CellValue]) -> list[CellValue]:
-    """Write the cells whose numerator or denominator differ from what is stored."""
+    """Write the cells whose numerator or denominator differ from what is stored.
+
+    A cell with nothing in it is not created (a missing cell reads as zero), only updated."""
     if not values:
         return []
-    stored = await _stored(session, [(v.kpi.id, v.unit_code, v.period) for v in values])
-    changed = [
-        v
-        for v in values
-        if stored.get((v.kpi.id, v.unit_code, v.period)) != (v.numerator, v.denominator)
-    ]
+    stored = await _stored(session, values)
+    changed = []
+    for v in values:
+        before = stored.get((v.unit_code, v.period))
+        if before == (v.numerator, v.denominator):
+            continue
+        if before is None and v.numerator == 0 and not v.denominator:
+            continue
+        changed.append(v)
     await upsert(
         session,
         KpiValue,
@@ -205,28 +229,27 @@ async def _store_changed(session: AsyncSession, values: list[CellValue]) -> list
 
 
 async def _stored(
-    session: AsyncSession, cells: list[Cell]
-) -> dict[Cell, tuple[float, float | None]]:
-    kpis = sorted({kpi for kpi, _, _ in cells})
-    units = sorted({unit for _, unit, _ in cells})
-    starts = [period.start for _, _, period in cells]
+    session: AsyncSession, values: list[CellValue]
+) -> dict[tuple[str, Period], tuple[float, float | None]]:
+    kpi = values[0].kpi.id
+    units = sorted({v.unit_code for v in values})
+    starts = [v.period.start for v in values]
     result = await session.execute(
         select(
-            KpiValue.kpi,
             KpiValue.unit_code,
             KpiValue.period_kind,
             KpiValue.period_start,
             KpiValue.numerator,
             KpiValue.denominator,
         ).where(
-            KpiValue.kpi.in_(kpis),
+            KpiValue.kpi == kpi,
             KpiValue.unit_code.in_(units),
-            and_(KpiValue.period_start >= min(starts), KpiValue.period_start <= max(starts)),
+            KpiValue.period_start.between(min(starts), max(starts)),
         )
     )
     return {
-        (kpi, unit, Period(PeriodKind(kind), start)): (numerator, denominator)
-        for kpi, unit, kind, start, numerator, denominator in result.all()
+        (unit, Period(PeriodKind(kind), start)): (numerator, denominator)
+        for unit, kind, start, numerator, denominator in result.all()
     }
 
 
@@ -234,8 +257,7 @@ def to_read(
     kpi: KpiDefinition, unit_code: str, period: Period, cell: CellValue | KpiValue | None
 ) -> KpiRead:
     """A KPI cell as presented; a missing cell reads as zero (no records)."""
-    numerator = cell.numerator if cell is not None else 0.0
-    denominator = cell.denominator if cell is not None else (0.0 if kpi.is_ratio else None)
+    numerator, denominator = (cell.numerator, cell.denominator) if cell else _zero(kpi)
     return KpiRead(
         kpi=kpi.id,
         unit=unit_code,
@@ -260,49 +282,48 @@ def headline_period(kpi: KpiDefinition, *, now: datetime, tz: ZoneInfo) -> Perio
     return Period.containing(kpi.headline_period, local_date(now, tz))
 
 
-async def current_value(
-    session: AsyncSession, kpi: KpiDefinition, unit_code: str, *, now: datetime, tz: ZoneInfo
-) -> KpiRead:
-    """The headline value of one KPI for one unit.
-
-    A period that has just begun (a new day or month) has no stored cell until the next
-    recompute; it is then computed on read rather than shown as zero.
-    """
-    period = headline_period(kpi, now=now, tz=tz)
-    cell = await session.get(KpiValue, (kpi.id, unit_code, period.kind.value, period.start))
-    if cell is not None:
-        return to_read(kpi, unit_code, period, cell)
-    return (await _compute_unstored(session, kpi, unit_code, period, tz=tz, now=now)).read()
-
-
-async def _compute_unstored(
+async def cell_value(
     session: AsyncSession,
     kpi: KpiDefinition,
     unit_code: str,
     period: Period,
     *,
-    tz: ZoneInfo,
     now: datetime,
-) -> CellValue:
-    """A cell computed from the records without storing it; a parent sums its children."""
+    tz: ZoneInfo,
+) -> KpiRead:
+    """One cell as stored, or computed on read when no recompute has stored it yet (a period
+    that has just begun): never a zero that is not one."""
+    cell = await session.get(KpiValue, (kpi.id, unit_code, period.kind.value, period.start))
+    if cell is not None:
+        return to_read(kpi, unit_code, period, cell)
     children = (
         await session.scalars(select(AdminUnit.code).where(AdminUnit.parent_code == unit_code))
     ).all()
     units = list(children) or [unit_code]
-    values = await _compute_commune_cells(
-        session, {(kpi.id, unit, period) for unit in units}, tz=tz, now=now
-    )
-    numerator = sum(v.numerator for v in values)
-    denominators = [v.denominator for v in values if v.denominator is not None]
-    denominator = sum(denominators) if kpi.is_ratio else None
-    return CellValue(kpi, unit_code, period, numerator, denominator, now)
+    computed = await compute(session, kpi, units, [period], now=now, tz=tz)
+    numerator = sum(n for n, _ in computed.values())
+    denominator = sum(d or 0.0 for _, d in computed.values()) if kpi.is_ratio else None
+    return CellValue(kpi, unit_code, period, numerator, denominator, now).read()
+
+
+async def current_value(
+    session: AsyncSession, kpi: KpiDefinition, unit_code: str, *, now: datetime, tz: ZoneInfo
+) -> KpiRead:
+    """The headline value of one KPI for one unit."""
+    period = headline_period(kpi, now=now, tz=tz)
+    return await cell_value(session, kpi, unit_code, period, now=now, tz=tz)
 
 
 async def current_values(
-    session: AsyncSession, unit_code: str, *, now: datetime, tz: ZoneInfo
+    session: AsyncSession,
+    unit_code: str,
+    *,
+    now: datetime,
+    tz: ZoneInfo,
+    kpis: Iterable[KpiDefinition] = CATALOG,
 ) -> list[KpiRead]:
-    """The headline value of every catalogue KPI for one unit."""
-    return [await current_value(session, kpi, unit_code, now=now, tz=tz) for kpi in CATALOG]
+    """The headline value of every catalogue KPI (or of `kpis`) for one unit."""
+    return [await current_value(session, kpi, unit_code, now=now, tz=tz) for kpi in kpis]
 
 
 def is_headline(value: CellValue, *, now: datetime, tz: ZoneInfo) -> bool:

@@ -84,6 +84,9 @@ class DossierRow(RecordColumns, Base):
     synced_to_portal: Mapped[bool] = mapped_column(Boolean, default=False)
     apology_issued: Mapped[bool] = mapped_column(Boolean, default=False)
     supplements: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
+    resolution_working_days: Mapped[float | None] = mapped_column(
+        Float, doc="Working days from receipt to the end of processing (None while open)"
+    )
 
     @classmethod
     def extra_indexes(cls) -> tuple[Index, ...]:
@@ -109,6 +112,9 @@ class FeedbackRow(RecordColumns, Base):
     expected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     requested_date: Mapped[date] = mapped_column(Date)
+    expected_date: Mapped[date | None] = mapped_column(Date)
+    closed_date: Mapped[date | None] = mapped_column(Date)
+    close_hours: Mapped[float | None] = mapped_column(Float)
     address: Mapped[str] = mapped_column(Text)
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
@@ -133,6 +139,8 @@ class EncounterRow(RecordColumns, Base):
     start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     end_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     start_date: Mapped[date | None] = mapped_column(Date)
+    end_date: Mapped[date | None] = mapped_column(Date)
+    stay_days: Mapped[float | None] = mapped_column(Float, doc="end − start, in days")
     wait_minutes: Mapped[float | None] = mapped_column(Float)
     discharge_disposition: Mapped[str | None] = mapped_column(String(64))
     referred_out: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel
 
 from ioc.kit.clock import local_date
+from ioc.kpi.calendar import WorkingCalendar
 from ioc.records.models import (
     BedCensusRow,
     DossierRow,
@@ -24,7 +25,11 @@ from ioc.records.models import (
 )
 from ioc.sdk import BedCensus, Dossier, Encounter, FeedbackReport, Observation, Record, SchoolDay
 
-Derive = Callable[[Any, ZoneInfo], dict[str, Any]]
+Derive = Callable[[Any, ZoneInfo, WorkingCalendar], dict[str, Any]]
+"""(record, local time zone, working-day calendar) → derived columns."""
+
+DEFAULT_CALENDAR = WorkingCalendar()
+"""Vietnamese public holidays, no make-up Saturdays: for callers without settings."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,13 @@ class RecordStore:
     derive: Derive
 
     def to_row(
-        self, record: Record, *, instance_id: int, tz: ZoneInfo, now: datetime
+        self,
+        record: Record,
+        *,
+        instance_id: int,
+        tz: ZoneInfo,
+        now: datetime,
+        calendar: WorkingCalendar | None = None,
     ) -> dict[str, Any]:
         """The row of a record: its fields, derived local dates, instance and ingest time."""
         row = dict(record.__dict__)  # pydantic keeps validated field values here
@@ -46,7 +57,7 @@ class RecordStore:
                 row[name] = row[name].value
         for name in nested:
             row[name] = [item.model_dump(mode="json") for item in row[name]]
-        row.update(self.derive(record, tz))
+        row.update(self.derive(record, tz, calendar or DEFAULT_CALENDAR))
         row["instance_id"] = instance_id
         row["ingested_at"] = now
         return row
@@ -69,29 +80,56 @@ def _day(moment: datetime | None, tz: ZoneInfo) -> date | None:
     return local_date(moment, tz) if moment is not None else None
 
 
+def _hours(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds() / 3600, 4)
+
+
+def _dossier(d: Dossier, tz: ZoneInfo, calendar: WorkingCalendar) -> dict[str, Any]:
+    return {
+        "received_date": _day(d.received_at, tz),
+        "due_date": _day(d.due_at, tz),
+        "resolved_date": _day(d.resolved_at, tz),
+        "resolution_working_days": (
+            round(calendar.working_days_between(d.received_at, d.resolved_at), 4)
+            if d.resolved_at is not None
+            else None
+        ),
+    }
+
+
+def _feedback(f: FeedbackReport, tz: ZoneInfo, _calendar: WorkingCalendar) -> dict[str, Any]:
+    return {
+        "requested_date": _day(f.requested_at, tz),
+        "expected_date": _day(f.expected_at, tz),
+        "closed_date": _day(f.closed_at, tz),
+        "close_hours": _hours(f.requested_at, f.closed_at),
+    }
+
+
+def _encounter(e: Encounter, tz: ZoneInfo, _calendar: WorkingCalendar) -> dict[str, Any]:
+    hours = _hours(e.start_at, e.end_at)
+    return {
+        "start_date": _day(e.start_at, tz),
+        "end_date": _day(e.end_at, tz),
+        "stay_days": round(hours / 24, 4) if hours is not None else None,
+    }
+
+
 STORES: dict[str, RecordStore] = {
     store.record_class.record_type: store
     for store in (
+        RecordStore(Dossier, DossierRow, _dossier),
+        RecordStore(FeedbackReport, FeedbackRow, _feedback),
+        RecordStore(Encounter, EncounterRow, _encounter),
         RecordStore(
-            Dossier,
-            DossierRow,
-            lambda d, tz: {
-                "received_date": _day(d.received_at, tz),
-                "due_date": _day(d.due_at, tz),
-                "resolved_date": _day(d.resolved_at, tz),
-            },
+            BedCensus,
+            BedCensusRow,
+            lambda b, tz, _calendar: {"measured_date": _day(b.measured_at, tz)},
         ),
-        RecordStore(
-            FeedbackReport,
-            FeedbackRow,
-            lambda f, tz: {"requested_date": _day(f.requested_at, tz)},
-        ),
-        RecordStore(Encounter, EncounterRow, lambda e, tz: {"start_date": _day(e.start_at, tz)}),
-        RecordStore(
-            BedCensus, BedCensusRow, lambda b, tz: {"measured_date": _day(b.measured_at, tz)}
-        ),
-        RecordStore(SchoolDay, SchoolDayRow, lambda s, tz: {}),
-        RecordStore(Observation, ObservationRow, lambda o, tz: {}),
+        RecordStore(SchoolDay, SchoolDayRow, lambda s, tz, _calendar: {}),
+        RecordStore(Observation, ObservationRow, lambda o, tz, _calendar: {}),
     )
 }
 """Every storable record type by its `record_type` name."""

@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.context import AppContext
 from ioc.ingest.models import ConnectorInstance, PollRun
-from ioc.ingest.service import ChangeSet, ingest_batch
+from ioc.ingest.service import ingest_batch
 from ioc.kit.clock import utcnow
-from ioc.kpi.service import CellValue, is_headline, open_dossier_facts, recompute
+from ioc.kpi.service import CellValue, is_headline, recompute, refresh
 from ioc.sdk import Batch, Connector, ConnectorError, ConnectorRateLimited
 from ioc.units.service import province_code_str, unit_codes
 
@@ -217,6 +217,7 @@ async def store_batch(
         tz=ctx.settings.tz,
         now=utcnow(),
         record_type=record_type,
+        calendar=ctx.settings.calendar,
     )
     changed = await recompute(
         session,
@@ -230,15 +231,12 @@ async def store_batch(
 
 async def refresh_now_based(ctx: AppContext) -> int:
     """Recompute the cells that drift with time alone (open dossiers becoming overdue)."""
-    now = ctx.clock()
     async with write_transaction(ctx) as session:
-        facts = await open_dossier_facts(session)
-        changed = await recompute(
+        changed = await refresh(
             session,
-            changes=ChangeSet(dossiers=facts),
             province_code=province_code_str(ctx.settings.province),
             tz=ctx.settings.tz,
-            now=now,
+            now=ctx.clock(),
         )
     publish_changes(ctx, changed)
     return len(changed)

@@ -455,9 +455,24 @@ function findUnit(node, code) {
   return null;
 }
 
+// The wall's default tiles, two per domain; `?kpis=a,b,c` chooses others.
+const DEFAULT_KPIS = [
+  "onestop.on_time_rate",
+  "onestop.overdue_open",
+  "feedback.on_time_rate",
+  "feedback.overdue_open",
+  "health.bed_occupancy",
+  "health.inpatients",
+  "education.attendance_rate",
+  "education.enrolment",
+];
+const WALL_KPIS = (params.get("kpis") || DEFAULT_KPIS.join(",")).split(",").filter(Boolean);
+
 async function loadKpis() {
   if (!state.unitLoaded) await loadUnit();
-  const list = await api(`/api/v1/kpis?unit=${encodeURIComponent(state.unitCode)}`);
+  const query = new URLSearchParams({ unit: state.unitCode });
+  for (const kpi of WALL_KPIS) query.append("kpi", kpi);
+  const list = await api(`/api/v1/kpis?${query}`);
   syncTiles(list);
 }
 

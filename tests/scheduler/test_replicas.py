@@ -97,14 +97,21 @@ async def test_two_app_instances_with_schedulers_store_each_dossier_once(
     settings = Settings(database_url=postgres_url, connectors_file=seed)
     # Both replicas' schedulers fire at once; the upstream is slow enough that they would overlap.
     simulator.faults.slow_seconds = 0.3
-    async with serve_app(create_app(settings)), serve_app(create_app(settings)):
-        await asyncio.sleep(4)
+    expected = len(simulator.dossiers_as_of(simulator.now()))
     probe = build_context(settings)
     try:
+        async with serve_app(create_app(settings)), serve_app(create_app(settings)):
+            for _ in range(300):  # until everything is stored, then a few more polls
+                async with probe.sessionmaker() as session:
+                    stored = await session.scalar(select(func.count()).select_from(DossierRow))
+                if stored == expected:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2)
         async with probe.sessionmaker() as session:
             rows = (await session.execute(select(DossierRow.external_id))).scalars().all()
     finally:
         await probe.engine.dispose()
-    assert len(rows) == len(set(rows)) == len(simulator.dossiers_as_of(simulator.now()))
+    assert len(rows) == len(set(rows)) == expected
     assert counted.peak == 1, "two replicas polled the same source at the same time"
     assert counted.total >= 2

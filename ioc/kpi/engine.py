@@ -1,0 +1,207 @@
+"""Computes KPI cells from the records, in SQL, for any set of communes and periods.
+
+Each formula kind has one way to compute a (unit, period) cell, used alike by incremental
+recompute, a full rebuild and reads of cells not stored yet, so all three agree.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Date, case, func, literal, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ioc.kit.clock import local_date
+from ioc.kpi.catalog import KpiDefinition
+from ioc.kpi.formulas import InPeriod, LatestPerEntity, OpenAt, Tally
+from ioc.kpi.periods import Period, PeriodKind
+from ioc.records.stores import STORES
+
+Sums = tuple[float, float | None]
+"""(numerator, denominator) of a cell; the denominator is None for counts."""
+
+STOCK_HORIZON_DAYS = 400
+"""How far back a changed record can touch day cells of stock KPIs (backlog, overdue)."""
+LATEST_LOOKBACK_DAYS = 31
+"""An entity's latest record counts at a period's end if it is at most this old."""
+
+
+def judged_at(period: Period, *, now: datetime, tz: ZoneInfo) -> datetime | None:
+    """The moment a period's value is judged at: its end, or now while it runs; None if it
+    has not begun."""
+    start, end = period.bounds(tz)
+    if start > now:
+        return None
+    return min(end, now)
+
+
+async def compute(
+    session: AsyncSession,
+    kpi: KpiDefinition,
+    units: Iterable[str],
+    periods: Iterable[Period],
+    *,
+    now: datetime,
+    tz: ZoneInfo,
+) -> dict[tuple[str, Period], Sums]:
+    """The cells of `kpi` for these communes and periods (cells with no records are absent)."""
+    units = sorted(set(units))
+    periods = sorted(set(periods))
+    if not units or not periods:
+        return {}
+    formula = kpi.formula
+    if isinstance(formula, InPeriod):
+        return await _in_period(session, formula, units, periods, now=now)
+    cells: dict[tuple[str, Period], Sums] = {}
+    for period in periods:
+        at = judged_at(period, now=now, tz=tz)
+        if at is None:
+            continue
+        if isinstance(formula, OpenAt):
+            found = await _open_at(session, formula, units, at)
+        else:
+            found = await _latest(session, formula, units, at, tz=tz)
+        for unit, sums in found.items():
+            cells[(unit, period)] = sums
+    return cells
+
+
+def _tally(side: Tally, table: Any, at: datetime) -> Any:
+    value = side.value(table) if side.value is not None else literal(1)
+    condition = side.where(table, at) if side.where is not None else None
+    if condition is None:
+        return func.sum(value)
+    return func.sum(case((condition, value), else_=literal(0)))
+
+
+async def _in_period(
+    session: AsyncSession,
+    formula: InPeriod,
+    units: list[str],
+    periods: list[Period],
+    *,
+    now: datetime,
+) -> dict[tuple[str, Period], Sums]:
+    table = STORES[formula.record_type].model
+    time = getattr(table, formula.time_column)
+    sides = [_tally(formula.numerator, table, now)]
+    if formula.denominator is not None:
+        sides.append(_tally(formula.denominator, table, now))
+    base = formula.where(table, now) if formula.where is not None else true()
+    cells: dict[tuple[str, Period], Sums] = {}
+    days = [p for p in periods if p.kind is PeriodKind.DAY]
+    if days:  # all day cells in one grouped query
+        wanted = {p.start for p in days}
+        query = (
+            select(table.unit_code, time, *sides)
+            .where(table.unit_code.in_(units), time.between(min(wanted), max(wanted)), base)
+            .group_by(table.unit_code, time)
+        )
+        for unit, day, *sums in (await session.execute(query)).all():
+            if day in wanted:
+                cells[(unit, Period(PeriodKind.DAY, day))] = _sums(sums)
+    for period in (p for p in periods if p.kind is not PeriodKind.DAY):
+        query = (
+            select(table.unit_code, *sides)
+            .where(table.unit_code.in_(units), time.between(period.start, period.last_day), base)
+            .group_by(table.unit_code)
+        )
+        for unit, *sums in (await session.execute(query)).all():
+            cells[(unit, period)] = _sums(sums)
+    return cells
+
+
+async def _open_at(
+    session: AsyncSession, formula: OpenAt, units: list[str], at: datetime
+) -> dict[str, Sums]:
+    table = STORES[formula.record_type].model
+    opened = getattr(table, formula.opened)
+    conditions = [table.unit_code.in_(units), opened <= at]
+    if formula.closed is not None:
+        closed = getattr(table, formula.closed)
+        conditions.append((closed.is_(None)) | (closed > at))
+    if formula.where is not None:
+        conditions.append(formula.where(table, at))
+    query = select(table.unit_code, func.count()).where(*conditions).group_by(table.unit_code)
+    return {unit: (float(count), None) for unit, count in (await session.execute(query)).all()}
+
+
+async def _latest(
+    session: AsyncSession, formula: LatestPerEntity, units: list[str], at: datetime, *, tz: ZoneInfo
+) -> dict[str, Sums]:
+    table = STORES[formula.record_type].model
+    time = getattr(table, formula.time_column)
+    entity = getattr(table, formula.entity)
+    if isinstance(time.type, Date):  # a day column: the days up to the moment judged at
+        upto: Any = local_date(at - timedelta(microseconds=1), tz)
+        since: Any = upto - timedelta(days=LATEST_LOOKBACK_DAYS)
+    else:
+        upto, since = at, at - timedelta(days=LATEST_LOOKBACK_DAYS)
+    where = formula.where(table, at) if formula.where is not None else true()
+    latest = (
+        select(table.unit_code, entity.label("entity"), func.max(time).label("latest"))
+        .where(table.unit_code.in_(units), time <= upto, time > since, where)
+        .group_by(table.unit_code, entity)
+        .subquery()
+    )
+    sides = [func.sum(formula.numerator(table))]
+    if formula.denominator is not None:
+        sides.append(func.sum(formula.denominator(table)))
+    query = (
+        select(table.unit_code, *sides)
+        .join(
+            latest,
+            (table.unit_code == latest.c.unit_code)
+            & (entity == latest.c.entity)
+            & (time == latest.c.latest),
+        )
+        .where(where)
+        .group_by(table.unit_code)
+    )
+    return {unit: _sums(sums) for unit, *sums in (await session.execute(query)).all()}
+
+
+def _sums(values: list[Any]) -> Sums:
+    numerator = float(values[0] or 0)
+    denominator = float(values[1] or 0) if len(values) > 1 else None
+    return numerator, denominator
+
+
+def affected_days(kpi: KpiDefinition, facts: dict[str, Any], today: date) -> list[date]:
+    """The days whose cells of `kpi` a version of a record (its facts) counts in."""
+    formula = kpi.formula
+    if isinstance(formula, InPeriod):
+        day = facts.get(formula.time_column)
+        return [day] if day is not None else []
+    if isinstance(formula, OpenAt):
+        first = facts.get(formula.active_from)
+        last = facts.get(formula.active_to) if formula.active_to else None
+        last = min(last or today, today)
+    else:
+        first = facts.get(formula.date_column)
+        last = min(first + timedelta(days=LATEST_LOOKBACK_DAYS), today) if first else None
+    if first is None or last is None or first > last:
+        return []
+    first = max(first, today - timedelta(days=STOCK_HORIZON_DAYS))
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def periods_of(days: Iterable[date]) -> set[Period]:
+    """The day periods of these days and the month, quarter and year periods containing them."""
+    periods: set[Period] = set()
+    for day in days:
+        for kind in PeriodKind:
+            periods.add(Period.containing(kind, day))
+    return periods
+
+
+def group_by_unit(cells: Iterable[tuple[str, Period]]) -> dict[Period, set[str]]:
+    """Cells regrouped as the units wanted per period."""
+    grouped: dict[Period, set[str]] = defaultdict(set)
+    for unit, period in cells:
+        grouped[period].add(unit)
+    return grouped

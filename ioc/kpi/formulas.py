@@ -1,0 +1,83 @@
+"""Formula building blocks: how a KPI's numerator and denominator come from one record table.
+
+A formula is declared, never coded per KPI: conditions and values are small functions of the
+record table (and of the moment `at` the value is judged at), turned into SQL by the engine.
+
+- `InPeriod`: records whose local-date `time_column` falls in the period. Additive: a month is
+  the sum of its days, a province the sum of its communes.
+- `OpenAt`: a stock — records open at the period's end (or now, for the current period).
+- `LatestPerEntity`: the latest record of each entity (facility, school) at the period's end,
+  summed (bed census, enrolment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement
+
+Condition = Callable[[Any, datetime], ColumnElement[bool]]
+"""(record table, the moment judged at) → SQL condition."""
+Value = Callable[[Any], ColumnElement[Any]]
+"""record table → SQL numeric expression."""
+
+
+@dataclass(frozen=True)
+class Tally:
+    """One side of a formula: count the rows matching `where`, or sum `value` over them."""
+
+    where: Condition | None = None
+    value: Value | None = None
+
+
+@dataclass(frozen=True)
+class InPeriod:
+    """Records whose local date `time_column` falls in the period."""
+
+    record_type: str
+    time_column: str
+    numerator: Tally
+    denominator: Tally | None = None
+    where: Condition | None = None
+    drifts: bool = False
+    """True when the value of an open record changes with time alone (e.g. on time until due)."""
+
+
+@dataclass(frozen=True)
+class OpenAt:
+    """Records open at the period's end, or now for the current period."""
+
+    record_type: str
+    opened: str
+    closed: str | None
+    active_from: str
+    """Local-date column from which a record can count (e.g. the due date for overdue)."""
+    active_to: str | None
+    """Local-date column after which it no longer counts (e.g. the resolution date)."""
+    where: Condition | None = None
+
+
+@dataclass(frozen=True)
+class LatestPerEntity:
+    """Each entity's latest record at the period's end, its values summed per unit."""
+
+    record_type: str
+    entity: str
+    time_column: str
+    """A datetime column ordering an entity's records."""
+    date_column: str
+    """The local date of `time_column`."""
+    numerator: Value
+    denominator: Value | None = None
+    where: Condition | None = None
+
+
+Formula = InPeriod | OpenAt | LatestPerEntity
+
+
+def column(name: str) -> Value:
+    """A table column by name, as a value."""
+    return lambda table: getattr(table, name)

@@ -1,0 +1,19 @@
+"""Read models of canonical records: each record as a JSON-safe dict of its columns, paged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+RecordItem = dict[str, Any]
+"""One stored record: column name → value (dates and datetimes as ISO 8601 strings)."""
+
+
+class Page(BaseModel):
+    """One page of records and how many match in all."""
+
+    items: list[RecordItem] = Field(description="The records of this page, in the asked order")
+    total: int = Field(description="How many records match the query, across all pages")
+    limit: int
+    offset: int
