@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Date, case, func, literal, select, true
+from sqlalchemy import Date, case, false, func, literal, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.kit.clock import local_date
@@ -47,24 +47,27 @@ async def compute(
     *,
     now: datetime,
     tz: ZoneInfo,
+    by: str = "unit_code",
 ) -> dict[tuple[str, Period], Sums]:
-    """The cells of `kpi` for these communes and periods (cells with no records are absent)."""
+    """The cells of `kpi` for these communes and periods (cells with no records are absent),
+    keyed by unit — or, for a breakdown, by another column of the records (`by`) summed over
+    the units."""
     units = sorted(set(units))
     periods = sorted(set(periods))
     if not units or not periods:
         return {}
     formula = kpi.formula
     if isinstance(formula, InPeriod):
-        return await _in_period(session, formula, units, periods, now=now)
+        return await _in_period(session, formula, units, periods, now=now, key=by)
     cells: dict[tuple[str, Period], Sums] = {}
     for period in periods:
         at = judged_at(period, now=now, tz=tz)
         if at is None:
             continue
         if isinstance(formula, OpenAt):
-            found = await _open_at(session, formula, units, at)
+            found = await _open_at(session, formula, units, at, key=by)
         else:
-            found = await _latest(session, formula, units, at, tz=tz)
+            found = await _latest(session, formula, units, at, tz=tz, key=by)
         for unit, sums in found.items():
             cells[(unit, period)] = sums
     return cells
@@ -85,8 +88,10 @@ async def _in_period(
     periods: list[Period],
     *,
     now: datetime,
+    key: str = "unit_code",
 ) -> dict[tuple[str, Period], Sums]:
     table = STORES[formula.record_type].model
+    group = getattr(table, key)
     time = getattr(table, formula.time_column)
     sides = [_tally(formula.numerator, table, now)]
     if formula.denominator is not None:
@@ -97,18 +102,18 @@ async def _in_period(
     if days:  # all day cells in one grouped query
         wanted = {p.start for p in days}
         query = (
-            select(table.unit_code, time, *sides)
+            select(group, time, *sides)
             .where(table.unit_code.in_(units), time.between(min(wanted), max(wanted)), base)
-            .group_by(table.unit_code, time)
+            .group_by(group, time)
         )
         for unit, day, *sums in (await session.execute(query)).all():
             if day in wanted:
                 cells[(unit, Period(PeriodKind.DAY, day))] = _sums(sums)
     for period in (p for p in periods if p.kind is not PeriodKind.DAY):
         query = (
-            select(table.unit_code, *sides)
+            select(group, *sides)
             .where(table.unit_code.in_(units), time.between(period.start, period.last_day), base)
-            .group_by(table.unit_code)
+            .group_by(group)
         )
         for unit, *sums in (await session.execute(query)).all():
             cells[(unit, period)] = _sums(sums)
@@ -116,9 +121,10 @@ async def _in_period(
 
 
 async def _open_at(
-    session: AsyncSession, formula: OpenAt, units: list[str], at: datetime
+    session: AsyncSession, formula: OpenAt, units: list[str], at: datetime, *, key: str
 ) -> dict[str, Sums]:
     table = STORES[formula.record_type].model
+    group = getattr(table, key)
     opened = getattr(table, formula.opened)
     conditions = [table.unit_code.in_(units), opened <= at]
     if formula.closed is not None:
@@ -126,21 +132,24 @@ async def _open_at(
         conditions.append((closed.is_(None)) | (closed > at))
     if formula.where is not None:
         conditions.append(formula.where(table, at))
-    query = select(table.unit_code, func.count()).where(*conditions).group_by(table.unit_code)
-    return {unit: (float(count), None) for unit, count in (await session.execute(query)).all()}
+    query = select(group, func.count()).where(*conditions).group_by(group)
+    return {value: (float(count), None) for value, count in (await session.execute(query)).all()}
 
 
 async def _latest(
-    session: AsyncSession, formula: LatestPerEntity, units: list[str], at: datetime, *, tz: ZoneInfo
+    session: AsyncSession,
+    formula: LatestPerEntity,
+    units: list[str],
+    at: datetime,
+    *,
+    tz: ZoneInfo,
+    key: str,
 ) -> dict[str, Sums]:
     table = STORES[formula.record_type].model
+    group = getattr(table, key)
     time = getattr(table, formula.time_column)
     entity = getattr(table, formula.entity)
-    if isinstance(time.type, Date):  # a day column: the days up to the moment judged at
-        upto: Any = local_date(at - timedelta(microseconds=1), tz)
-        since: Any = upto - timedelta(days=LATEST_LOOKBACK_DAYS)
-    else:
-        upto, since = at, at - timedelta(days=LATEST_LOOKBACK_DAYS)
+    upto, since = _lookback(time, at, tz)
     where = formula.where(table, at) if formula.where is not None else true()
     latest = (
         select(table.unit_code, entity.label("entity"), func.max(time).label("latest"))
@@ -152,7 +161,7 @@ async def _latest(
     if formula.denominator is not None:
         sides.append(func.sum(formula.denominator(table)))
     query = (
-        select(table.unit_code, *sides)
+        select(group, *sides)
         .join(
             latest,
             (table.unit_code == latest.c.unit_code)
@@ -160,9 +169,17 @@ async def _latest(
             & (time == latest.c.latest),
         )
         .where(where)
-        .group_by(table.unit_code)
+        .group_by(group)
     )
-    return {unit: _sums(sums) for unit, *sums in (await session.execute(query)).all()}
+    return {value: _sums(sums) for value, *sums in (await session.execute(query)).all()}
+
+
+def _lookback(time: Any, at: datetime, tz: ZoneInfo) -> tuple[Any, Any]:
+    """The window (since, upto] in which an entity's latest record counts at `at`."""
+    if isinstance(time.type, Date):  # a day column: the days up to the moment judged at
+        upto = local_date(at - timedelta(microseconds=1), tz)
+        return upto, upto - timedelta(days=LATEST_LOOKBACK_DAYS)
+    return at, at - timedelta(days=LATEST_LOOKBACK_DAYS)
 
 
 def _sums(values: list[Any]) -> Sums:
@@ -205,3 +222,43 @@ def group_by_unit(cells: Iterable[tuple[str, Period]]) -> dict[Period, set[str]]
     for unit, period in cells:
         grouped[period].add(unit)
     return grouped
+
+
+def cell_conditions(
+    kpi: KpiDefinition, period: Period, *, side: str, now: datetime, tz: ZoneInfo
+) -> list[Any]:
+    """Conditions on the record table that select exactly the records behind a cell: those
+    counted in its numerator (`side="numerator"`) or its denominator."""
+    formula = kpi.formula
+    table = STORES[formula.record_type].model
+    if isinstance(formula, InPeriod):
+        time = getattr(table, formula.time_column)
+        conditions = [time.between(period.start, period.last_day)]
+        if formula.where is not None:
+            conditions.append(formula.where(table, now))
+        tally = formula.numerator if side == "numerator" else formula.denominator
+        if tally is not None and tally.where is not None:
+            conditions.append(tally.where(table, now))
+        return conditions
+    at = judged_at(period, now=now, tz=tz)
+    if at is None:
+        return [false()]
+    if isinstance(formula, OpenAt):
+        opened = getattr(table, formula.opened)
+        conditions = [opened <= at]
+        if formula.closed is not None:
+            closed = getattr(table, formula.closed)
+            conditions.append(closed.is_(None) | (closed > at))
+        if formula.where is not None:
+            conditions.append(formula.where(table, at))
+        return conditions
+    time = getattr(table, formula.time_column)
+    entity = getattr(table, formula.entity)
+    upto, since = _lookback(time, at, tz)
+    where = formula.where(table, at) if formula.where is not None else true()
+    latest = (
+        select(table.unit_code, entity, func.max(time))
+        .where(time <= upto, time > since, where)
+        .group_by(table.unit_code, entity)
+    )
+    return [tuple_(table.unit_code, entity, time).in_(latest), where]
