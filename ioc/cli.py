@@ -251,6 +251,32 @@ def connectors_run(instance: Annotated[str, typer.Argument(help="Instance id or 
     _with_context(run)
 
 
+kpi_app = typer.Typer(help="KPI maintenance.")
+app.add_typer(kpi_app, name="kpi")
+
+
+@kpi_app.command("rebuild")
+def kpi_rebuild() -> None:
+    """Recompute every KPI cell from the stored records (after a catalogue change, say)."""
+    import time
+
+    from ioc.kpi.service import rebuild
+    from ioc.units.service import province_code_str
+
+    async def run(ctx: AppContext) -> None:
+        started = time.perf_counter()
+        async with ctx.sessionmaker() as session, session.begin():
+            cells = await rebuild(
+                session,
+                province_code=province_code_str(ctx.settings.province),
+                tz=ctx.settings.tz,
+                now=ctx.clock(),
+            )
+        typer.echo(f"rebuilt {cells} KPI cells in {time.perf_counter() - started:.1f}s")
+
+    _with_context(run)
+
+
 def _with_context(body: Callable[[AppContext], Awaitable[None]]) -> None:
     from ioc.context import build_context
 

@@ -114,3 +114,19 @@ def wait_for(url: str, process: subprocess.Popen[bytes]) -> None:
             assert process.poll() is None, "server exited"
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.2)
+
+
+def test_kpi_rebuild_recomputes_every_cell_from_the_records(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    env = {"IOC_DATABASE_URL": f"sqlite+aiosqlite:///{db}"}
+    assert ioc("migrate", env=env).returncode == 0
+    with sqlite3.connect(db) as connection:  # a stale cell that no record supports
+        connection.execute(
+            "insert into kpi_values values ('onestop.backlog', '26068', 'day', '2026-11-02',"
+            " 7, null, 7, '2026-11-02 00:00:00')"
+        )
+    rebuilt = ioc("kpi", "rebuild", env=env)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert rebuilt.stdout.startswith("rebuilt 0 KPI cells")
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("select count(*) from kpi_values").fetchone()[0] == 0

@@ -21,6 +21,7 @@ def upgrade() -> None:
     # Rows stored before this revision get these columns when their source next updates them.
     with op.batch_alter_table("dossiers", schema=None) as batch_op:
         batch_op.add_column(sa.Column("resolution_working_days", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("due_soon_from", sa.DateTime(timezone=True), nullable=True))
 
     with op.batch_alter_table("encounters", schema=None) as batch_op:
         batch_op.add_column(sa.Column("end_date", sa.Date(), nullable=True))
@@ -43,4 +44,5 @@ def downgrade() -> None:
         batch_op.drop_column("end_date")
 
     with op.batch_alter_table("dossiers", schema=None) as batch_op:
+        batch_op.drop_column("due_soon_from")
         batch_op.drop_column("resolution_working_days")

@@ -12,7 +12,8 @@ from typing import Any
 
 from sqlalchemy import and_, or_
 
-from ioc.kpi.formulas import Formula, InPeriod, LatestPerEntity, OpenAt, Tally, column
+from ioc.kpi import service_index
+from ioc.kpi.formulas import Composite, Formula, InPeriod, LatestPerEntity, OpenAt, Tally, column
 from ioc.kpi.periods import PeriodKind
 from ioc.sdk import CANCELLED_STATUSES
 
@@ -56,6 +57,11 @@ class KpiDefinition:
     def record_type(self) -> str:
         """The record type the formula reads."""
         return self.formula.record_type
+
+    @property
+    def is_additive(self) -> bool:
+        """Whether a province's cell is the sum of its communes' (all but composite scores)."""
+        return not isinstance(self.formula, Composite)
 
     @property
     def is_ratio(self) -> bool:
@@ -162,6 +168,25 @@ CATALOG: tuple[KpiDefinition, ...] = (
         warn=0.0,
     ),
     KpiDefinition(
+        id="onestop.due_soon",
+        name_vi="Hồ sơ sắp đến hạn",
+        name_en="Dossiers due soon",
+        domain="onestop",
+        unit_of_measure="count",
+        good_direction=Direction.DOWN,
+        value_kind=ValueKind.COUNT,
+        formula=OpenAt(
+            "dossier",
+            opened="received_at",
+            closed="resolved_at",
+            active_from="received_date",
+            active_to="due_date",
+            # due by the end of the next working day (see records.stores.due_soon_from)
+            where=lambda t, at: and_(not_cancelled(t, at), t.due_soon_from <= at, t.due_at >= at),
+        ),
+        headline_period=PeriodKind.DAY,
+    ),
+    KpiDefinition(
         id="onestop.backlog",
         name_vi="Hồ sơ tồn",
         name_en="Dossier backlog",
@@ -261,6 +286,22 @@ CATALOG: tuple[KpiDefinition, ...] = (
                 80.0,
             ),
             (
+                "electronic_result_rate",
+                "Tỷ lệ trả kết quả điện tử",
+                "Electronic results",
+                _true("electronic_result"),
+                None,
+                None,
+            ),
+            (
+                "data_reuse_rate",
+                "Tỷ lệ tái sử dụng dữ liệu",
+                "Data reused from the national store",
+                _true("reused_national_data"),
+                None,
+                80.0,
+            ),
+            (
                 "portal_sync_rate",
                 "Tỷ lệ đồng bộ DVC quốc gia",
                 "Synced to the national portal",
@@ -269,6 +310,19 @@ CATALOG: tuple[KpiDefinition, ...] = (
                 100.0,
             ),
         )
+    ),
+    KpiDefinition(
+        id="onestop.service_index",
+        name_vi="Điểm Bộ chỉ số 766 (ước tính)",
+        name_en="Decision 766 service index (estimate)",
+        domain="onestop",
+        unit_of_measure="points",
+        good_direction=Direction.UP,
+        value_kind=ValueKind.COUNT,
+        formula=Composite(
+            "dossier", components=service_index.COMPONENTS, combine=service_index.score
+        ),
+        headline_period=PeriodKind.MONTH,
     ),
     KpiDefinition(
         id="feedback.received",
@@ -494,6 +548,8 @@ def fact_columns(record_type: str) -> list[str]:
         formula = kpi.formula
         if formula.record_type != record_type:
             continue
+        if isinstance(formula, Composite):
+            continue  # recomputed with its components
         if isinstance(formula, InPeriod):
             names = [formula.time_column]
         elif isinstance(formula, OpenAt):

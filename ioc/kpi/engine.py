@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.kit.clock import local_date
 from ioc.kpi.catalog import KpiDefinition
-from ioc.kpi.formulas import InPeriod, LatestPerEntity, OpenAt, Tally
+from ioc.kpi.formulas import Composite, InPeriod, LatestPerEntity, OpenAt, Tally
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.records.stores import STORES
 
@@ -47,16 +47,18 @@ async def compute(
     *,
     now: datetime,
     tz: ZoneInfo,
-    by: str = "unit_code",
+    by: str | None = "unit_code",
 ) -> dict[tuple[str, Period], Sums]:
     """The cells of `kpi` for these communes and periods (cells with no records are absent),
     keyed by unit — or, for a breakdown, by another column of the records (`by`) summed over
-    the units."""
+    the units, or with `by=None` one total over all the units, keyed `TOTAL`."""
     units = sorted(set(units))
     periods = sorted(set(periods))
     if not units or not periods:
         return {}
     formula = kpi.formula
+    if isinstance(formula, Composite):
+        return await _composite(session, formula, units, periods, now=now, tz=tz, by=by)
     if isinstance(formula, InPeriod):
         return await _in_period(session, formula, units, periods, now=now, key=by)
     cells: dict[tuple[str, Period], Sums] = {}
@@ -70,6 +72,46 @@ async def compute(
             found = await _latest(session, formula, units, at, tz=tz, key=by)
         for unit, sums in found.items():
             cells[(unit, period)] = sums
+    return cells
+
+
+TOTAL = "*"
+"""The key of a cell totalled over all the units asked for (`by=None`)."""
+
+
+def _key(table: Any, key: str | None) -> Any:
+    return getattr(table, key) if key is not None else literal(TOTAL).label("total")
+
+
+def _grouping(*columns: Any) -> list[Any]:
+    """GROUP BY columns, leaving out the constant key of a total."""
+    return [c for c in columns if getattr(c, "name", None) != "total"]
+
+
+async def _composite(
+    session: AsyncSession,
+    formula: Composite,
+    units: list[str],
+    periods: list[Period],
+    *,
+    now: datetime,
+    tz: ZoneInfo,
+    by: str | None,
+) -> dict[tuple[str, Period], Sums]:
+    from ioc.kpi.catalog import KPIS  # the catalogue declares composites of its own KPIs
+
+    rates: dict[tuple[str, Period], dict[str, float | None]] = {}
+    for name in formula.components:
+        component = KPIS[name]
+        for cell, (numerator, denominator) in (
+            await compute(session, component, units, periods, now=now, tz=tz, by=by)
+        ).items():
+            rates.setdefault(cell, {})[name] = component.value(numerator, denominator)
+    cells: dict[tuple[str, Period], Sums] = {}
+    for cell, values in rates.items():
+        points = formula.combine(values)
+        if points is not None:
+            cells[cell] = (points, None)
     return cells
 
 
@@ -88,10 +130,10 @@ async def _in_period(
     periods: list[Period],
     *,
     now: datetime,
-    key: str = "unit_code",
+    key: str | None = "unit_code",
 ) -> dict[tuple[str, Period], Sums]:
     table = STORES[formula.record_type].model
-    group = getattr(table, key)
+    group = _key(table, key)
     time = getattr(table, formula.time_column)
     sides = [_tally(formula.numerator, table, now)]
     if formula.denominator is not None:
@@ -104,7 +146,7 @@ async def _in_period(
         query = (
             select(group, time, *sides)
             .where(table.unit_code.in_(units), time.between(min(wanted), max(wanted)), base)
-            .group_by(group, time)
+            .group_by(*_grouping(group, time))
         )
         for unit, day, *sums in (await session.execute(query)).all():
             if day in wanted:
@@ -113,7 +155,7 @@ async def _in_period(
         query = (
             select(group, *sides)
             .where(table.unit_code.in_(units), time.between(period.start, period.last_day), base)
-            .group_by(group)
+            .group_by(*_grouping(group))
         )
         for unit, *sums in (await session.execute(query)).all():
             cells[(unit, period)] = _sums(sums)
@@ -121,10 +163,10 @@ async def _in_period(
 
 
 async def _open_at(
-    session: AsyncSession, formula: OpenAt, units: list[str], at: datetime, *, key: str
+    session: AsyncSession, formula: OpenAt, units: list[str], at: datetime, *, key: str | None
 ) -> dict[str, Sums]:
     table = STORES[formula.record_type].model
-    group = getattr(table, key)
+    group = _key(table, key)
     opened = getattr(table, formula.opened)
     conditions = [table.unit_code.in_(units), opened <= at]
     if formula.closed is not None:
@@ -132,7 +174,7 @@ async def _open_at(
         conditions.append((closed.is_(None)) | (closed > at))
     if formula.where is not None:
         conditions.append(formula.where(table, at))
-    query = select(group, func.count()).where(*conditions).group_by(group)
+    query = select(group, func.count()).where(*conditions).group_by(*_grouping(group))
     return {value: (float(count), None) for value, count in (await session.execute(query)).all()}
 
 
@@ -143,10 +185,10 @@ async def _latest(
     at: datetime,
     *,
     tz: ZoneInfo,
-    key: str,
+    key: str | None,
 ) -> dict[str, Sums]:
     table = STORES[formula.record_type].model
-    group = getattr(table, key)
+    group = _key(table, key)
     time = getattr(table, formula.time_column)
     entity = getattr(table, formula.entity)
     upto, since = _lookback(time, at, tz)
@@ -169,7 +211,7 @@ async def _latest(
             & (time == latest.c.latest),
         )
         .where(where)
-        .group_by(group)
+        .group_by(*_grouping(group))
     )
     return {value: _sums(sums) for value, *sums in (await session.execute(query)).all()}
 
@@ -191,6 +233,11 @@ def _sums(values: list[Any]) -> Sums:
 def affected_days(kpi: KpiDefinition, facts: dict[str, Any], today: date) -> list[date]:
     """The days whose cells of `kpi` a version of a record (its facts) counts in."""
     formula = kpi.formula
+    if isinstance(formula, Composite):
+        from ioc.kpi.catalog import KPIS
+
+        days = {d for name in formula.components for d in affected_days(KPIS[name], facts, today)}
+        return sorted(days)
     if isinstance(formula, InPeriod):
         day = facts.get(formula.time_column)
         return [day] if day is not None else []

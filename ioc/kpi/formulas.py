@@ -8,6 +8,7 @@ record table (and of the moment `at` the value is judged at), turned into SQL by
 - `OpenAt`: a stock — records open at the period's end (or now, for the current period).
 - `LatestPerEntity`: the latest record of each entity (facility, school) at the period's end,
   summed (bed census, enrolment).
+- `Composite`: a score from other KPIs' values in the same cell (the Decision 766 index).
 """
 
 from __future__ import annotations
@@ -75,7 +76,17 @@ class LatestPerEntity:
     where: Condition | None = None
 
 
-Formula = InPeriod | OpenAt | LatestPerEntity
+@dataclass(frozen=True)
+class Composite:
+    """A score combined from other KPIs' values in the same cell (not additive: a province's
+    score comes from the province's component values, never from its communes' scores)."""
+
+    record_type: str
+    components: tuple[str, ...]
+    combine: Callable[[dict[str, float | None]], float | None]
+
+
+Formula = InPeriod | OpenAt | LatestPerEntity | Composite
 
 
 def column(name: str) -> Value:

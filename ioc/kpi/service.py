@@ -17,8 +17,8 @@ from ioc.ingest.service import ChangeSet
 from ioc.kit.clock import local_date
 from ioc.kit.upsert import upsert
 from ioc.kpi.catalog import CATALOG, KPIS, KpiDefinition
-from ioc.kpi.engine import STOCK_HORIZON_DAYS, affected_days, compute, periods_of
-from ioc.kpi.formulas import InPeriod
+from ioc.kpi.engine import STOCK_HORIZON_DAYS, TOTAL, affected_days, compute, periods_of
+from ioc.kpi.formulas import Composite, InPeriod
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.schemas import KpiRead
@@ -122,7 +122,11 @@ async def recompute_cells(
         ]
         changed += await _store_changed(session, values)
         await session.flush()
-        province = await _roll_up(session, kpi, {p for _, p in cells}, province_code, now=now)
+        periods = {p for _, p in cells}
+        if kpi.is_additive:
+            province = await _roll_up(session, kpi, periods, province_code, now=now)
+        else:
+            province = await _totals(session, kpi, periods, province_code, now=now, tz=tz)
         changed += await _store_changed(session, province)
     return changed
 
@@ -147,6 +151,11 @@ async def _days_with_records(session: AsyncSession, kpi: KpiDefinition, today: d
     if isinstance(formula, InPeriod):
         column = getattr(table, formula.time_column)
         return {d for d in (await session.scalars(select(distinct(column)))).all() if d}
+    if isinstance(formula, Composite):
+        days: set[date] = set()
+        for name in formula.components:
+            days |= await _days_with_records(session, KPIS[name], today)
+        return days
     column = getattr(table, getattr(formula, "active_from", None) or formula.date_column)
     first = await session.scalar(select(func.min(column)))
     if first is None:
@@ -190,6 +199,23 @@ async def _roll_up(
             denominator = 0.0
         values.append(CellValue(kpi, province_code, period, numerator, denominator, now))
     return values
+
+
+async def _totals(
+    session: AsyncSession,
+    kpi: KpiDefinition,
+    periods: set[Period],
+    province_code: str,
+    *,
+    now: datetime,
+    tz: ZoneInfo,
+) -> list[CellValue]:
+    """Province cells of a non-additive KPI, computed over all its communes' records at once."""
+    communes = await _communes(session, province_code)
+    totals = await compute(session, kpi, communes, periods, now=now, tz=tz, by=None)
+    return [
+        CellValue(kpi, province_code, p, *totals.get((TOTAL, p), _zero(kpi)), now) for p in periods
+    ]
 
 
 async def _store_changed(session: AsyncSession, values: list[CellValue]) -> list[CellValue]:
@@ -300,10 +326,9 @@ async def cell_value(
         await session.scalars(select(AdminUnit.code).where(AdminUnit.parent_code == unit_code))
     ).all()
     units = list(children) or [unit_code]
-    computed = await compute(session, kpi, units, [period], now=now, tz=tz)
-    numerator = sum(n for n, _ in computed.values())
-    denominator = sum(d or 0.0 for _, d in computed.values()) if kpi.is_ratio else None
-    return CellValue(kpi, unit_code, period, numerator, denominator, now).read()
+    totals = await compute(session, kpi, units, [period], now=now, tz=tz, by=None)
+    sums = totals.get((TOTAL, period), _zero(kpi))
+    return CellValue(kpi, unit_code, period, *sums, now).read()
 
 
 async def current_value(

@@ -87,6 +87,9 @@ class DossierRow(RecordColumns, Base):
     resolution_working_days: Mapped[float | None] = mapped_column(
         Float, doc="Working days from receipt to the end of processing (None while open)"
     )
+    due_soon_from: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, doc="From this moment the dossier is due within one working day"
+    )
 
     @classmethod
     def extra_indexes(cls) -> tuple[Index, ...]:

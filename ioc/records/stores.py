@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import Enum
 from functools import cache
 from typing import Any, get_args
@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
-from ioc.kit.clock import local_date
+from ioc.kit.clock import local_date, local_midnight
 from ioc.kpi.calendar import WorkingCalendar
 from ioc.records.models import (
     BedCensusRow,
@@ -86,8 +86,24 @@ def _hours(start: datetime | None, end: datetime | None) -> float | None:
     return round((end - start).total_seconds() / 3600, 4)
 
 
+DUE_SOON_WORKING_DAYS = 1
+"""A dossier is due soon (sắp đến hạn) when due by the end of the next working day."""
+
+
+def due_soon_from(due: datetime | None, tz: ZoneInfo, calendar: WorkingCalendar) -> datetime | None:
+    """The first local midnight from which `due` falls within DUE_SOON_WORKING_DAYS."""
+    if due is None:
+        return None
+    due_day = local_date(due, tz)
+    first = due_day
+    while calendar.add_working_days(first - timedelta(days=1), DUE_SOON_WORKING_DAYS) >= due_day:
+        first -= timedelta(days=1)
+    return local_midnight(first, tz)
+
+
 def _dossier(d: Dossier, tz: ZoneInfo, calendar: WorkingCalendar) -> dict[str, Any]:
     return {
+        "due_soon_from": due_soon_from(d.due_at, tz, calendar),
         "received_date": _day(d.received_at, tz),
         "due_date": _day(d.due_at, tz),
         "resolved_date": _day(d.resolved_at, tz),

@@ -1,0 +1,617 @@
+"""The read side of KPIs, for leaders drilling down from a province-wide figure: the catalogue,
+series of stored cells (served from a cache of JSON bytes), a cell broken down by child unit or
+by a record column (agency, field, procedure, facility, school), and the records behind a cell.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, NamedTuple
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import orjson
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ioc.kit.clock import add_months, local_date
+from ioc.kpi.catalog import Direction, KpiDefinition, ValueKind
+from ioc.kpi.engine import cell_conditions, compute
+from ioc.kpi.formulas import InPeriod, OpenAt
+from ioc.kpi.models import KpiValue
+from ioc.kpi.periods import MONTHS_IN, Period, PeriodKind
+from ioc.kpi.schemas import (
+    BreakdownRead,
+    BreakdownRow,
+    CellRecordsPage,
+    KpiDeclarationRead,
+    SeriesPoint,
+    SeriesRead,
+)
+from ioc.kpi.service import CellValue, to_read
+from ioc.records.service import (
+    DEFAULT_LIMIT,
+    RecordQuery,
+    UnknownUnit,
+    query_records,
+)
+from ioc.records.stores import STORES
+from ioc.units.models import AdminUnit
+
+MAX_SERIES_PERIODS = 1000
+"""The most periods one series request may span."""
+DEFAULT_SERIES_LENGTH = 30
+"""Periods in a series when the request gives no `from`."""
+KPIS_PATH = "/api/v1/kpis"
+
+
+class InvalidKpiRead(ValueError):
+    """A KPI read asks for something that cannot be answered (a bad period, range, axis, side)."""
+
+
+# ---------------------------------------------------------------- catalogue
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A record column a KPI cell can be broken down by, and the column naming its values."""
+
+    column: str
+    label_column: str | None
+
+
+AXES: dict[str, dict[str, Axis]] = {
+    "dossier": {
+        "agency": Axis("agency_code", "agency_name"),
+        "field": Axis("field_code", "field_name"),
+        "procedure": Axis("procedure_code", "procedure_name"),
+    },
+    "feedback": {"agency": Axis("agency", None)},  # the agency column holds its name
+    "encounter": {"facility": Axis("facility_code", "facility_name")},
+    "bed_census": {"facility": Axis("facility_code", "facility_name")},
+    "school_day": {"school": Axis("school_code", "school_name")},
+}
+"""Breakdown axes beside `unit`, per record type; each column is a records filter too."""
+
+_VALUE_IN_WORDS = {
+    ValueKind.PERCENT: "100 × numerator ÷ denominator",
+    ValueKind.MEAN: "numerator ÷ denominator",
+    ValueKind.COUNT: "the numerator",
+}
+
+
+def breakdown_axes(kpi: KpiDefinition) -> list[str]:
+    """The values `by` accepts for `kpi`: `unit`, then the axes of its record type."""
+    return ["unit", *AXES.get(kpi.record_type, {})]
+
+
+def describe_formula(kpi: KpiDefinition) -> tuple[str, str]:
+    """The formula's kind and a one-line description of it."""
+    formula = kpi.formula
+    if isinstance(formula, InPeriod):
+        kind = "in_period"
+        records = f"{formula.record_type} records whose {formula.time_column} is in the period"
+    elif isinstance(formula, OpenAt):
+        kind = "open_at"
+        records = f"{formula.record_type} records open at the period's end (now while it runs)"
+    else:
+        kind = "latest_per_entity"
+        records = (
+            f"the latest {formula.record_type} record of each {formula.entity} "
+            "at the period's end, summed"
+        )
+    return kind, f"{records}; value = {_VALUE_IN_WORDS[kpi.value_kind]}"
+
+
+def declaration(kpi: KpiDefinition) -> KpiDeclarationRead:
+    """A catalogue entry as the API presents it."""
+    kind, words = describe_formula(kpi)
+    return KpiDeclarationRead(
+        id=kpi.id,
+        name_vi=kpi.name_vi,
+        name_en=kpi.name_en,
+        domain=kpi.domain,
+        unit_of_measure=kpi.unit_of_measure,
+        good_direction=kpi.good_direction.value,
+        value_kind=kpi.value_kind.value,
+        headline_period=kpi.headline_period.value,
+        warn=kpi.warn,
+        critical=kpi.critical,
+        record_type=kpi.record_type,
+        formula_kind=kind,
+        formula=words,
+        breakdown_axes=breakdown_axes(kpi),
+    )
+
+
+# ---------------------------------------------------------------- periods
+
+
+def parse_kind(kind: str) -> PeriodKind:
+    """A period kind from its name, or `InvalidKpiRead`."""
+    try:
+        return PeriodKind(kind)
+    except ValueError:
+        names = ", ".join(k.value for k in PeriodKind)
+        raise InvalidKpiRead(f"period must be one of {names}, not {kind!r}") from None
+
+
+def resolve_period(
+    kpi: KpiDefinition, kind: str | None, start: date | None, *, now: datetime, tz: ZoneInfo
+) -> Period:
+    """The cell's period: `kind` (the KPI's headline kind by default) starting on `start`
+    (the running one by default); a `start` that does not begin a period is refused."""
+    period_kind = parse_kind(kind) if kind is not None else kpi.headline_period
+    if start is None:
+        return Period.containing(period_kind, local_date(now, tz))
+    try:
+        return Period.parse(period_kind.value, start)
+    except ValueError as exc:
+        raise InvalidKpiRead(str(exc)) from None
+
+
+def _shift(period: Period, count: int) -> Period:
+    """The period `count` periods after `period` (before it when negative)."""
+    if period.kind is PeriodKind.DAY:
+        return Period(period.kind, period.start + timedelta(days=count))
+    return Period(period.kind, add_months(period.start, count * MONTHS_IN[period.kind]))
+
+
+def _periods_from(first: Period, last: Period) -> int:
+    """How many periods run from `first` to `last`, both included."""
+    if first.kind is PeriodKind.DAY:
+        return (last.start - first.start).days + 1
+    months = (last.start.year - first.start.year) * 12 + last.start.month - first.start.month
+    return months // MONTHS_IN[first.kind] + 1
+
+
+def series_periods(
+    kind: str, date_from: date | None, date_to: date | None, *, today: date
+) -> list[Period]:
+    """Every period of `kind` holding a day of [date_from, date_to], in order; by default the
+    last `DEFAULT_SERIES_LENGTH` periods up to today. At most `MAX_SERIES_PERIODS`."""
+    period_kind = parse_kind(kind)
+    last = Period.containing(period_kind, date_to or today)
+    if date_from is None:
+        first = _shift(last, 1 - DEFAULT_SERIES_LENGTH)
+    else:
+        if date_from > (date_to or today):
+            raise InvalidKpiRead(
+                f"from {date_from.isoformat()} is after to {(date_to or today).isoformat()}"
+            )
+        first = Period.containing(period_kind, date_from)
+    count = _periods_from(first, last)
+    if count > MAX_SERIES_PERIODS:
+        raise InvalidKpiRead(
+            f"the range holds {count} {period_kind.value} periods; at most {MAX_SERIES_PERIODS} "
+            "per request: narrow it or choose a longer period"
+        )
+    return [_shift(first, n) for n in range(count)]
+
+
+# ---------------------------------------------------------------- units
+
+
+async def require_unit(session: AsyncSession, code: str) -> AdminUnit:
+    """The stored unit with `code`, or `UnknownUnit`."""
+    unit = await session.get(AdminUnit, code)
+    if unit is None:
+        raise UnknownUnit(f"unknown unit code {code!r}")
+    return unit
+
+
+async def _children(session: AsyncSession, code: str) -> dict[str, str]:
+    """The units directly below `code`: code → name."""
+    rows = await session.execute(
+        select(AdminUnit.code, AdminUnit.name).where(AdminUnit.parent_code == code)
+    )
+    return dict(rows.tuples().all())
+
+
+async def counted_units(session: AsyncSession, code: str) -> list[str]:
+    """The communes a unit's cells are computed from: its children, or itself if it has none."""
+    return sorted(await _children(session, code)) or [code]
+
+
+# ---------------------------------------------------------------- series and its cache
+
+
+class SeriesKey(NamedTuple):
+    """What a cached series answers: a KPI's unit over a run of periods of one kind."""
+
+    kpi: str
+    unit: str
+    kind: str
+    first: date
+    last: date
+
+
+class SeriesCache:
+    """An LRU of serialized series (JSON bytes), dropped when a cell of their (kpi, unit)
+    changes. `ttl_seconds` bounds staleness from writers this process never hears of (another
+    replica's recompute, `ioc rebuild`)."""
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = 512,
+        ttl_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_entries = max_entries
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._entries: OrderedDict[SeriesKey, tuple[bytes, float]] = OrderedDict()
+        self._keys_of: dict[tuple[str, str], set[SeriesKey]] = {}
+        # Bumped on every invalidation, so that a series read before a change cannot be
+        # cached after it (bounded by the number of KPIs × units).
+        self._generations: dict[tuple[str, str], int] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: SeriesKey) -> bytes | None:
+        """The cached bytes of `key`, or None."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        data, stored_at = entry
+        if self._clock() - stored_at > self.ttl_seconds:
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return data
+
+    def ticket(self, key: SeriesKey) -> int:
+        """Take before reading the database; `put` refuses bytes an invalidation made stale."""
+        return self._generations.get((key.kpi, key.unit), 0)
+
+    def put(self, key: SeriesKey, data: bytes, ticket: int) -> None:
+        """Cache `data` for `key`, unless a cell of its (kpi, unit) changed since `ticket`."""
+        cell = (key.kpi, key.unit)
+        if self._generations.get(cell, 0) != ticket:
+            return
+        self._entries[key] = (data, self._clock())
+        self._entries.move_to_end(key)
+        self._keys_of.setdefault(cell, set()).add(key)
+        while len(self._entries) > self.max_entries:
+            self._drop(next(iter(self._entries)))
+
+    def invalidate(self, cells: Iterable[CellValue]) -> None:
+        """Forget every series of the (kpi, unit) of these changed cells."""
+        for cell in {(c.kpi.id, c.unit_code) for c in cells}:
+            self._generations[cell] = self._generations.get(cell, 0) + 1
+            for key in self._keys_of.pop(cell, set()):
+                self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        for key in list(self._entries):
+            self._drop(key)
+
+    def _drop(self, key: SeriesKey) -> None:
+        self._entries.pop(key, None)
+        keys = self._keys_of.get((key.kpi, key.unit))
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._keys_of[(key.kpi, key.unit)]
+
+
+async def series(
+    session: AsyncSession, kpi: KpiDefinition, unit: str, periods: Sequence[Period]
+) -> SeriesRead:
+    """The stored cells of `kpi` for `unit` in `periods`; a missing cell reads as zero."""
+    await require_unit(session, unit)
+    first, last = periods[0], periods[-1]
+    stored = await session.scalars(
+        select(KpiValue).where(
+            KpiValue.kpi == kpi.id,
+            KpiValue.unit_code == unit,
+            KpiValue.period_kind == first.kind.value,
+            KpiValue.period_start.between(first.start, last.start),
+        )
+    )
+    cells = {cell.period_start: cell for cell in stored}
+    points = []
+    for period in periods:
+        read = to_read(kpi, unit, period, cells.get(period.start))
+        points.append(
+            SeriesPoint(
+                period_start=period.start,
+                value=read.value,
+                numerator=read.numerator,
+                denominator=read.denominator,
+                computed_at=read.computed_at,
+            )
+        )
+    return SeriesRead(
+        kpi=kpi.id,
+        unit=unit,
+        name_vi=kpi.name_vi,
+        name_en=kpi.name_en,
+        unit_of_measure=kpi.unit_of_measure,
+        good_direction=kpi.good_direction.value,
+        value_kind=kpi.value_kind.value,
+        warn=kpi.warn,
+        critical=kpi.critical,
+        period_kind=first.kind.value,
+        date_from=first.start,
+        date_to=last.last_day,
+        points=points,
+    )
+
+
+async def series_bytes(
+    session: AsyncSession,
+    cache: SeriesCache,
+    kpi: KpiDefinition,
+    unit: str,
+    periods: Sequence[Period],
+) -> tuple[bytes, bool]:
+    """The series as JSON bytes, from `cache` when it holds them; and whether it did."""
+    key = SeriesKey(kpi.id, unit, periods[0].kind.value, periods[0].start, periods[-1].start)
+    cached = cache.get(key)
+    if cached is not None:
+        return cached, True
+    ticket = cache.ticket(key)
+    data = orjson.dumps((await series(session, kpi, unit, periods)).model_dump(mode="json"))
+    cache.put(key, data, ticket)
+    return data, False
+
+
+# ---------------------------------------------------------------- breakdown
+
+Sums = tuple[float, float | None]
+
+
+def _axis(kpi: KpiDefinition, by: str) -> Axis | None:
+    """The axis `by` names for `kpi` (None for `unit`), or `InvalidKpiRead`."""
+    if by == "unit":
+        return None
+    axis = AXES.get(kpi.record_type, {}).get(by)
+    if axis is None:
+        raise InvalidKpiRead(
+            f"cannot break {kpi.id} down by {by!r}; its axes are "
+            f"{', '.join(breakdown_axes(kpi))}"
+        )
+    return axis
+
+
+def records_path(
+    kpi: KpiDefinition, unit: str, period: Period, filters: Mapping[str, str] | None = None
+) -> str:
+    """The path listing the records behind a cell (or a part of it): its denominator's for a
+    ratio, its numerator's for a count."""
+    side = "denominator" if kpi.is_ratio else "numerator"
+    params = {
+        "unit": unit,
+        "period": period.kind.value,
+        "start": period.start.isoformat(),
+        "side": side,
+        **(filters or {}),
+    }
+    return f"{KPIS_PATH}/{kpi.id}/records?{urlencode(params)}"
+
+
+async def breakdown(
+    session: AsyncSession,
+    kpi: KpiDefinition,
+    unit: str,
+    period: Period,
+    *,
+    by: str,
+    sort: str = "value",
+    now: datetime,
+    tz: ZoneInfo,
+) -> BreakdownRead:
+    """One cell and its parts: by `unit`, the child units' stored cells (computed on read when
+    the cell is not stored yet); by an axis, the cell computed per value of a record column.
+    The parts' numerators and denominators sum to the total's."""
+    if sort not in ("value", "key"):
+        raise InvalidKpiRead(f"sort must be value or key, not {sort!r}")
+    axis = _axis(kpi, by)
+    place = await require_unit(session, unit)
+    children = await _children(session, unit)
+    if axis is None:
+        if not children:
+            raise InvalidKpiRead(
+                f"unit {unit} has no units below it; break it down by one of "
+                f"{', '.join(breakdown_axes(kpi)[1:]) or 'nothing else'}"
+            )
+        parts = await _unit_parts(session, kpi, sorted(children), period, now=now, tz=tz)
+        labels = children
+        links = {code: records_path(kpi, code, period) for code in parts}
+    else:
+        communes = sorted(children) or [unit]
+        computed = await compute(session, kpi, communes, [period], now=now, tz=tz, by=axis.column)
+        parts = {key: sums for (key, _), sums in computed.items()}
+        labels = await _labels(kpi, axis, parts, session)
+        links = {
+            key: records_path(kpi, unit, period, {axis.column: key})
+            for key in parts
+            if key is not None
+        }
+    rows = [
+        _row(kpi, key, labels.get(key) if key is not None else None, sums, links.get(key, ""))
+        for key, sums in parts.items()
+    ]
+    numerator = sum(r.numerator for r in rows)
+    denominator = sum(r.denominator or 0.0 for r in rows) if kpi.is_ratio else None
+    total = _row(kpi, unit, place.name, (numerator, denominator), records_path(kpi, unit, period))
+    return BreakdownRead(
+        kpi=kpi.id,
+        unit=unit,
+        period_kind=period.kind.value,
+        period_start=period.start,
+        by=by,
+        column=axis.column if axis is not None else None,
+        value_kind=kpi.value_kind.value,
+        good_direction=kpi.good_direction.value,
+        sort=sort,
+        rows=sorted(rows, key=_by_value(kpi) if sort == "value" else _by_key),
+        total=total,
+    )
+
+
+async def _unit_parts(
+    session: AsyncSession,
+    kpi: KpiDefinition,
+    children: list[str],
+    period: Period,
+    *,
+    now: datetime,
+    tz: ZoneInfo,
+) -> dict[str | None, Sums]:
+    """Every child unit's cell: stored ones (missing reads as zero), or all computed on read
+    when the period has no stored cell at all yet (it has just begun)."""
+    zero: Sums = (0.0, 0.0 if kpi.is_ratio else None)
+    parts: dict[str | None, Sums] = dict.fromkeys(children, zero)
+    stored = (
+        await session.execute(
+            select(KpiValue.unit_code, KpiValue.numerator, KpiValue.denominator).where(
+                KpiValue.kpi == kpi.id,
+                KpiValue.unit_code.in_(children),
+                KpiValue.period_kind == period.kind.value,
+                KpiValue.period_start == period.start,
+            )
+        )
+    ).all()
+    if stored:
+        parts.update({code: (numerator, denominator) for code, numerator, denominator in stored})
+        return parts
+    computed = await compute(session, kpi, children, [period], now=now, tz=tz)
+    parts.update({code: sums for (code, _), sums in computed.items()})
+    return parts
+
+
+async def _labels(
+    kpi: KpiDefinition, axis: Axis, parts: Mapping[str | None, Sums], session: AsyncSession
+) -> dict[str | None, str]:
+    """Names of the axis values, looked up from the records (one grouped query)."""
+    keys = [k for k in parts if k is not None]
+    if axis.label_column is None or not keys:
+        return {k: k for k in keys}
+    table = STORES[kpi.record_type].model
+    column, label = getattr(table, axis.column), getattr(table, axis.label_column)
+    rows = await session.execute(
+        select(column, func.max(label)).where(column.in_(keys)).group_by(column)
+    )
+    return dict(rows.tuples().all())
+
+
+def _row(
+    kpi: KpiDefinition, key: str | None, label: str | None, sums: Sums, link: str
+) -> BreakdownRow:
+    numerator, denominator = sums
+    if kpi.is_ratio and denominator is None:
+        denominator = 0.0
+    return BreakdownRow(
+        key=key,
+        label=label,
+        numerator=numerator,
+        denominator=denominator,
+        value=kpi.value(numerator, denominator),
+        records=link,
+    )
+
+
+def _by_value(kpi: KpiDefinition) -> Callable[[BreakdownRow], tuple[Any, ...]]:
+    """Worst first: lowest first when up is good, highest first otherwise; no value last."""
+    sign = 1.0 if kpi.good_direction is Direction.UP else -1.0
+    return lambda r: (r.value is None, sign * (r.value or 0.0), r.key or "")
+
+
+def _by_key(row: BreakdownRow) -> tuple[bool, str]:
+    return row.key is None, row.key or ""
+
+
+# ---------------------------------------------------------------- records behind a cell
+
+SIDES = ("numerator", "denominator", "late")
+"""`late`: the denominator's records not counted in the numerator (for on-time rates, the late
+ones); only for percentages whose numerator picks some of the denominator's records."""
+
+
+def side_conditions(
+    kpi: KpiDefinition, period: Period, side: str, *, now: datetime, tz: ZoneInfo
+) -> list[Any]:
+    """Conditions selecting the records behind one side of a cell."""
+    if side not in SIDES:
+        raise InvalidKpiRead(f"side must be one of {', '.join(SIDES)}, not {side!r}")
+    if side != "numerator" and not kpi.is_ratio:
+        raise InvalidKpiRead(f"{kpi.id} is a count and has no denominator; use side=numerator")
+    if side != "late":
+        return cell_conditions(kpi, period, side=side, now=now, tz=tz)
+    formula = kpi.formula
+    if (
+        kpi.value_kind is not ValueKind.PERCENT
+        or not isinstance(formula, InPeriod)
+        or formula.numerator.where is None
+    ):
+        raise InvalidKpiRead(
+            f"side=late needs a percentage whose numerator counts some of its denominator's "
+            f"records; {kpi.id} is not one"
+        )
+    table = STORES[kpi.record_type].model
+    counted = select(table.id).where(
+        *cell_conditions(kpi, period, side="numerator", now=now, tz=tz)
+    )
+    return [
+        *cell_conditions(kpi, period, side="denominator", now=now, tz=tz),
+        table.id.not_in(counted),
+    ]
+
+
+async def records_behind(
+    session: AsyncSession,
+    kpi: KpiDefinition,
+    unit: str,
+    period: Period,
+    *,
+    side: str,
+    now: datetime,
+    tz: ZoneInfo,
+    time_column: str | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    filters: Mapping[str, Sequence[str | int]] | None = None,
+    q: str | None = None,
+    sort: str | Sequence[str] = (),
+    limit: int = DEFAULT_LIMIT,
+    offset: int = 0,
+) -> CellRecordsPage:
+    """One page of the records counted in one side of a cell, filtered, sorted and paged like
+    any records query (whose filters narrow them further)."""
+    conditions = side_conditions(kpi, period, side, now=now, tz=tz)
+    query = RecordQuery(
+        record_type=kpi.record_type,
+        unit=unit,
+        time_column=time_column,
+        date_from=date_from,
+        date_to=date_to,
+        filters=filters or {},
+        q=q,
+        sort=sort,
+        limit=limit,
+        offset=offset,
+    )
+    await require_unit(session, unit)
+    table = STORES[kpi.record_type].model
+    # Only the communes the cell counts (a record filed under the province itself is not).
+    communes = await counted_units(session, unit)
+    page = await query_records(
+        session, query, extra_conditions=[*conditions, table.unit_code.in_(communes)]
+    )
+    return CellRecordsPage(
+        **page.model_dump(),
+        kpi=kpi.id,
+        unit=unit,
+        period_kind=period.kind.value,
+        period_start=period.start,
+        side=side,
+    )
