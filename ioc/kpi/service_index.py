@@ -4,8 +4,8 @@ from dossiers.
 The official index has 100 points in five groups: publicity and transparency 18, progress and
 results 20, digitisation 22, online service 22, satisfaction 18. The IOC estimates the parts it
 can compute from dossiers; each indicator earns its points in proportion to its rate, up to the
-rate that earns full points. DOMAIN.md marks the per-indicator points "(check)": they are
-defaults, overridable with `IOC_SERVICE_INDEX_WEIGHTS` (JSON: {indicator: [points, full_at]}).
+rate that earns full points. DOMAIN.md marks the per-indicator points "(check)": they live in
+`DEFAULT_WEIGHTS` below, one line each (an override from the environment is still to come).
 
 | group | indicator (KPI) | points | full points at |
 |---|---|---:|---:|
