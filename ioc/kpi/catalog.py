@@ -13,7 +13,16 @@ from typing import Any
 from sqlalchemy import and_, or_
 
 from ioc.kpi import service_index
-from ioc.kpi.formulas import Composite, Formula, InPeriod, LatestPerEntity, OpenAt, Tally, column
+from ioc.kpi.formulas import (
+    Composite,
+    Formula,
+    InPeriod,
+    LatestPerEntity,
+    MedianInPeriod,
+    OpenAt,
+    Tally,
+    column,
+)
 from ioc.kpi.periods import PeriodKind
 from ioc.sdk import CANCELLED_STATUSES
 
@@ -33,6 +42,7 @@ class ValueKind(StrEnum):
     """How a cell's numerator and denominator make the value shown."""
 
     PERCENT = "percent"  # 100 × numerator ÷ denominator
+    MEDIAN = "median"  # the numerator; the denominator counts the records
     MEAN = "mean"  # numerator ÷ denominator (a sum over a count)
     COUNT = "count"  # the numerator
 
@@ -61,7 +71,7 @@ class KpiDefinition:
     @property
     def is_additive(self) -> bool:
         """Whether a province's cell is the sum of its communes' (all but composite scores)."""
-        return not isinstance(self.formula, Composite)
+        return not isinstance(self.formula, Composite | MedianInPeriod)
 
     @property
     def is_ratio(self) -> bool:
@@ -72,6 +82,8 @@ class KpiDefinition:
         """The displayed value of a cell."""
         if self.value_kind is ValueKind.COUNT:
             return numerator
+        if self.value_kind is ValueKind.MEDIAN:
+            return numerator if denominator else None
         if not denominator:
             return None
         scale = 100.0 if self.value_kind is ValueKind.PERCENT else 1.0
@@ -449,6 +461,24 @@ CATALOG: tuple[KpiDefinition, ...] = (
         headline_period=PeriodKind.DAY,
     ),
     KpiDefinition(
+        id="health.er_wait_minutes",
+        name_vi="Thời gian chờ cấp cứu",
+        name_en="Emergency waiting time (median)",
+        domain="health",
+        unit_of_measure="min",
+        good_direction=Direction.DOWN,
+        value_kind=ValueKind.MEDIAN,
+        formula=MedianInPeriod(
+            "encounter",
+            "start_date",
+            value="wait_minutes",
+            where=lambda t, _at: and_(t.encounter_class == "EMER", t.wait_minutes.is_not(None)),
+        ),
+        headline_period=PeriodKind.DAY,
+        warn=30.0,
+        critical=60.0,
+    ),
+    KpiDefinition(
         id="health.alos_days",
         name_vi="Ngày điều trị trung bình",
         name_en="Average length of stay",
@@ -550,7 +580,7 @@ def fact_columns(record_type: str) -> list[str]:
             continue
         if isinstance(formula, Composite):
             continue  # recomputed with its components
-        if isinstance(formula, InPeriod):
+        if isinstance(formula, InPeriod | MedianInPeriod):
             names = [formula.time_column]
         elif isinstance(formula, OpenAt):
             names = [formula.active_from, *([formula.active_to] if formula.active_to else [])]

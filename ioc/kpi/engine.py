@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
+from statistics import median
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.kit.clock import local_date
 from ioc.kpi.catalog import KpiDefinition
-from ioc.kpi.formulas import Composite, InPeriod, LatestPerEntity, OpenAt, Tally
+from ioc.kpi.formulas import Composite, InPeriod, LatestPerEntity, MedianInPeriod, OpenAt, Tally
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.records.stores import STORES
 
@@ -61,6 +62,8 @@ async def compute(
         return await _composite(session, formula, units, periods, now=now, tz=tz, by=by)
     if isinstance(formula, InPeriod):
         return await _in_period(session, formula, units, periods, now=now, key=by)
+    if isinstance(formula, MedianInPeriod):
+        return await _median(session, formula, units, periods, now=now, key=by)
     cells: dict[tuple[str, Period], Sums] = {}
     for period in periods:
         at = judged_at(period, now=now, tz=tz)
@@ -162,6 +165,32 @@ async def _in_period(
     return cells
 
 
+async def _median(
+    session: AsyncSession,
+    formula: MedianInPeriod,
+    units: list[str],
+    periods: list[Period],
+    *,
+    now: datetime,
+    key: str | None,
+) -> dict[tuple[str, Period], Sums]:
+    table = STORES[formula.record_type].model
+    group = _key(table, key)
+    time = getattr(table, formula.time_column)
+    where = formula.where(table, now) if formula.where is not None else true()
+    first = min(p.start for p in periods)
+    last = max(p.last_day for p in periods)
+    query = select(group, time, getattr(table, formula.value)).where(
+        table.unit_code.in_(units), time.between(first, last), where
+    )
+    values: dict[tuple[str, Period], list[float]] = defaultdict(list)
+    for group_key, day, value in (await session.execute(query)).all():
+        for period in periods:
+            if period.start <= day <= period.last_day:
+                values[(group_key, period)].append(float(value))
+    return {cell: (median(found), float(len(found))) for cell, found in values.items()}
+
+
 async def _open_at(
     session: AsyncSession, formula: OpenAt, units: list[str], at: datetime, *, key: str | None
 ) -> dict[str, Sums]:
@@ -238,7 +267,7 @@ def affected_days(kpi: KpiDefinition, facts: dict[str, Any], today: date) -> lis
 
         days = {d for name in formula.components for d in affected_days(KPIS[name], facts, today)}
         return sorted(days)
-    if isinstance(formula, InPeriod):
+    if isinstance(formula, InPeriod | MedianInPeriod):
         day = facts.get(formula.time_column)
         return [day] if day is not None else []
     if isinstance(formula, OpenAt):
@@ -278,6 +307,12 @@ def cell_conditions(
     counted in its numerator (`side="numerator"`) or its denominator."""
     formula = kpi.formula
     table = STORES[formula.record_type].model
+    if isinstance(formula, Composite):
+        return [false()]  # a score has no records of its own; see its components
+    if isinstance(formula, MedianInPeriod):
+        time = getattr(table, formula.time_column)
+        where = formula.where(table, now) if formula.where is not None else true()
+        return [time.between(period.start, period.last_day), where]
     if isinstance(formula, InPeriod):
         time = getattr(table, formula.time_column)
         conditions = [time.between(period.start, period.last_day)]

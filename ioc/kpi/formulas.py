@@ -8,6 +8,7 @@ record table (and of the moment `at` the value is judged at), turned into SQL by
 - `OpenAt`: a stock — records open at the period's end (or now, for the current period).
 - `LatestPerEntity`: the latest record of each entity (facility, school) at the period's end,
   summed (bed census, enrolment).
+- `MedianInPeriod`: the median of a value over the records of the period (emergency waits).
 - `Composite`: a score from other KPIs' values in the same cell (the Decision 766 index).
 """
 
@@ -77,6 +78,17 @@ class LatestPerEntity:
 
 
 @dataclass(frozen=True)
+class MedianInPeriod:
+    """The median of `value` over the records whose local date `time_column` falls in the
+    period (not additive: a province's median comes from all its records)."""
+
+    record_type: str
+    time_column: str
+    value: str
+    where: Condition | None = None
+
+
+@dataclass(frozen=True)
 class Composite:
     """A score combined from other KPIs' values in the same cell (not additive: a province's
     score comes from the province's component values, never from its communes' scores)."""
@@ -86,7 +98,7 @@ class Composite:
     combine: Callable[[dict[str, float | None]], float | None]
 
 
-Formula = InPeriod | OpenAt | LatestPerEntity | Composite
+Formula = InPeriod | OpenAt | LatestPerEntity | MedianInPeriod | Composite
 
 
 def column(name: str) -> Value:

@@ -18,7 +18,7 @@ from ioc.kit.clock import local_date
 from ioc.kit.upsert import upsert
 from ioc.kpi.catalog import CATALOG, KPIS, KpiDefinition
 from ioc.kpi.engine import STOCK_HORIZON_DAYS, TOTAL, affected_days, compute, periods_of
-from ioc.kpi.formulas import Composite, InPeriod
+from ioc.kpi.formulas import Composite, InPeriod, MedianInPeriod
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.schemas import KpiRead
@@ -148,7 +148,7 @@ async def _days_with_records(session: AsyncSession, kpi: KpiDefinition, today: d
     from the first record (within the horizon) to today."""
     formula = kpi.formula
     table = STORES[formula.record_type].model
-    if isinstance(formula, InPeriod):
+    if isinstance(formula, InPeriod | MedianInPeriod):
         column = getattr(table, formula.time_column)
         return {d for d in (await session.scalars(select(distinct(column)))).all() if d}
     if isinstance(formula, Composite):

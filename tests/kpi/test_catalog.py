@@ -12,16 +12,16 @@ from ioc.kpi import service_index
 from ioc.kpi.catalog import CATALOG, KPIS, fact_columns
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.service import cell_value, recompute
-from ioc.sdk import Batch, Dossier, DossierStatus
+from ioc.sdk import Batch, Dossier, DossierStatus, Encounter, EncounterClass, Record
 from ioc.units.service import unit_codes
-from tests.support.factories import BIEN_HOA, make_dossier, make_instance
+from tests.support.factories import BIEN_HOA, TRAN_BIEN, make_dossier, make_instance
 
 NOW = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)  # Friday 20 November 2026, 10:00 local
 DOMAIN_TABLE = {  # the KPI catalogue of DOMAIN.md, first version
     "onestop.on_time_rate", "onestop.overdue_open", "onestop.due_soon", "onestop.apology_rate",
     "onestop.mean_resolution_days", "onestop.online_rate", "onestop.online_payment_rate",
     "onestop.digitised_rate", "onestop.portal_sync_rate", "onestop.backlog",
-    "onestop.service_index", "feedback.received", "feedback.on_time_rate",
+    "onestop.service_index", "feedback.received", "health.er_wait_minutes", "feedback.on_time_rate",
     "feedback.overdue_open", "feedback.mean_close_hours", "health.bed_occupancy",
     "health.inpatients", "health.outpatient_visits", "health.alos_days",
     "health.referral_out_rate", "education.attendance_rate", "education.enrolment",
@@ -59,7 +59,7 @@ def test_service_index_scores_rates_against_their_full_points(
     assert service_index.score(rates) == expected
 
 
-async def store(ctx: AppContext, dossiers: list[Dossier]) -> None:
+async def store(ctx: AppContext, dossiers: list[Record]) -> None:
     instance = await make_instance(ctx)
     async with ctx.sessionmaker() as session, session.begin():
         result = await ingest_batch(
@@ -124,3 +124,29 @@ async def test_the_service_index_of_a_cell_scores_that_cells_own_rates(ctx: AppC
     expected = service_index.score(rates)
     assert await read(ctx, "onestop.service_index", BIEN_HOA, month) == expected
     assert await read(ctx, "onestop.service_index", "75", month) == expected
+
+
+async def test_emergency_wait_is_a_median_and_the_province_median_is_over_all_visits(
+    ctx: AppContext,
+) -> None:
+    start = datetime(2026, 11, 19, 13, 0, tzinfo=UTC)  # 20:00 local on 19 November
+
+    def visit(unit: str, wait: float, n: int) -> Encounter:
+        return Encounter(
+            external_id=f"E{unit}{n}",
+            unit_code=unit,
+            facility_code="BVDKDN",
+            encounter_class=EncounterClass.EMERGENCY,
+            status="finished",
+            start_at=start,
+            end_at=start + timedelta(hours=2),
+            wait_minutes=wait,
+            source_updated_at=start,
+        )
+
+    visits = [visit(BIEN_HOA, w, n) for n, w in enumerate((10, 20, 90))] + [visit(TRAN_BIEN, 5, 0)]
+    await store(ctx, visits)
+    day = Period(PeriodKind.DAY, date(2026, 11, 19))
+    assert await read(ctx, "health.er_wait_minutes", BIEN_HOA, day) == 20
+    assert await read(ctx, "health.er_wait_minutes", TRAN_BIEN, day) == 5
+    assert await read(ctx, "health.er_wait_minutes", "75", day) == 15  # not the mean of medians
