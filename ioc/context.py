@@ -12,6 +12,7 @@ from ioc.config import Settings
 from ioc.db import create_engine, create_sessionmaker
 from ioc.ingest.registry import ConnectorRegistry
 from ioc.kit.clock import Clock, utcnow
+from ioc.kpi.reads import SeriesCache
 from ioc.live.hub import Hub
 
 
@@ -28,6 +29,8 @@ class AppContext:
     clock: Clock = utcnow
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Serialises write transactions on SQLite, which allows one writer at a time."""
+    kpi_cache: SeriesCache = field(default_factory=SeriesCache)
+    """Serialized KPI series, dropped as their cells change (see `publish_changes`)."""
 
 
 def build_context(

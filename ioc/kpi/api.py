@@ -1,19 +1,68 @@
-"""Routes for KPI values."""
+"""Routes for KPI values and the leaders' drill-down: catalogue, series, breakdown, records."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from ioc.deps import ContextDep, SessionDep
+from ioc.kit.clock import local_date
+from ioc.kpi import reads
 from ioc.kpi.catalog import CATALOG, UnknownKpi, get_kpi
-from ioc.kpi.schemas import KpiRead
+from ioc.kpi.schemas import (
+    BreakdownRead,
+    CellRecordsPage,
+    KpiDeclarationRead,
+    KpiRead,
+    SeriesRead,
+)
 from ioc.kpi.service import current_values
+from ioc.records.api import QUERY_PARAMETERS
+from ioc.records.service import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    InvalidRecordQuery,
+    UnknownRecordType,
+    UnknownUnit,
+)
 from ioc.units.models import AdminUnit
 from ioc.units.service import province_code_str
 
 router = APIRouter(prefix="/api/v1/kpis", tags=["kpis"])
+
+UnitParam = Annotated[
+    str | None, Query(description="Unit code; the province by default (it covers its communes)")
+]
+PeriodParam = Annotated[
+    str | None,
+    Query(description="day, month, quarter or year; the KPI's headline period by default"),
+]
+StartParam = Annotated[
+    date | None,
+    Query(description="First day of the period (e.g. 2026-03-01 for March); the running one"),
+]
+
+CELL_PARAMETERS = QUERY_PARAMETERS | {"period", "start", "side"}
+"""Named parameters of the records behind a cell; every other one filters a column."""
+
+
+@contextmanager
+def _answering_errors() -> Iterator[None]:
+    """Map read errors to HTTP answers: unknown things are 404, bad questions 422."""
+    try:
+        yield
+    except (UnknownKpi, UnknownUnit, UnknownRecordType) as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except (reads.InvalidKpiRead, InvalidRecordQuery) as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def _unit(ctx: ContextDep, unit: str | None) -> str:
+    return unit or province_code_str(ctx.settings.province)
 
 
 @router.get("", response_model=list[KpiRead])
@@ -35,3 +84,122 @@ async def get_current_kpis(
     if domain is not None:
         kpis = [k for k in kpis if k.domain == domain]
     return await current_values(session, code, now=ctx.clock(), tz=ctx.settings.tz, kpis=kpis)
+
+
+@router.get("/catalog", response_model=list[KpiDeclarationRead])
+async def get_catalog() -> list[KpiDeclarationRead]:
+    """Every KPI declaration: labels, unit, direction, thresholds, record type and formula."""
+    return [reads.declaration(kpi) for kpi in CATALOG]
+
+
+@router.get(
+    "/{kpi}/series",
+    response_model=SeriesRead,
+    description=(
+        "The stored cells of one KPI for one unit, one point per period holding a day of "
+        f"[from, to], in order (at most {reads.MAX_SERIES_PERIODS}); a period with no cell "
+        "reads as zero. By default the last 30 periods up to today. Served from a cache "
+        "dropped whenever a cell of this KPI and unit is recomputed."
+    ),
+)
+async def get_series(
+    kpi: str,
+    session: SessionDep,
+    ctx: ContextDep,
+    unit: UnitParam = None,
+    period: Annotated[str, Query(description="day, month, quarter or year")] = "day",
+    date_from: Annotated[date | None, Query(alias="from", description="First day")] = None,
+    date_to: Annotated[date | None, Query(alias="to", description="Last day; today")] = None,
+) -> Response:
+    """A KPI's time series as cached JSON bytes."""
+    with _answering_errors():
+        definition = get_kpi(kpi)
+        today = local_date(ctx.clock(), ctx.settings.tz)
+        periods = reads.series_periods(period, date_from, date_to, today=today)
+        data, hit = await reads.series_bytes(
+            session, ctx.kpi_cache, definition, _unit(ctx, unit), periods
+        )
+    return Response(
+        data, media_type="application/json", headers={"X-Cache": "hit" if hit else "miss"}
+    )
+
+
+@router.get("/{kpi}/breakdown", response_model=BreakdownRead)
+async def get_breakdown(
+    kpi: str,
+    session: SessionDep,
+    ctx: ContextDep,
+    unit: UnitParam = None,
+    period: PeriodParam = None,
+    start: StartParam = None,
+    by: Annotated[
+        str, Query(description="unit, or an axis of the KPI's records (see the catalogue)")
+    ] = "unit",
+    sort: Annotated[
+        str, Query(description="value (worst first given the good direction) or key")
+    ] = "value",
+) -> BreakdownRead:
+    """One cell and its parts by child unit, agency, field, procedure, facility or school,
+    each with the path of the records behind it; the parts sum to the total."""
+    now, tz = ctx.clock(), ctx.settings.tz
+    with _answering_errors():
+        definition = get_kpi(kpi)
+        cell = reads.resolve_period(definition, period, start, now=now, tz=tz)
+        return await reads.breakdown(
+            session, definition, _unit(ctx, unit), cell, by=by, sort=sort, now=now, tz=tz
+        )
+
+
+@router.get(
+    "/{kpi}/records",
+    response_model=CellRecordsPage,
+    description=(
+        "The records counted in one side of a cell, paged, sorted and filtered like "
+        "`/api/v1/records/{record_type}` (any other query parameter filters a column). "
+        "`side=numerator` or `denominator`; `side=late` is the denominator's records not in "
+        "the numerator (for an on-time rate: the late ones), for percentages only."
+    ),
+)
+async def get_cell_records(
+    kpi: str,
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    unit: UnitParam = None,
+    period: PeriodParam = None,
+    start: StartParam = None,
+    side: Annotated[str, Query(description="numerator, denominator or late")] = "numerator",
+    time_column: Annotated[str | None, Query(description="Date column of a window")] = None,
+    date_from: Annotated[date | None, Query(description="First local day, included")] = None,
+    date_to: Annotated[date | None, Query(description="Last local day, included")] = None,
+    q: Annotated[str | None, Query(description="Text searched in the names, any case")] = None,
+    sort: Annotated[
+        str | None, Query(description="Columns separated by commas, `-` first for descending")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> CellRecordsPage:
+    """One page of the records behind a KPI cell, with the total."""
+    params = request.query_params
+    filters = {name: params.getlist(name) for name in params if name not in CELL_PARAMETERS}
+    now, tz = ctx.clock(), ctx.settings.tz
+    with _answering_errors():
+        definition = get_kpi(kpi)
+        cell = reads.resolve_period(definition, period, start, now=now, tz=tz)
+        return await reads.records_behind(
+            session,
+            definition,
+            _unit(ctx, unit),
+            cell,
+            side=side,
+            now=now,
+            tz=tz,
+            time_column=time_column,
+            date_from=date_from,
+            date_to=date_to,
+            filters=filters,
+            q=q,
+            sort=sort or (),
+            limit=limit,
+            offset=offset,
+        )

@@ -376,8 +376,7 @@ def _axis(kpi: KpiDefinition, by: str) -> Axis | None:
     axis = AXES.get(kpi.record_type, {}).get(by)
     if axis is None:
         raise InvalidKpiRead(
-            f"cannot break {kpi.id} down by {by!r}; its axes are "
-            f"{', '.join(breakdown_axes(kpi))}"
+            f"cannot break {kpi.id} down by {by!r}; its axes are {', '.join(breakdown_axes(kpi))}"
         )
     return axis
 

@@ -244,6 +244,7 @@ async def refresh_now_based(ctx: AppContext) -> int:
 
 def publish_changes(ctx: AppContext, changed: list[CellValue]) -> None:
     """Push every changed headline cell to its live topic (after the commit)."""
+    ctx.kpi_cache.invalidate(changed)
     if ctx.hub is None:
         return
     now = ctx.clock()
