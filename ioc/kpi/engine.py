@@ -13,10 +13,22 @@ from statistics import median
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Date, case, false, func, literal, select, true, tuple_
+from sqlalchemy import (
+    Date,
+    Integer,
+    case,
+    false,
+    func,
+    literal,
+    select,
+    true,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.kit.clock import local_date
+from ioc.kit.types import UTCDateTime
 from ioc.kpi.catalog import KpiDefinition
 from ioc.kpi.formulas import Composite, InPeriod, LatestPerEntity, MedianInPeriod, OpenAt, Tally
 from ioc.kpi.periods import Period, PeriodKind
@@ -64,15 +76,12 @@ async def compute(
         return await _in_period(session, formula, units, periods, now=now, key=by)
     if isinstance(formula, MedianInPeriod):
         return await _median(session, formula, units, periods, now=now, key=by)
+    moments = {p: at for p in periods if (at := judged_at(p, now=now, tz=tz)) is not None}
+    if isinstance(formula, OpenAt):
+        return await _open_at(session, formula, units, moments, key=by)
     cells: dict[tuple[str, Period], Sums] = {}
-    for period in periods:
-        at = judged_at(period, now=now, tz=tz)
-        if at is None:
-            continue
-        if isinstance(formula, OpenAt):
-            found = await _open_at(session, formula, units, at, key=by)
-        else:
-            found = await _latest(session, formula, units, at, tz=tz, key=by)
+    for period, at in moments.items():
+        found = await _latest(session, formula, units, at, tz=tz, key=by)
         for unit, sums in found.items():
             cells[(unit, period)] = sums
     return cells
@@ -111,8 +120,8 @@ async def _composite(
         ).items():
             rates.setdefault(cell, {})[name] = component.value(numerator, denominator)
     cells: dict[tuple[str, Period], Sums] = {}
-    for cell, values in rates.items():
-        points = formula.combine(values)
+    for cell, cell_rates in rates.items():
+        points = formula.combine(cell_rates)
         if points is not None:
             cells[cell] = (points, None)
     return cells
@@ -192,19 +201,54 @@ async def _median(
 
 
 async def _open_at(
-    session: AsyncSession, formula: OpenAt, units: list[str], at: datetime, *, key: str | None
-) -> dict[str, Sums]:
+    session: AsyncSession,
+    formula: OpenAt,
+    units: list[str],
+    moments: dict[Period, datetime],
+    *,
+    key: str | None,
+) -> dict[tuple[str, Period], Sums]:
+    """Counts at many moments in one query: the records joined with a list of the moments."""
+    if not moments:
+        return {}
+    periods = list(moments)
     table = STORES[formula.record_type].model
     group = _key(table, key)
+    # A UNION ALL of one-row SELECTs: portable, where VALUES column aliases are not (SQLite).
+    at_list = union_all(
+        *(
+            select(
+                literal(i, Integer).label("slot"), literal(moments[p], UTCDateTime()).label("at")
+            )
+            for i, p in enumerate(periods)
+        )
+    ).subquery("moments")
+    at = at_list.c.at
     opened = getattr(table, formula.opened)
-    conditions = [table.unit_code.in_(units), opened <= at]
+    # Strictly before the moment: a record opened exactly at a period's end (local midnight)
+    # belongs to the next day, as its local date says.
+    conditions = [
+        table.unit_code.in_(units),
+        opened < at,
+        opened < max(moments.values()),  # lets an index on the column narrow the scan
+    ]
     if formula.closed is not None:
         closed = getattr(table, formula.closed)
         conditions.append((closed.is_(None)) | (closed > at))
+        conditions.append((closed.is_(None)) | (closed > min(moments.values())))
     if formula.where is not None:
         conditions.append(formula.where(table, at))
-    query = select(group, func.count()).where(*conditions).group_by(*_grouping(group))
-    return {value: (float(count), None) for value, count in (await session.execute(query)).all()}
+    query = (
+        select(at_list.c.slot, group, func.count())
+        .select_from(table)
+        .join(at_list, true())
+        .where(*conditions)
+        .group_by(*_grouping(at_list.c.slot, group))
+    )
+    return {
+        (value, periods[slot]): (float(count), None)
+        for slot, value, count in (await session.execute(query)).all()
+    }
 
 
 async def _latest(
@@ -246,11 +290,12 @@ async def _latest(
 
 
 def _lookback(time: Any, at: datetime, tz: ZoneInfo) -> tuple[Any, Any]:
-    """The window (since, upto] in which an entity's latest record counts at `at`."""
+    """The window (since, upto] in which an entity's latest record counts at `at`: up to the
+    last instant before `at` (a record stamped exactly at a period's end is the next day's)."""
     if isinstance(time.type, Date):  # a day column: the days up to the moment judged at
         upto = local_date(at - timedelta(microseconds=1), tz)
         return upto, upto - timedelta(days=LATEST_LOOKBACK_DAYS)
-    return at, at - timedelta(days=LATEST_LOOKBACK_DAYS)
+    return at - timedelta(microseconds=1), at - timedelta(days=LATEST_LOOKBACK_DAYS)
 
 
 def _sums(values: list[Any]) -> Sums:
@@ -327,7 +372,7 @@ def cell_conditions(
         return [false()]
     if isinstance(formula, OpenAt):
         opened = getattr(table, formula.opened)
-        conditions = [opened <= at]
+        conditions = [opened < at]
         if formula.closed is not None:
             closed = getattr(table, formula.closed)
             conditions.append(closed.is_(None) | (closed > at))

@@ -44,8 +44,9 @@ class InPeriod:
     numerator: Tally
     denominator: Tally | None = None
     where: Condition | None = None
-    drifts: bool = False
-    """True when the value of an open record changes with time alone (e.g. on time until due)."""
+    drifts_at: str | None = None
+    """A datetime column at which an open record's value changes with time alone (it turns
+    late at its due time): the cells of records whose moment has just passed are refreshed."""
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, distinct, func, select, tuple_
+from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.ingest.service import ChangeSet
-from ioc.kit.clock import local_date
+from ioc.kit.clock import local_date, local_midnight
 from ioc.kit.upsert import upsert
 from ioc.kpi.catalog import CATALOG, KPIS, KpiDefinition
 from ioc.kpi.engine import STOCK_HORIZON_DAYS, TOTAL, affected_days, compute, periods_of
@@ -78,17 +78,46 @@ async def recompute(
 async def refresh(
     session: AsyncSession, *, province_code: str, tz: ZoneInfo, now: datetime
 ) -> list[CellValue]:
-    """Recompute the cells that change with time alone: the running periods (and yesterday)
-    of every KPI whose value depends on "now" (stocks, and rates with open records)."""
+    """Recompute the cells that change with time alone, since the start of yesterday:
+
+    - every stock, latest-record, median and composite KPI in the running periods and in those
+      that ended yesterday (a month that just ended is judged at its end, not at the last refresh);
+    - for rates with open records (on time until due), the day cells — and the periods holding
+      them — of the open records whose due moment passed since the start of yesterday.
+
+    After a downtime longer than a day, run `ioc kpi rebuild`.
+    """
     communes = await _communes(session, province_code)
     today = local_date(now, tz)
-    periods = periods_of([today]) | {Period(PeriodKind.DAY, today - timedelta(days=1))}
-    wanted: Wanted = {
-        kpi.id: {(unit, period) for unit in communes for period in periods}
-        for kpi in CATALOG
-        if not isinstance(kpi.formula, InPeriod) or kpi.formula.drifts
-    }
+    yesterday = today - timedelta(days=1)
+    running = periods_of([today, yesterday])
+    since = local_midnight(yesterday, tz)
+    wanted: Wanted = {}
+    for kpi in CATALOG:
+        formula = kpi.formula
+        if not isinstance(formula, InPeriod):
+            wanted[kpi.id] = {(unit, period) for unit in communes for period in running}
+        elif formula.drifts_at is not None:
+            wanted[kpi.id] = await _drifted_cells(session, formula, communes, since=since, now=now)
     return await recompute_cells(session, wanted, province_code=province_code, tz=tz, now=now)
+
+
+async def _drifted_cells(
+    session: AsyncSession, formula: InPeriod, communes: set[str], *, since: datetime, now: datetime
+) -> set[tuple[str, Period]]:
+    """Cells holding records whose drift moment (e.g. the due time) fell in [since, now]."""
+    table = STORES[formula.record_type].model
+    moment = getattr(table, formula.drifts_at)
+    day = getattr(table, formula.time_column)
+    query = (
+        select(table.unit_code, day)
+        .where(table.unit_code.in_(communes), moment >= since, moment <= now, day.is_not(None))
+        .distinct()
+    )
+    cells: set[tuple[str, Period]] = set()
+    for unit, found in (await session.execute(query)).all():
+        cells |= {(unit, period) for period in periods_of([found])}
+    return cells
 
 
 async def rebuild(session: AsyncSession, *, province_code: str, tz: ZoneInfo, now: datetime) -> int:
@@ -107,21 +136,36 @@ async def rebuild(session: AsyncSession, *, province_code: str, tz: ZoneInfo, no
 async def recompute_cells(
     session: AsyncSession, wanted: Wanted, *, province_code: str, tz: ZoneInfo, now: datetime
 ) -> list[CellValue]:
-    """Compute and store these commune cells and their province roll-ups; returns changes."""
+    """Compute and store these commune cells and their province roll-ups; returns changes.
+
+    Day cells come from the records; the month, quarter and year cells of additive in-period
+    KPIs are the sums of their stored day cells (exact, and one pass instead of a scan per
+    period); other periods are computed from the records at their end."""
     changed: list[CellValue] = []
     for kpi_id, cells in wanted.items():
         if not cells:
             continue
         kpi = KPIS[kpi_id]
+        summed = isinstance(kpi.formula, InPeriod)
+        direct = {c for c in cells if not (summed and c[1].kind is not PeriodKind.DAY)}
         computed = await compute(
-            session, kpi, {u for u, _ in cells}, {p for _, p in cells}, now=now, tz=tz
+            session, kpi, {u for u, _ in direct}, {p for _, p in direct}, now=now, tz=tz
         )
         values = [
             CellValue(kpi, unit, period, *computed.get((unit, period), _zero(kpi)), now)
-            for unit, period in cells
+            for unit, period in direct
         ]
         changed += await _store_changed(session, values)
         await session.flush()
+        longer = cells - direct
+        if longer:
+            sums = await _sum_days(session, kpi, longer)
+            values = [
+                CellValue(kpi, unit, period, *sums.get((unit, period), _zero(kpi)), now)
+                for unit, period in longer
+            ]
+            changed += await _store_changed(session, values)
+            await session.flush()
         periods = {p for _, p in cells}
         if kpi.is_additive:
             province = await _roll_up(session, kpi, periods, province_code, now=now)
@@ -129,6 +173,37 @@ async def recompute_cells(
             province = await _totals(session, kpi, periods, province_code, now=now, tz=tz)
         changed += await _store_changed(session, province)
     return changed
+
+
+async def _sum_days(
+    session: AsyncSession, kpi: KpiDefinition, cells: set[tuple[str, Period]]
+) -> dict[tuple[str, Period], tuple[float, float | None]]:
+    """Month, quarter and year cells as the sums of their stored day cells."""
+    units = sorted({u for u, _ in cells})
+    periods = {p for _, p in cells}
+    first = min(p.start for p in periods)
+    last = max(p.last_day for p in periods)
+    query = select(
+        KpiValue.unit_code,
+        KpiValue.period_start,
+        KpiValue.numerator,
+        KpiValue.denominator,
+    ).where(
+        KpiValue.kpi == kpi.id,
+        KpiValue.period_kind == PeriodKind.DAY.value,
+        KpiValue.unit_code.in_(units),
+        KpiValue.period_start.between(first, last),
+    )
+    by_period: dict[tuple[str, Period], list[float | None]] = {}
+    for unit, day, numerator, denominator in (await session.execute(query)).all():
+        for kind in (PeriodKind.MONTH, PeriodKind.QUARTER, PeriodKind.YEAR):
+            period = Period.containing(kind, day)
+            if (unit, period) in cells:
+                total = by_period.setdefault((unit, period), [0.0, None])
+                total[0] = (total[0] or 0.0) + numerator
+                if denominator is not None:
+                    total[1] = (total[1] or 0.0) + denominator
+    return {cell: (n or 0.0, d) for cell, (n, d) in by_period.items()}
 
 
 def _zero(kpi: KpiDefinition) -> tuple[float, float | None]:
@@ -150,7 +225,7 @@ async def _days_with_records(session: AsyncSession, kpi: KpiDefinition, today: d
     table = STORES[formula.record_type].model
     if isinstance(formula, InPeriod | MedianInPeriod):
         column = getattr(table, formula.time_column)
-        return {d for d in (await session.scalars(select(distinct(column)))).all() if d}
+        return {d for d in (await session.scalars(select(column).distinct())).all() if d}
     if isinstance(formula, Composite):
         days: set[date] = set()
         for name in formula.components:
