@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import random
+import resource
 import statistics
 import sys
 import time
@@ -92,17 +93,21 @@ async def run(
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     body_bytes = 0
+    unsent = 0
     rng = random.Random(7)
     started = time.perf_counter()
     deadline = started + seconds
 
     async def worker(index: int, connection: Connection) -> None:
-        nonlocal body_bytes
+        nonlocal body_bytes, unsent
         sent = 0
         while True:
             if rate > 0:  # this connection's share of an evenly spaced schedule
                 scheduled = started + (index + sent * connections) / rate
                 if scheduled >= deadline:
+                    return
+                if time.perf_counter() > deadline:  # bounded: what is still queued is unsent
+                    unsent += int((deadline - scheduled) * rate / connections) + 1
                     return
                 delay = scheduled - time.perf_counter()
                 if delay > 0:
@@ -120,6 +125,7 @@ async def run(
 
     await asyncio.gather(*(worker(i, c) for i, c in enumerate(pool)))
     elapsed = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     for connection in pool:
         connection.close()
     ordered = sorted(latencies)
@@ -132,6 +138,7 @@ async def run(
         "connections": connections,
         "seconds": round(elapsed, 2),
         "requests": len(latencies),
+        "scheduled_but_unsent_at_deadline": unsent,
         "requests_per_second": round(len(latencies) / elapsed),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "mean_body_bytes": round(body_bytes / max(1, len(latencies))),
@@ -140,6 +147,7 @@ async def run(
         "latency_ms_p99": pct(99),
         "latency_ms_max": round(ordered[-1] * 1000, 2) if ordered else None,
         "latency_ms_mean": round(statistics.fmean(ordered) * 1000, 2) if ordered else None,
+        "client_cpu_share": round((usage.ru_utime + usage.ru_stime) / elapsed, 2),
     }
 
 

@@ -107,7 +107,7 @@ async def get_series(
     session: SessionDep,
     ctx: ContextDep,
     unit: UnitParam = None,
-    period: Annotated[str, Query(description="day, month, quarter or year")] = "day",
+    period: PeriodParam = None,
     date_from: Annotated[date | None, Query(alias="from", description="First day")] = None,
     date_to: Annotated[date | None, Query(alias="to", description="Last day; today")] = None,
 ) -> Response:
@@ -115,7 +115,8 @@ async def get_series(
     with _answering_errors():
         definition = get_kpi(kpi)
         today = local_date(ctx.clock(), ctx.settings.tz)
-        periods = reads.series_periods(period, date_from, date_to, today=today)
+        kind = period or definition.headline_period.value
+        periods = reads.series_periods(kind, date_from, date_to, today=today)
         data, hit = await reads.series_bytes(
             session, ctx.kpi_cache, definition, _unit(ctx, unit), periods
         )

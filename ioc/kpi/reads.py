@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ioc.kit.clock import add_months, local_date
 from ioc.kpi.catalog import Direction, KpiDefinition, ValueKind
 from ioc.kpi.engine import cell_conditions, compute
-from ioc.kpi.formulas import InPeriod, OpenAt
+from ioc.kpi.formulas import Composite, InPeriod, LatestPerEntity, MedianInPeriod, OpenAt
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import MONTHS_IN, Period, PeriodKind
 from ioc.kpi.schemas import (
@@ -32,7 +32,7 @@ from ioc.kpi.schemas import (
     SeriesPoint,
     SeriesRead,
 )
-from ioc.kpi.service import CellValue, to_read
+from ioc.kpi.service import CellValue, cell_value, to_read
 from ioc.records.service import (
     DEFAULT_LIMIT,
     RecordQuery,
@@ -80,6 +80,7 @@ AXES: dict[str, dict[str, Axis]] = {
 _VALUE_IN_WORDS = {
     ValueKind.PERCENT: "100 × numerator ÷ denominator",
     ValueKind.MEAN: "numerator ÷ denominator",
+    ValueKind.MEDIAN: "the median (numerator) of the denominator's records",
     ValueKind.COUNT: "the numerator",
 }
 
@@ -92,19 +93,29 @@ def breakdown_axes(kpi: KpiDefinition) -> list[str]:
 def describe_formula(kpi: KpiDefinition) -> tuple[str, str]:
     """The formula's kind and a one-line description of it."""
     formula = kpi.formula
+    if isinstance(formula, Composite):
+        return "composite", f"a score combined from {', '.join(formula.components)}"
+    if isinstance(formula, MedianInPeriod):
+        return "median_in_period", (
+            f"median {formula.value} of the {formula.record_type} records whose "
+            f"{formula.time_column} is in the period"
+        )
     if isinstance(formula, InPeriod):
         kind = "in_period"
         records = f"{formula.record_type} records whose {formula.time_column} is in the period"
     elif isinstance(formula, OpenAt):
         kind = "open_at"
         records = f"{formula.record_type} records open at the period's end (now while it runs)"
-    else:
+    elif isinstance(formula, LatestPerEntity):
         kind = "latest_per_entity"
         records = (
             f"the latest {formula.record_type} record of each {formula.entity} "
             "at the period's end, summed"
         )
-    return kind, f"{records}; value = {_VALUE_IN_WORDS[kpi.value_kind]}"
+    else:  # a formula kind this module does not know yet
+        kind, records = type(formula).__name__, f"{formula.record_type} records"
+    value = _VALUE_IN_WORDS.get(kpi.value_kind, kpi.value_kind.value)
+    return kind, f"{records}; value = {value}"
 
 
 def declaration(kpi: KpiDefinition) -> KpiDeclarationRead:
@@ -122,6 +133,7 @@ def declaration(kpi: KpiDefinition) -> KpiDeclarationRead:
         warn=kpi.warn,
         critical=kpi.critical,
         record_type=kpi.record_type,
+        additive=kpi.is_additive,
         formula_kind=kind,
         formula=words,
         breakdown_axes=breakdown_axes(kpi),
@@ -209,7 +221,7 @@ async def _children(session: AsyncSession, code: str) -> dict[str, str]:
     rows = await session.execute(
         select(AdminUnit.code, AdminUnit.name).where(AdminUnit.parent_code == code)
     )
-    return dict(rows.tuples().all())
+    return {key: name for key, name in rows.all()}
 
 
 async def counted_units(session: AsyncSession, code: str) -> list[str]:
@@ -383,9 +395,11 @@ def _axis(kpi: KpiDefinition, by: str) -> Axis | None:
 
 def records_path(
     kpi: KpiDefinition, unit: str, period: Period, filters: Mapping[str, str] | None = None
-) -> str:
+) -> str | None:
     """The path listing the records behind a cell (or a part of it): its denominator's for a
-    ratio, its numerator's for a count."""
+    ratio, its numerator's for a count; None for a composite score, which has none."""
+    if isinstance(kpi.formula, Composite):
+        return None
     side = "denominator" if kpi.is_ratio else "numerator"
     params = {
         "unit": unit,
@@ -408,9 +422,9 @@ async def breakdown(
     now: datetime,
     tz: ZoneInfo,
 ) -> BreakdownRead:
-    """One cell and its parts: by `unit`, the child units' stored cells (computed on read when
-    the cell is not stored yet); by an axis, the cell computed per value of a record column.
-    The parts' numerators and denominators sum to the total's."""
+    """One cell (the total) and its parts: by `unit`, the child units' stored cells (computed
+    on read when none is stored yet); by an axis, the cell computed per value of a record column.
+    For an additive KPI the parts' numerators and denominators sum to the total's."""
     if sort not in ("value", "key"):
         raise InvalidKpiRead(f"sort must be value or key, not {sort!r}")
     axis = _axis(kpi, by)
@@ -436,12 +450,13 @@ async def breakdown(
             if key is not None
         }
     rows = [
-        _row(kpi, key, labels.get(key) if key is not None else None, sums, links.get(key, ""))
+        _row(kpi, key, labels.get(key) if key is not None else None, sums, links.get(key))
         for key, sums in parts.items()
     ]
-    numerator = sum(r.numerator for r in rows)
-    denominator = sum(r.denominator or 0.0 for r in rows) if kpi.is_ratio else None
-    total = _row(kpi, unit, place.name, (numerator, denominator), records_path(kpi, unit, period))
+    whole = await cell_value(session, kpi, unit, period, now=now, tz=tz)
+    total = _row(
+        kpi, unit, place.name, (whole.numerator, whole.denominator), records_path(kpi, unit, period)
+    )
     return BreakdownRead(
         kpi=kpi.id,
         unit=unit,
@@ -451,6 +466,7 @@ async def breakdown(
         column=axis.column if axis is not None else None,
         value_kind=kpi.value_kind.value,
         good_direction=kpi.good_direction.value,
+        additive=kpi.is_additive,
         sort=sort,
         rows=sorted(rows, key=_by_value(kpi) if sort == "value" else _by_key),
         total=total,
@@ -500,11 +516,11 @@ async def _labels(
     rows = await session.execute(
         select(column, func.max(label)).where(column.in_(keys)).group_by(column)
     )
-    return dict(rows.tuples().all())
+    return {key: name for key, name in rows.all()}
 
 
 def _row(
-    kpi: KpiDefinition, key: str | None, label: str | None, sums: Sums, link: str
+    kpi: KpiDefinition, key: str | None, label: str | None, sums: Sums, link: str | None
 ) -> BreakdownRow:
     numerator, denominator = sums
     if kpi.is_ratio and denominator is None:
@@ -542,6 +558,11 @@ def side_conditions(
     """Conditions selecting the records behind one side of a cell."""
     if side not in SIDES:
         raise InvalidKpiRead(f"side must be one of {', '.join(SIDES)}, not {side!r}")
+    if isinstance(kpi.formula, Composite):
+        raise InvalidKpiRead(
+            f"{kpi.id} is a score combined from other KPIs and has no records of its own; "
+            f"see those of {', '.join(kpi.formula.components)}"
+        )
     if side != "numerator" and not kpi.is_ratio:
         raise InvalidKpiRead(f"{kpi.id} is a count and has no denominator; use side=numerator")
     if side != "late":

@@ -43,7 +43,10 @@ class KpiDeclarationRead(BaseModel):
     warn: float | None
     critical: float | None
     record_type: str
-    formula_kind: str = Field(description="in_period, open_at or latest_per_entity")
+    additive: bool = Field(description="Whether a cell is the sum of its parts (communes…)")
+    formula_kind: str = Field(
+        description="in_period, open_at, latest_per_entity, median_in_period or composite"
+    )
     formula: str = Field(description="The formula in words")
     breakdown_axes: list[str] = Field(description="Values `by` accepts in a breakdown")
 
@@ -84,7 +87,9 @@ class BreakdownRow(BaseModel):
     numerator: float
     denominator: float | None
     value: float | None
-    records: str = Field(description="Path of the records behind this row")
+    records: str | None = Field(
+        description="Path of the records behind this row; null for a composite score"
+    )
 
 
 class BreakdownRead(BaseModel):
@@ -98,6 +103,7 @@ class BreakdownRead(BaseModel):
     column: str | None = Field(description="The record column of the axis; null for units")
     value_kind: str
     good_direction: str
+    additive: bool = Field(description="Whether the parts sum to the total")
     sort: str
     rows: list[BreakdownRow]
     total: BreakdownRow
