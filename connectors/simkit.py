@@ -11,12 +11,39 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock_time
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+
+LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
+UTC_OFFSET = timedelta(hours=7)
+"""Asia/Ho_Chi_Minh has had no daylight saving since 1975: plain arithmetic is exact and fast."""
+
+
+def local_date(moment: datetime) -> date:
+    """The Asia/Ho_Chi_Minh calendar day of an aware datetime."""
+    return (moment.astimezone(UTC) + UTC_OFFSET).date()
+
+
+def isoformat_local(moment: datetime) -> str:
+    """An aware datetime as ISO 8601 in local time with its +07:00 offset."""
+    return moment.astimezone(LOCAL).isoformat()
+
+
+def at_local(day: date, hour: float, minute: float = 0) -> datetime:
+    """The UTC instant of a local wall-clock time on `day` (hours may be fractional)."""
+    midnight = datetime.combine(day, clock_time.min, UTC) - UTC_OFFSET
+    return midnight + timedelta(hours=hour, minutes=minute)
+
+
+def whole(moment: datetime) -> datetime:
+    """`moment` without its microseconds."""
+    return moment.replace(microsecond=0)
 
 
 class SimClock:

@@ -23,21 +23,27 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from datetime import time as clock_time
 from email.utils import format_datetime
 from typing import Any, ClassVar
-from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import PrivateAttr
 
-from connectors.simkit import Faults, SimClock, apply_faults, control_router, error_response
+from connectors.simkit import (
+    Faults,
+    SimClock,
+    apply_faults,
+    control_router,
+    error_response,
+    isoformat_local,
+    local_date,
+)
+from connectors.simkit import at_local as _at
+from connectors.simkit import whole as _whole
 
 from .catalog import LEVEL_LABELS, PROFILES, School, SchoolCalendar, build_schools
 
-LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
-_UTC_OFFSET = timedelta(hours=7)  # no DST in Vietnam since 1975
 CSV_HEADER = (
     "ma_truong", "ten_truong", "cap_hoc", "ma_xa", "ngay", "si_so", "co_mat", "so_giao_vien",
     "so_lop",
@@ -47,25 +53,6 @@ EXPORT_HOUR = 18  # the department's export job runs at 18:00 local time
 REPORT_FROM, REPORT_MINUTES = 14, 210  # schools report between 14:00 and 17:30
 Key = tuple[datetime, str, str]
 """The order of the attendance feed: (updated_at, school_code, date)."""
-
-
-def local_date(moment: datetime) -> date:
-    """The Asia/Ho_Chi_Minh calendar day of an aware datetime."""
-    return (moment.astimezone(UTC) + _UTC_OFFSET).date()
-
-
-def isoformat_local(moment: datetime) -> str:
-    """An aware datetime as ISO 8601 in local time with its +07:00 offset."""
-    return moment.astimezone(LOCAL).isoformat()
-
-
-def _at(day: date, hour: int, minute: int = 0) -> datetime:
-    """UTC time of a local wall-clock time on `day`."""
-    return datetime.combine(day, clock_time(hour, minute), UTC) - _UTC_OFFSET
-
-
-def _whole(moment: datetime) -> datetime:
-    return moment.replace(microsecond=0)
 
 
 def _week_end(day: date) -> date:

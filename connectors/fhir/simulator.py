@@ -19,10 +19,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from datetime import time as clock_time
 from typing import Annotated, Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo
 
 import holidays
 from fastapi import FastAPI, Query, Request
@@ -30,12 +28,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from connectors.simkit import Faults, SimClock, apply_faults, control_router
+from connectors.simkit import (
+    LOCAL,
+    Faults,
+    SimClock,
+    apply_faults,
+    at_local,
+    control_router,
+    local_date,
+    whole,
+)
 
 from .hospitals import Site, sites
 
-LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
-_UTC_OFFSET = timedelta(hours=7)  # no DST in Vietnam: plain arithmetic is exact and fast
 FHIR_JSON = "application/fhir+json"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 DISCHARGE_DISPOSITION = "http://terminology.hl7.org/CodeSystem/discharge-disposition"
@@ -74,11 +79,6 @@ EMER_HOURS = (  # relative arrivals per local hour: quiet before dawn, peak in t
 ENDED = frozenset({"finished", "cancelled"})
 
 
-def local_date(moment: datetime) -> date:
-    """The Asia/Ho_Chi_Minh calendar day of an aware datetime."""
-    return (moment.astimezone(UTC) + _UTC_OFFSET).date()
-
-
 def instant(moment: datetime) -> str:
     """An aware datetime as a FHIR instant in local time, e.g. 2025-11-19T10:02:11+07:00."""
     return moment.astimezone(LOCAL).isoformat(timespec="seconds")
@@ -86,8 +86,7 @@ def instant(moment: datetime) -> str:
 
 def _at(day: date, hours: float) -> datetime:
     """UTC time of a local wall-clock time (hours after midnight, may exceed 24) on `day`."""
-    midnight = datetime.combine(day, clock_time(), UTC) - _UTC_OFFSET
-    return (midnight + timedelta(hours=hours)).replace(microsecond=0)
+    return whole(at_local(day, hours))
 
 
 def _minutes(value: float) -> timedelta:

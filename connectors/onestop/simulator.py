@@ -20,11 +20,9 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from datetime import time as clock_time
 from functools import partial
 from itertools import accumulate
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 import holidays
 from fastapi import FastAPI, Query, Request
@@ -33,7 +31,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vietnam_provinces import ProvinceCode, Ward
 
-from connectors.simkit import Faults, SimClock, apply_faults, control_router, error_response
+from connectors.simkit import (
+    LOCAL,
+    Faults,
+    SimClock,
+    apply_faults,
+    control_router,
+    error_response,
+    isoformat_local,
+    local_date,
+)
+from connectors.simkit import at_local as _at
+from connectors.simkit import whole as _whole
 
 from .catalog import (
     APPLICATION_FORM,
@@ -49,8 +58,6 @@ from .catalog import (
 )
 from .units import LegacyWard, predecessors
 
-LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
-_UTC_OFFSET = timedelta(hours=7)  # Asia/Ho_Chi_Minh has had no DST since 1975: generation is faster
 TIME_FORMAT = "%Y%m%d%H%M%S"  # the sync API's yyyyMMddHHmmss, in local time
 RESULT_FILES = "https://motcua.example.gov.vn/ketqua"  # where electronic results are kept
 _LAST_ID = "\uffff"  # sorts after every MaHoSo: "updated_after" alone skips that whole second
@@ -59,25 +66,6 @@ _LAST_ID = "\uffff"  # sorts after every MaHoSo: "updated_after" alone skips tha
 def format_local(moment: datetime) -> str:
     """An aware datetime as the sync API's local "yyyyMMddHHmmss" string."""
     return moment.astimezone(LOCAL).strftime(TIME_FORMAT)
-
-
-def isoformat_local(moment: datetime) -> str:
-    """An aware datetime as ISO 8601 in local time with its +07:00 offset."""
-    return moment.astimezone(LOCAL).isoformat()
-
-
-def local_date(moment: datetime) -> date:
-    """The Asia/Ho_Chi_Minh calendar day of an aware datetime."""
-    return (moment.astimezone(UTC) + _UTC_OFFSET).date()
-
-
-def _at(day: date, hour: int, minute: int = 0) -> datetime:
-    """UTC time of a local wall-clock time on `day`."""
-    return datetime.combine(day, clock_time(hour, minute), UTC) - _UTC_OFFSET
-
-
-def _whole(moment: datetime) -> datetime:
-    return moment.replace(microsecond=0)
 
 
 # ---------------------------------------------------------------- calendar and clock

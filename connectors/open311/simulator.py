@@ -16,10 +16,8 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from datetime import time as clock_time
 from itertools import accumulate
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import holidays
 from fastapi import FastAPI, Request
@@ -27,7 +25,17 @@ from fastapi.responses import JSONResponse
 from pydantic import PrivateAttr
 from vietnam_provinces import Province, ProvinceCode, Ward
 
-from connectors.simkit import Faults, SimClock, apply_faults, control_router
+from connectors.simkit import (
+    LOCAL,
+    Faults,
+    SimClock,
+    apply_faults,
+    control_router,
+    isoformat_local,
+    local_date,
+)
+from connectors.simkit import at_local as _at
+from connectors.simkit import whole as _whole
 
 from .catalog import (
     AREA_CENTRES,
@@ -40,8 +48,6 @@ from .catalog import (
 )
 from .catalog import Service as CatalogService
 
-LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
-_UTC_OFFSET = timedelta(hours=7)  # Asia/Ho_Chi_Minh has had no DST since 1975
 MAX_SPAN = timedelta(days=90)  # GeoReport v2: a date range may not span more than 90 days
 HOUR_WEIGHTS = (
     0.2, 0.1, 0.1, 0.1, 0.2, 0.5, 1.2, 2.5, 3.5, 3.5, 3.2, 2.8,
@@ -54,25 +60,6 @@ RECEIVED_NOTE = "Đã gửi phản ánh, chờ tiếp nhận."
 PROGRESS_NOTE = "Đơn vị đang xác minh, kiểm tra thực tế tại hiện trường."
 OVERDUE_NOTE = "Quá thời hạn xử lý, Trung tâm đã đôn đốc {agency}."
 DUPLICATE_NOTE = "Phản ánh trùng lặp hoặc không thuộc phạm vi tiếp nhận, đã hướng dẫn người dân."
-
-
-def isoformat_local(moment: datetime) -> str:
-    """An aware datetime as ISO 8601 in local time with its +07:00 offset."""
-    return moment.astimezone(LOCAL).isoformat()
-
-
-def local_date(moment: datetime) -> date:
-    """The Asia/Ho_Chi_Minh calendar day of an aware datetime."""
-    return (moment.astimezone(UTC) + _UTC_OFFSET).date()
-
-
-def _at(day: date, hour: int, minute: int = 0) -> datetime:
-    """UTC time of a local wall-clock time on `day`."""
-    return datetime.combine(day, clock_time(hour, minute), UTC) - _UTC_OFFSET
-
-
-def _whole(moment: datetime) -> datetime:
-    return moment.replace(microsecond=0)
 
 
 def _sentence(text: str) -> str:
