@@ -46,6 +46,16 @@ def whole(moment: datetime) -> datetime:
     return moment.replace(microsecond=0)
 
 
+def clock_start(start: datetime | None, *, history_days: int, catch_up: bool) -> datetime:
+    """Where a simulator's clock starts: as given, or now (history_days back when catching up)."""
+    if start is None:
+        real_now = datetime.now(UTC)
+        return real_now - timedelta(days=history_days) if catch_up else real_now
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware")
+    return start
+
+
 class SimClock:
     """Simulated time: start + real elapsed × speed + manual offset, capped in catch-up mode."""
 

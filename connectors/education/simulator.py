@@ -22,7 +22,7 @@ import random
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any, ClassVar
 
@@ -34,6 +34,7 @@ from connectors.simkit import (
     Faults,
     SimClock,
     apply_faults,
+    clock_start,
     control_router,
     error_response,
     isoformat_local,
@@ -311,11 +312,7 @@ class Simulator:
         province_code: int = 75,
         correction_rate: float = 0.08,
     ) -> None:
-        real_now = datetime.now(UTC)
-        if start is None:
-            start = real_now - timedelta(days=history_days) if catch_up else real_now
-        if start.tzinfo is None:
-            raise ValueError("start must be timezone-aware")
+        start = clock_start(start, history_days=history_days, catch_up=catch_up)
         self.seed = seed
         self.schools = build_schools(province_code, seed)
         self.factory = DayFactory(schools=self.schools, seed=seed, correction_rate=correction_rate)

@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -34,6 +34,7 @@ from connectors.simkit import (
     SimClock,
     apply_faults,
     at_local,
+    clock_start,
     control_router,
     local_date,
     whole,
@@ -610,11 +611,7 @@ class Simulator:
         speed: float = 1.0,
         catch_up: bool = False,
     ) -> None:
-        real_now = datetime.now(UTC)
-        if start is None:
-            start = real_now - timedelta(days=history_days) if catch_up else real_now
-        if start.tzinfo is None:
-            raise ValueError("start must be timezone-aware")
+        start = clock_start(start, history_days=history_days, catch_up=catch_up)
         if not 0 < scale <= 2:
             raise ValueError("scale must be in (0, 2]")
         self.seed = seed

@@ -19,7 +19,7 @@ import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import partial
 from itertools import accumulate
 from typing import Any, Literal
@@ -36,6 +36,7 @@ from connectors.simkit import (
     Faults,
     SimClock,
     apply_faults,
+    clock_start,
     control_router,
     error_response,
     isoformat_local,
@@ -624,11 +625,7 @@ class Simulator:
         catch_up: bool = False,
         legacy_code_share: float = 0.05,
     ) -> None:
-        real_now = datetime.now(UTC)
-        if start is None:
-            start = real_now - timedelta(days=history_days) if catch_up else real_now
-        if start.tzinfo is None:
-            raise ValueError("start must be timezone-aware")
+        start = clock_start(start, history_days=history_days, catch_up=catch_up)
         if not 0 <= legacy_code_share <= 1:
             raise ValueError("legacy_code_share must be between 0 and 1")
         self.factory = DossierFactory(

@@ -15,7 +15,7 @@ import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from itertools import accumulate
 from typing import Any
 
@@ -30,6 +30,7 @@ from connectors.simkit import (
     Faults,
     SimClock,
     apply_faults,
+    clock_start,
     control_router,
     isoformat_local,
     local_date,
@@ -470,11 +471,7 @@ class Simulator:
         max_results: int = 1000,
         unlocated_share: float = 0.01,
     ) -> None:
-        real_now = datetime.now(UTC)
-        if start is None:
-            start = real_now - timedelta(days=history_days) if catch_up else real_now
-        if start.tzinfo is None:
-            raise ValueError("start must be timezone-aware")
+        start = clock_start(start, history_days=history_days, catch_up=catch_up)
         if not 0 <= unlocated_share <= 0.5:
             raise ValueError("unlocated_share must be between 0 and 0.5")
         self.factory = RequestFactory(
