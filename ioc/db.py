@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, ClassVar
 
 from sqlalchemy import JSON, MetaData, event
@@ -36,6 +37,15 @@ class Base(DeclarativeBase):
     }
 
 
+SQLITE_CASEFOLD = "ioc_casefold"
+"""Name of the case-folding SQL function every SQLite connection gets."""
+
+
+def casefold(text: str | None) -> str | None:
+    """Text in composed Unicode form, lower-cased, for case-insensitive comparison."""
+    return None if text is None else unicodedata.normalize("NFC", text).lower()
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine; SQLite gets WAL, foreign keys and a busy timeout."""
     if url.startswith("sqlite"):
@@ -43,6 +53,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # SQLite's lower() folds ASCII only: searches fold Vietnamese letters with this.
+            dbapi_connection.create_function(SQLITE_CASEFOLD, 1, casefold, deterministic=True)
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")

@@ -7,7 +7,6 @@ the records behind one KPI cell.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -19,6 +18,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from ioc.db import SQLITE_CASEFOLD, casefold
 from ioc.records.models import RecordColumns
 from ioc.records.schemas import Page, RecordItem
 from ioc.records.stores import STORES
@@ -219,7 +219,7 @@ def records_select(query: RecordQuery) -> Select[Any]:
     for name, values in query.filter_values().items():
         statement = statement.where(table.c[name].in_(values))
     if query.q is not None and query.q.strip():
-        needle = _fold(query.q.strip())
+        needle = casefold(query.q.strip())
         searched = [_CaseFold(table.c[name]) for name in query.browsing.search]
         statement = statement.where(
             or_(*(text.contains(needle, autoescape=True) for text in searched))
@@ -256,8 +256,6 @@ async def query_records(
     """One page of the records matching `query` and every `extra_conditions`, with the total."""
     if query.unit is not None and await session.get(AdminUnit, query.unit) is None:
         raise UnknownUnit(f"unknown unit code {query.unit!r}")
-    if query.q is not None and query.q.strip():
-        await prepare_text_search(session)
     statement = records_select(query).where(*extra_conditions)
     total = await session.scalar(select(func.count()).select_from(statement.subquery()))
     rows = await session.scalars(
@@ -281,9 +279,6 @@ def record_item(row: RecordColumns) -> RecordItem:
 
 # ---------------------------------------------------------------- text search
 
-SQLITE_CASEFOLD = "ioc_casefold"
-"""SQLite's lower() folds ASCII only; this Python function folds Vietnamese letters too."""
-
 
 class _CaseFold(FunctionElement[str]):
     """Lower-cased text: lower() on PostgreSQL, the registered Python function on SQLite."""
@@ -301,27 +296,6 @@ def _casefold_default(element: _CaseFold, compiler: SQLCompiler, **kw: Any) -> s
 @compiles(_CaseFold, "sqlite")
 def _casefold_sqlite(element: _CaseFold, compiler: SQLCompiler, **kw: Any) -> str:
     return f"{SQLITE_CASEFOLD}({compiler.process(element.clauses, **kw)})"
-
-
-async def prepare_text_search(session: AsyncSession) -> None:
-    """Make the session's connection able to run `q` searches (registers a SQLite function)."""
-    connection = await session.connection()
-    if connection.dialect.name != "sqlite":
-        return
-    await connection.run_sync(
-        lambda sync: sync.connection.dbapi_connection.create_function(  # type: ignore[union-attr]
-            SQLITE_CASEFOLD, 1, _fold_or_none, deterministic=True
-        )
-    )
-
-
-def _fold(text: str) -> str:
-    """Text in composed Unicode form, lower-cased, for case-insensitive comparison."""
-    return unicodedata.normalize("NFC", text).lower()
-
-
-def _fold_or_none(text: str | None) -> str | None:
-    return None if text is None else _fold(text)
 
 
 # ---------------------------------------------------------------- helpers
