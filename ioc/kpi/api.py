@@ -104,21 +104,20 @@ async def get_catalog() -> list[KpiDeclarationRead]:
 )
 async def get_series(
     kpi: str,
-    session: SessionDep,
     ctx: ContextDep,
     unit: UnitParam = None,
     period: PeriodParam = None,
     date_from: Annotated[date | None, Query(alias="from", description="First day")] = None,
     date_to: Annotated[date | None, Query(alias="to", description="Last day; today")] = None,
 ) -> Response:
-    """A KPI's time series as cached JSON bytes."""
+    """A KPI's time series as cached JSON bytes (a hit opens no database session)."""
     with _answering_errors():
         definition = get_kpi(kpi)
         today = local_date(ctx.clock(), ctx.settings.tz)
         kind = period or definition.headline_period.value
         periods = reads.series_periods(kind, date_from, date_to, today=today)
         data, hit = await reads.series_bytes(
-            session, ctx.kpi_cache, definition, _unit(ctx, unit), periods
+            ctx.sessionmaker, ctx.kpi_cache, definition, _unit(ctx, unit), periods
         )
     return Response(
         data, media_type="application/json", headers={"X-Cache": "hit" if hit else "miss"}

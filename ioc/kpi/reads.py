@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ioc.kit.clock import add_months, local_date
 from ioc.kpi.catalog import Direction, KpiDefinition, ValueKind
@@ -359,7 +359,7 @@ async def series(
 
 
 async def series_bytes(
-    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
     cache: SeriesCache,
     kpi: KpiDefinition,
     unit: str,
@@ -371,7 +371,9 @@ async def series_bytes(
     if cached is not None:
         return cached, True
     ticket = cache.ticket(key)
-    data = orjson.dumps((await series(session, kpi, unit, periods)).model_dump(mode="json"))
+    async with sessions() as session:
+        read = await series(session, kpi, unit, periods)
+    data = orjson.dumps(read.model_dump(mode="json"))
     cache.put(key, data, ticket)
     return data, False
 
