@@ -18,7 +18,7 @@ from ioc.kit.clock import local_date, local_midnight
 from ioc.kit.upsert import upsert
 from ioc.kpi.catalog import CATALOG, KPIS, KpiDefinition
 from ioc.kpi.engine import STOCK_HORIZON_DAYS, TOTAL, affected_days, compute, periods_of
-from ioc.kpi.formulas import Composite, InPeriod, MedianInPeriod
+from ioc.kpi.formulas import Composite, InPeriod, MedianInPeriod, OpenAt
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.schemas import KpiRead
@@ -231,7 +231,8 @@ async def _days_with_records(session: AsyncSession, kpi: KpiDefinition, today: d
         for name in formula.components:
             days |= await _days_with_records(session, KPIS[name], today)
         return days
-    column = getattr(table, getattr(formula, "active_from", None) or formula.date_column)
+    first_column = formula.active_from if isinstance(formula, OpenAt) else formula.date_column
+    column = getattr(table, first_column)
     first = await session.scalar(select(func.min(column)))
     if first is None:
         return set()

@@ -13,6 +13,7 @@ import httpx
 from connectors.education.connector import EducationConnector
 from connectors.education.simulator import Simulator, create_app
 from ioc.sdk import Batch
+from ioc.testing import poll_to_exhaustion
 from tests.support.servers import serve_app
 
 START = datetime(2025, 11, 19, 3, 0, tzinfo=UTC)  # 10:00 on Wednesday 19 November 2025, local
@@ -57,12 +58,9 @@ async def upstream(**overrides: Any) -> AsyncIterator[Upstream]:
 
 
 async def poll_to_the_end(connector: EducationConnector, cursor: dict[str, Any]) -> list[Batch]:
-    """Poll from `cursor` while `has_more`, closing the connector afterwards."""
+    """Every page from `cursor` until the upstream says there is no more (the kit's walk),
+    closing the connector afterwards."""
     try:
-        batches = [await connector.poll(cursor)]
-        while batches[-1].has_more:
-            assert len(batches) < 500, "paging does not end"
-            batches.append(await connector.poll(batches[-1].cursor))
+        return (await poll_to_exhaustion(connector, cursor)).pages
     finally:
         await connector.aclose()
-    return batches

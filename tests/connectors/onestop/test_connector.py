@@ -28,6 +28,7 @@ from ioc.sdk import (
     DossierStatus,
     SupplementRequest,
 )
+from ioc.testing import poll_to_exhaustion
 from tests.support.servers import serve_app
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -76,10 +77,8 @@ async def source() -> AsyncIterator[Upstream]:
 
 
 async def poll_to_the_end(connector: OnestopConnector, cursor: dict[str, Any]) -> list[Batch]:
-    batches = [await connector.poll(cursor)]
-    while batches[-1].has_more:
-        batches.append(await connector.poll(batches[-1].cursor))
-    return batches
+    """Every page from `cursor` until the upstream says there is no more (the kit's walk)."""
+    return (await poll_to_exhaustion(connector, cursor)).pages
 
 
 # ---------------------------------------------------------------- mapping
