@@ -99,4 +99,4 @@ async def _prepare_database(ctx: AppContext) -> None:
     async with ctx.sessionmaker() as session, session.begin():
         await sync_units(session, ctx.settings.province)
         for seed in seeds:
-            await upsert_instance(session, seed, now=ctx.clock())
+            await upsert_instance(session, seed, now=ctx.clock(), registry=ctx.registry)

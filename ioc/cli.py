@@ -260,6 +260,14 @@ def connectors_run(instance: Annotated[str, typer.Argument(help="Instance id or 
     _with_context(run)
 
 
+@app.command("secrets-key")
+def secrets_key() -> None:
+    """Print a new key for IOC_SECRETS_KEY (connector secrets encrypted at rest)."""
+    from ioc.auth.secrets import new_key
+
+    typer.echo(new_key())
+
+
 tokens_app = typer.Typer(help="Manage API tokens (in IOC_DATABASE_URL).")
 app.add_typer(tokens_app, name="tokens")
 

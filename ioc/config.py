@@ -9,7 +9,7 @@ from typing import Literal, Self
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ioc.kpi.calendar import WorkingCalendar, calendar_from_settings
@@ -94,6 +94,11 @@ class Settings(BaseSettings):
         description="Identity provider role → IOC role (JSON); IOC role names map to themselves",
     )
     oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    secrets_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s) encrypting connector secrets at rest, comma-separated: the "
+        "first encrypts, any decrypts (`ioc secrets-key` makes one)",
+    )
     max_body_bytes: int = Field(
         default=1_048_576, ge=1, description="Largest request body accepted (413 beyond)"
     )

@@ -9,6 +9,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ioc.auth.authenticator import Authenticator
+from ioc.auth.secrets import SecretBox
 from ioc.config import Settings
 from ioc.db import create_engine, create_sessionmaker
 from ioc.ingest.registry import ConnectorRegistry
@@ -55,4 +56,6 @@ def build_context(
     )
     ctx.hub = Hub(snapshot_provider(ctx))
     ctx.auth = Authenticator(settings, ctx.sessionmaker)
+    if settings.secrets_key is not None:
+        ctx.registry.secret_box = SecretBox(settings.secrets_key.get_secret_value())
     return ctx

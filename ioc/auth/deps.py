@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, HTTPException, Request, WebSocket, WebSocketDisconnect, status
 from fastapi.params import Depends as DependsParam
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.auth.authenticator import Authenticator, RateLimited
@@ -44,12 +45,22 @@ def _authenticator(ctx: AppContext) -> Authenticator:
     return ctx.auth
 
 
-async def get_principal(request: Request) -> Principal:
+BEARER = HTTPBearer(
+    auto_error=False,
+    description="An IOC token (`ioc tokens create`) or, with OpenID Connect, a JWT",
+)
+"""Reads the Authorization header, and declares the scheme in the OpenAPI document."""
+
+
+async def get_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+) -> Principal:
     """Who the request acts as; 401 without a valid credential, 429 past its rate limit."""
     ctx: AppContext = request.app.state.ctx
     try:
         principal = await _authenticator(ctx).authenticate(
-            bearer_of(request.headers.get("authorization"))
+            credentials.credentials if credentials is not None else None
         )
     except InvalidCredentials as exc:
         raise HTTPException(
