@@ -7,19 +7,23 @@ A revocation clears this replica's cache at once and reaches other replicas with
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ioc.auth.limits import RateLimiter
 from ioc.auth.oidc import InvalidCredentials, OidcVerifier, looks_like_jwt
 from ioc.auth.permissions import OPEN_PRINCIPAL, Principal
-from ioc.auth.service import find_active_token, hash_token, principal_of
+from ioc.auth.service import find_active_token, hash_token, principal_of, touch_token
 from ioc.config import Settings
 from ioc.kit.clock import utcnow
+
+log = logging.getLogger(__name__)
 
 
 class RateLimited(Exception):
@@ -98,15 +102,25 @@ class Authenticator:
         return cached.principal
 
     async def _look_up(self, secret: str, now: datetime) -> _Cached:
-        async with self.sessionmaker() as session, session.begin():
+        async with self.sessionmaker() as session:
             row = await find_active_token(session, secret, now=now)
-            if row is not None and (
-                row.last_used_at is None or (now - row.last_used_at).total_seconds() >= 60
-            ):
-                row.last_used_at = now  # to the minute: a write per token per minute at most
         fresh_until = self.monotonic() + self.settings.auth_cache_seconds
         if row is None:
             return _Cached(principal=None, expires_at=None, fresh_until=fresh_until)
+        if row.last_used_at is None or (now - row.last_used_at).total_seconds() >= 60:
+            await self._touch(row.id, now)
         return _Cached(
             principal=principal_of(row), expires_at=row.expires_at, fresh_until=fresh_until
         )
+
+    async def _touch(self, token_id: int, now: datetime) -> None:
+        """Record a use, to the minute; bookkeeping never fails the request it serves.
+
+        Its own transaction, whose first statement writes: SQLite refuses to turn a read
+        transaction into a write once another writer has committed.
+        """
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                await touch_token(session, token_id, now=now)
+        except SQLAlchemyError as exc:
+            log.warning("could not record the use of token %s: %s", token_id, exc)

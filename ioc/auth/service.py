@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.auth.models import ApiToken, AuditEntry
@@ -104,6 +104,11 @@ async def find_active_token(
     if row.expires_at is not None and row.expires_at <= now:
         return None
     return row
+
+
+async def touch_token(session: AsyncSession, token_id: int, *, now: datetime) -> None:
+    """Set a token's last use (one UPDATE, so it can open its own transaction)."""
+    await session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
 
 
 def principal_of(row: ApiToken) -> Principal:
