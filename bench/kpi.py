@@ -793,7 +793,15 @@ def serve(url: str, port: int) -> None:
 
     from ioc.app import create_app
 
-    app = create_app(Settings(database_url=url, province=PROVINCE, scheduler_enabled=False))
+    # Without tokens: this measures KPI reads; bench/auth.py measures what a token check adds.
+    settings = Settings(
+        database_url=url,
+        province=PROVINCE,
+        scheduler_enabled=False,
+        environment="development",
+        auth_disabled=True,
+    )
+    app = create_app(settings)
     uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False)
 
 

@@ -76,19 +76,27 @@ class Connection:
         self.writer.close()
 
 
-def prepare(path: str, host: str, port: int) -> bytes:
-    """The bytes of a GET request for `path`."""
+def prepare(path: str, host: str, port: int, headers: tuple[str, ...] = ()) -> bytes:
+    """The bytes of a GET request for `path`, with extra `Name: value` headers."""
+    extra = "".join(f"{header}\r\n" for header in headers)
     return (
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json\r\n"
-        "Connection: keep-alive\r\n\r\n"
+        f"{extra}Connection: keep-alive\r\n\r\n"
     ).encode()
 
 
 async def run(
-    *, host: str, port: int, paths: list[str], connections: int, seconds: float, rate: float
+    *,
+    host: str,
+    port: int,
+    paths: list[str],
+    connections: int,
+    seconds: float,
+    rate: float,
+    headers: tuple[str, ...] = (),
 ) -> dict[str, object]:
     """Drive the server for `seconds`; returns counts, rate and latency percentiles."""
-    requests = [prepare(p, host, port) for p in paths]
+    requests = [prepare(p, host, port, headers) for p in paths]
     pool = [await Connection.open(host, port) for _ in range(connections)]
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -159,6 +167,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=0.0, help="req/s, open loop; 0: closed")
+    parser.add_argument(
+        "--header", action="append", default=[], help="an extra 'Name: value' header; repeatable"
+    )
     args = parser.parse_args()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         sys.exit("loopback only")
@@ -177,6 +188,7 @@ def main() -> None:
             connections=args.connections,
             seconds=args.seconds,
             rate=args.rate,
+            headers=tuple(args.header),
         )
     )
     print(json.dumps(result))

@@ -11,6 +11,10 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from ioc.auth import api as auth_api
+from ioc.auth.deps import require
+from ioc.auth.limits import BodySizeLimit
+from ioc.auth.permissions import Permission
 from ioc.config import Settings
 from ioc.context import AppContext, build_context
 from ioc.ingest import api as connectors_api
@@ -42,6 +46,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = build_context(settings, clock=clock, registry=registry)
+        if settings.open_access:
+            log.warning(
+                "OPEN ACCESS (%s): every request is let in without a token, with every role. "
+                "Never expose this service to a network.",
+                "demo" if settings.demo else "IOC_AUTH_DISABLED",
+            )
         await _prepare_database(ctx)
         app.state.ctx = ctx
         ctx.scheduler = await start_scheduler(ctx) if settings.scheduler_enabled else None
@@ -58,12 +68,17 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.include_router(units_api.router)
-    app.include_router(kpi_api.router)
-    app.include_router(records_api.router)
-    app.include_router(connectors_api.router)
-    app.include_router(live_api.router)
-    app.include_router(system_api.router)
+    # Access: a router is gated where it is included (reads), mutations on their routes.
+    # A new router needs one `dependencies=` here; tests/auth/test_routes.py fails without it.
+    read = [require(Permission.READ)]
+    app.include_router(units_api.router, dependencies=read)
+    app.include_router(kpi_api.router, dependencies=read)
+    app.include_router(records_api.router, dependencies=[require(Permission.RECORDS)])
+    app.include_router(connectors_api.router, dependencies=read)
+    app.include_router(auth_api.router, dependencies=[require(Permission.ADMIN)])
+    app.include_router(live_api.router)  # /ws authenticates its handshake (accept_websocket)
+    app.include_router(system_api.router)  # /healthz stays open; the rest gated on its routes
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     @app.get("/", include_in_schema=False)
     async def wall_display() -> FileResponse:
@@ -84,4 +99,4 @@ async def _prepare_database(ctx: AppContext) -> None:
     async with ctx.sessionmaker() as session, session.begin():
         await sync_units(session, ctx.settings.province)
         for seed in seeds:
-            await upsert_instance(session, seed, now=ctx.clock())
+            await upsert_instance(session, seed, now=ctx.clock(), registry=ctx.registry)

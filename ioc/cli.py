@@ -102,7 +102,7 @@ def demo(
     from ioc.app import create_app
 
     # Replayed time moves fast: refresh time-driven KPIs as often as the demo polls.
-    settings = Settings(demo=True, kpi_refresh_seconds=3)
+    settings = Settings(environment="demo", kpi_refresh_seconds=3)
     _configure_logging(settings)
     simulators = {
         kind: _simulator_app(kind, seed=7, speed=speed, catch_up=True)
@@ -191,7 +191,8 @@ def connectors_add(
     disabled: bool = False,
 ) -> None:
     """Add a connector instance; its config is validated against the connector's schema."""
-    from ioc.ingest.instances import InvalidInstance, create_instance
+    from ioc.auth.service import record_audit
+    from ioc.ingest.instances import InvalidInstance, create_instance, to_read
     from ioc.ingest.schemas import ConnectorInstanceCreate
     from ioc.kit.clock import utcnow
 
@@ -210,6 +211,14 @@ def connectors_add(
         try:
             async with ctx.sessionmaker() as session, session.begin():
                 instance = await create_instance(session, ctx.registry, data, now=utcnow())
+                await record_audit(
+                    session,
+                    _cli_principal(),
+                    "connector.create",
+                    f"connector:{instance.id}",
+                    after=to_read(instance, ctx.registry, now=utcnow()),
+                    now=utcnow(),
+                )
         except InvalidInstance as exc:
             typer.secho(f"refused: {exc}", fg="red", err=True)
             raise typer.Exit(2) from None
@@ -247,6 +256,138 @@ def connectors_run(instance: Annotated[str, typer.Argument(help="Instance id or 
         )
         if not outcome.ok:
             raise typer.Exit(1)
+
+    _with_context(run)
+
+
+@app.command("secrets-key")
+def secrets_key() -> None:
+    """Print a new key for IOC_SECRETS_KEY (connector secrets encrypted at rest)."""
+    from ioc.auth.secrets import new_key
+
+    typer.echo(new_key())
+
+
+tokens_app = typer.Typer(help="Manage API tokens (in IOC_DATABASE_URL).")
+app.add_typer(tokens_app, name="tokens")
+
+
+def _cli_principal() -> Any:
+    import getpass
+
+    from ioc.auth.permissions import Principal
+
+    user = getpass.getuser()
+    return Principal(subject=f"cli:{user}", name=f"{user} (command line)", roles=frozenset())
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Argument(help="Who or what holds it, e.g. wall-display-hall-a")],
+    role: Annotated[
+        list[str],
+        typer.Option(help="viewer, operator, leader, integrator or admin; repeat for several"),
+    ],
+    expires_days: Annotated[
+        float | None, typer.Option(help="Days until it stops working; never by default")
+    ] = None,
+) -> None:
+    """Create a token and print it once: it is stored hashed and cannot be shown again."""
+    from datetime import timedelta
+
+    from ioc.auth.schemas import TokenCreate
+    from ioc.auth.service import create_token, record_audit, token_snapshot
+
+    now = utcnow()
+    try:
+        data = TokenCreate(
+            name=name,
+            roles=role,
+            expires_at=now + timedelta(days=expires_days) if expires_days is not None else None,
+        )
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    actor = _cli_principal()
+
+    async def run(ctx: AppContext) -> None:
+        async with ctx.sessionmaker() as session, session.begin():
+            created = await create_token(session, data, created_by=actor.subject, now=now)
+            await record_audit(
+                session,
+                actor,
+                "token.create",
+                f"token:{created.row.id}",
+                after=token_snapshot(created.row),
+                now=now,
+            )
+        typer.echo(
+            f"token {created.row.id} ({created.row.name}; {', '.join(created.row.roles)}) "
+            "created. Store it now, it is not shown again:",
+            err=True,
+        )
+        typer.echo(created.secret)
+
+    _with_context(run)
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    """List tokens: id, name, roles, dates (never the tokens themselves)."""
+    from ioc.auth.service import list_tokens
+
+    def when(moment: Any) -> str:
+        return moment.isoformat(timespec="seconds") if moment is not None else "-"
+
+    async def run(ctx: AppContext) -> None:
+        async with ctx.sessionmaker() as session:
+            rows = await list_tokens(session)
+        for row in rows:
+            state = "revoked" if row.revoked_at is not None else "active"
+            typer.echo(
+                f"{row.id:>4}  {row.name:<24} {','.join(row.roles):<24} {state:<8} "
+                f"{row.prefix}…  created {when(row.created_at)}  last used "
+                f"{when(row.last_used_at)}  expires {when(row.expires_at)}"
+            )
+        if not rows:
+            typer.echo("no tokens")
+
+    _with_context(run)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token: Annotated[str, typer.Argument(help="Token id or name")]) -> None:
+    """Revoke a token for good (running replicas stop accepting it within
+    IOC_AUTH_CACHE_SECONDS)."""
+    from ioc.auth.service import (
+        TokenNotFound,
+        get_token,
+        record_audit,
+        revoke_token,
+        token_snapshot,
+    )
+
+    actor = _cli_principal()
+
+    async def run(ctx: AppContext) -> None:
+        now = utcnow()
+        try:
+            async with ctx.sessionmaker() as session, session.begin():
+                row = await get_token(session, token)
+                before = token_snapshot(row)
+                await revoke_token(session, row.id, now=now)
+                await record_audit(
+                    session,
+                    actor,
+                    "token.revoke",
+                    f"token:{row.id}",
+                    before=before,
+                    after=token_snapshot(row),
+                    now=now,
+                )
+        except TokenNotFound as exc:
+            typer.secho(str(exc), fg="red", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"token {row.id} ({row.name}) revoked")
 
     _with_context(run)
 

@@ -5,14 +5,22 @@ from __future__ import annotations
 from datetime import date
 from functools import cached_property
 from pathlib import Path
+from typing import Literal, Self
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ioc.kpi.calendar import WorkingCalendar, calendar_from_settings
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./ioc.db"
+
+WELL_KNOWN_PASSWORDS = frozenset({"ioc", "postgres", "password", "secret", "changeme", "admin"})
+"""Database passwords refused in production: docker-compose's default and tutorials' favourites.
+(No password at all is allowed: .pgpass, PGPASSWORD, certificates or trust on a socket.)"""
+
+Environment = Literal["production", "development", "demo"]
 
 
 class Settings(BaseSettings):
@@ -52,9 +60,95 @@ class Settings(BaseSettings):
         default=256, ge=1, description="Topics a slow client may have pending before it is dropped"
     )
     log_level: str = "INFO"
-    demo: bool = Field(
-        default=False, description="Demo mode: open access, announced on the wall display"
+    environment: Environment = Field(
+        default="production",
+        description=(
+            "production refuses open access and default secrets; development allows them; "
+            "demo runs open and says so on the wall display"
+        ),
     )
+    auth_disabled: bool | None = Field(
+        default=None,
+        description="Open access without tokens (the demo by default); refused in production",
+    )
+    auth_cache_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a replica trusts a token it looked up (a revocation on another "
+        "replica takes effect within this time)",
+    )
+    oidc_jwks_url: str | None = Field(
+        default=None, description="OpenID Connect: the identity provider's JWKS address"
+    )
+    oidc_jwks_file: Path | None = Field(
+        default=None, description="OpenID Connect: a JWKS file, instead of an address"
+    )
+    oidc_issuer: str | None = Field(default=None, description="Required `iss` of a JWT")
+    oidc_audience: str | None = Field(default=None, description="Required `aud` of a JWT")
+    oidc_roles_claim: str = Field(
+        default="roles",
+        description="Claim holding the user's roles; dots walk into objects (realm_access.roles)",
+    )
+    oidc_role_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Identity provider role → IOC role (JSON); IOC role names map to themselves",
+    )
+    oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    secrets_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s) encrypting connector secrets at rest, comma-separated: the "
+        "first encrypts, any decrypts (`ioc secrets-key` makes one)",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1, description="Largest request body accepted (413 beyond)"
+    )
+    rate_limit_per_minute: float = Field(
+        default=600.0, gt=0, description="Requests a token may make per minute, per replica"
+    )
+    rate_limit_burst: int = Field(
+        default=120, ge=1, description="Requests a token may make at once before the rate applies"
+    )
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Self:
+        """Outside development and the demo, refuse open access and well-known secrets."""
+        if (self.oidc_jwks_url or self.oidc_jwks_file) and not (
+            self.oidc_issuer and self.oidc_audience
+        ):
+            raise ValueError("OpenID Connect needs IOC_OIDC_ISSUER and IOC_OIDC_AUDIENCE")
+        if self.environment != "production":
+            return self
+        if self.auth_disabled:
+            raise ValueError(
+                "IOC_AUTH_DISABLED is refused in production: set IOC_ENVIRONMENT=development "
+                "(or demo) to run without tokens"
+            )
+        url = urlsplit(self.database_url.replace("+asyncpg", ""))
+        if url.scheme.startswith("postgres") and (url.password or "") in WELL_KNOWN_PASSWORDS:
+            raise ValueError(
+                "IOC_DATABASE_URL uses a default or empty password, refused in production: "
+                "set a real one, or IOC_ENVIRONMENT=development"
+            )
+        if (self.oidc_jwks_url or self.oidc_jwks_file) and not (
+            self.oidc_issuer and self.oidc_audience
+        ):
+            raise ValueError("OpenID Connect needs IOC_OIDC_ISSUER and IOC_OIDC_AUDIENCE")
+        return self
+
+    @property
+    def demo(self) -> bool:
+        """Demo mode: simulated data, announced on the wall display."""
+        return self.environment == "demo"
+
+    @property
+    def open_access(self) -> bool:
+        """Whether requests need no token (the demo by default, or IOC_AUTH_DISABLED)."""
+        return self.auth_disabled if self.auth_disabled is not None else self.demo
+
+    @property
+    def oidc_enabled(self) -> bool:
+        """Whether JWTs from an OpenID Connect provider are accepted."""
+        return self.oidc_jwks_url is not None or self.oidc_jwks_file is not None
 
     @cached_property
     def tz(self) -> ZoneInfo:

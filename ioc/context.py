@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from ioc.auth.authenticator import Authenticator
+from ioc.auth.secrets import SecretBox
 from ioc.config import Settings
 from ioc.db import create_engine, create_sessionmaker
 from ioc.ingest.registry import ConnectorRegistry
@@ -31,6 +33,8 @@ class AppContext:
     """Serialises write transactions on SQLite, which allows one writer at a time."""
     kpi_cache: SeriesCache = field(default_factory=SeriesCache)
     """Serialized KPI series, dropped as their cells change (see `publish_changes`)."""
+    auth: Authenticator | None = None
+    """Turns bearer credentials into principals; owns the token cache and rate limits."""
 
 
 def build_context(
@@ -51,4 +55,7 @@ def build_context(
         clock=clock,
     )
     ctx.hub = Hub(snapshot_provider(ctx))
+    ctx.auth = Authenticator(settings, ctx.sessionmaker)
+    if settings.secrets_key is not None:
+        ctx.registry.secret_box = SecretBox(settings.secrets_key.get_secret_value())
     return ctx

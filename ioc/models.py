@@ -1,5 +1,6 @@
 """Every ORM model, imported in one place for Alembic and the test fixtures."""
 
+from ioc.auth.models import ApiToken, AuditEntry
 from ioc.db import Base
 from ioc.ingest.models import ConnectorInstance, PollRun, RejectedRecord
 from ioc.kpi.models import KpiValue
@@ -15,6 +16,8 @@ from ioc.units.models import AdminUnit
 
 __all__ = [
     "AdminUnit",
+    "ApiToken",
+    "AuditEntry",
     "Base",
     "BedCensusRow",
     "ConnectorInstance",

@@ -11,7 +11,15 @@ from sqlalchemy import delete
 from ioc.config import Settings
 from ioc.context import AppContext, build_context
 from ioc.migrations import upgrade
-from ioc.models import ConnectorInstance, DossierRow, KpiValue, PollRun, RejectedRecord
+from ioc.models import (
+    ApiToken,
+    AuditEntry,
+    ConnectorInstance,
+    DossierRow,
+    KpiValue,
+    PollRun,
+    RejectedRecord,
+)
 from ioc.units.service import sync_units
 from tests.support.databases import BACKENDS, empty_database, require_backend
 
@@ -32,8 +40,19 @@ def database_url(
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    """Settings pointing at the test database, with the scheduler off unless a test wants it."""
-    return Settings(database_url=database_url, province=PROVINCE, scheduler_enabled=False)
+    """Settings pointing at the test database, with the scheduler off unless a test wants it.
+
+    Access control is off here (development, IOC_AUTH_DISABLED) so that tests of other domains
+    stay about their domain; tests/auth/ turns it on (its `secured` fixture) and checks every
+    route's gate, so routes stay covered.
+    """
+    return Settings(
+        database_url=database_url,
+        province=PROVINCE,
+        scheduler_enabled=False,
+        environment="development",
+        auth_disabled=True,
+    )
 
 
 @pytest.fixture
@@ -41,7 +60,15 @@ async def ctx(settings: Settings) -> AsyncIterator[AppContext]:
     """A service context on a clean database holding only the province's units."""
     context = build_context(settings)
     async with context.sessionmaker() as session, session.begin():
-        for model in (KpiValue, DossierRow, RejectedRecord, PollRun, ConnectorInstance):
+        for model in (
+            KpiValue,
+            DossierRow,
+            RejectedRecord,
+            PollRun,
+            ConnectorInstance,
+            ApiToken,
+            AuditEntry,
+        ):
             await session.execute(delete(model))
         await sync_units(session, PROVINCE)
     try:

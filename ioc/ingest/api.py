@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, status
 
+from ioc.auth.deps import AuditDep, require
+from ioc.auth.masking import mask_payload
+from ioc.auth.permissions import Permission, Principal
 from ioc.context import AppContext
 from ioc.deps import ContextDep, SessionDep
 from ioc.ingest import instances as service
@@ -32,6 +35,9 @@ T = TypeVar("T")
 
 router = APIRouter(prefix="/api/v1", tags=["connectors"])
 
+Integrator = Annotated[Principal, require(Permission.CONNECTORS)]
+"""Connector management: the CONNECTORS permission (integrators)."""
+
 
 @router.get("/connector-kinds", response_model=list[ConnectorKindRead])
 async def get_kinds(ctx: ContextDep) -> list[ConnectorKindRead]:
@@ -52,13 +58,19 @@ async def get_connectors(session: SessionDep, ctx: ContextDep) -> list[Connector
     "/connectors", response_model=ConnectorInstanceRead, status_code=status.HTTP_201_CREATED
 )
 async def create_connector(
-    data: ConnectorInstanceCreate, session: SessionDep, ctx: ContextDep
+    data: ConnectorInstanceCreate,
+    session: SessionDep,
+    ctx: ContextDep,
+    _: Integrator,
+    audit: AuditDep,
 ) -> ConnectorInstanceRead:
     """Configure a new instance; its config is validated against the connector's schema."""
     instance = await _mutate(service.create_instance(session, ctx.registry, data, now=utcnow()))
+    read = service.to_read(instance, ctx.registry, now=utcnow())
+    await audit("connector.create", f"connector:{instance.id}", after=read)
     await session.commit()
     _reschedule(ctx, instance)
-    return service.to_read(instance, ctx.registry, now=utcnow())
+    return read
 
 
 @router.get("/connectors/{instance_id}", response_model=ConnectorInstanceRead)
@@ -72,45 +84,77 @@ async def get_connector(
 
 @router.patch("/connectors/{instance_id}", response_model=ConnectorInstanceRead)
 async def update_connector(
-    instance_id: int, data: ConnectorInstanceUpdate, session: SessionDep, ctx: ContextDep
+    instance_id: int,
+    data: ConnectorInstanceUpdate,
+    session: SessionDep,
+    ctx: ContextDep,
+    _: Integrator,
+    audit: AuditDep,
 ) -> ConnectorInstanceRead:
     """Change name, config, interval, timeouts or enabled; secrets not sent are kept."""
-    instance = await _mutate(service.update_instance(session, ctx.registry, instance_id, data))
-    await session.commit()
-    _reschedule(ctx, instance)
-    return service.to_read(instance, ctx.registry, now=utcnow())
+    return await _update(instance_id, data, session, ctx, audit, action="connector.update")
 
 
 @router.post("/connectors/{instance_id}/enable", response_model=ConnectorInstanceRead)
 async def enable_connector(
-    instance_id: int, session: SessionDep, ctx: ContextDep
+    instance_id: int, session: SessionDep, ctx: ContextDep, _: Integrator, audit: AuditDep
 ) -> ConnectorInstanceRead:
     """Start polling this instance again."""
-    return await update_connector(instance_id, ConnectorInstanceUpdate(enabled=True), session, ctx)
+    data = ConnectorInstanceUpdate(enabled=True)
+    return await _update(instance_id, data, session, ctx, audit, action="connector.enable")
 
 
 @router.post("/connectors/{instance_id}/disable", response_model=ConnectorInstanceRead)
 async def disable_connector(
-    instance_id: int, session: SessionDep, ctx: ContextDep
+    instance_id: int, session: SessionDep, ctx: ContextDep, _: Integrator, audit: AuditDep
 ) -> ConnectorInstanceRead:
     """Stop polling this instance; its data and cursor are kept."""
-    return await update_connector(instance_id, ConnectorInstanceUpdate(enabled=False), session, ctx)
+    data = ConnectorInstanceUpdate(enabled=False)
+    return await _update(instance_id, data, session, ctx, audit, action="connector.disable")
+
+
+async def _update(
+    instance_id: int,
+    data: ConnectorInstanceUpdate,
+    session: SessionDep,
+    ctx: AppContext,
+    audit: AuditDep,
+    *,
+    action: str,
+) -> ConnectorInstanceRead:
+    before = service.to_read(
+        await _mutate(service.get_instance(session, instance_id)), ctx.registry, now=utcnow()
+    ).model_dump(mode="json")  # dumped now: the update changes the same object
+    instance = await _mutate(service.update_instance(session, ctx.registry, instance_id, data))
+    read = service.to_read(instance, ctx.registry, now=utcnow())
+    await audit(action, f"connector:{instance_id}", before=before, after=read)
+    await session.commit()
+    _reschedule(ctx, instance)
+    return read
 
 
 @router.post("/connectors/{instance_id}/test", response_model=CheckRead)
-async def test_connector(instance_id: int, session: SessionDep, ctx: ContextDep) -> CheckRead:
+async def test_connector(
+    instance_id: int, session: SessionDep, ctx: ContextDep, _: Integrator, audit: AuditDep
+) -> CheckRead:
     """Check the instance's config against the live source, storing nothing."""
     await _mutate(service.get_instance(session, instance_id))
+    await session.commit()  # end the read: SQLite refuses a write on a snapshot gone stale
     ok, error = await check_instance(ctx, instance_id)
-    return CheckRead(ok=ok, error=error)
+    result = CheckRead(ok=ok, error=error)
+    await audit("connector.test", f"connector:{instance_id}", after=result)
+    return result
 
 
 @router.post("/connectors/{instance_id}/run", response_model=PollOutcomeRead)
-async def run_connector(instance_id: int, session: SessionDep, ctx: ContextDep) -> PollOutcomeRead:
+async def run_connector(
+    instance_id: int, session: SessionDep, ctx: ContextDep, _: Integrator, audit: AuditDep
+) -> PollOutcomeRead:
     """Poll the instance now (even while it backs off) and answer with what the run did."""
     instance = await _mutate(service.get_instance(session, instance_id))
     if not instance.enabled:
         raise HTTPException(status.HTTP_409_CONFLICT, f"instance {instance_id} is disabled")
+    await audit("connector.run", f"connector:{instance_id}", detail="manual run requested")
     await session.commit()  # release the read before the run's own transactions
     outcome = await poll_instance(ctx, instance_id, force=True)
     return PollOutcomeRead(
@@ -135,9 +179,15 @@ async def get_runs(
     return await service.recent_runs(session, instance_id, limit=limit)
 
 
-@router.get("/rejected", response_model=list[RejectedRead])
+@router.get(
+    "/rejected",
+    response_model=list[RejectedRead],
+    description="Payloads are masked (personal-looking fields) without the personal_data "
+    "permission.",
+)
 async def get_rejected(
     session: SessionDep,
+    principal: Integrator,
     instance_id: int | None = None,
     pending: bool = Query(default=True, description="Only those not yet re-ingested"),
     limit: int = Query(default=100, ge=1, le=1000),
@@ -147,15 +197,23 @@ async def get_rejected(
     rows = await list_rejected(
         session, instance_id=instance_id, pending_only=pending, limit=limit, offset=offset
     )
-    return [RejectedRead.model_validate(row) for row in rows]
+    reads = [RejectedRead.model_validate(row) for row in rows]
+    if principal.can(Permission.PERSONAL_DATA):
+        return reads
+    return [r.model_copy(update={"payload": mask_payload(r.payload)}) for r in reads]
 
 
 @router.post("/rejected/reingest", response_model=ReingestResult)
-async def reingest_rejected(request: ReingestRequest, ctx: ContextDep) -> ReingestResult:
+async def reingest_rejected(
+    request: ReingestRequest, ctx: ContextDep, _: Integrator, audit: AuditDep
+) -> ReingestResult:
     """Map and validate pending rejected records again and store those that now pass."""
     if request.ids is None and request.instance_id is None:
         raise HTTPException(422, "give 'ids' or 'instance_id' to re-ingest")
-    return await reingest(ctx, request)
+    result = await reingest(ctx, request)
+    target = f"connector:{request.instance_id}" if request.instance_id is not None else "rejected"
+    await audit("rejected.reingest", target, before=request, after=result)
+    return result
 
 
 async def _mutate(operation: Awaitable[T]) -> T:

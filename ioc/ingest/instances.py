@@ -13,6 +13,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ioc.auth.secrets import SecretsUnavailable, open_config, seal_config
 from ioc.ingest.models import ConnectorInstance, PollRun
 from ioc.ingest.registry import ConnectorRegistry
 from ioc.ingest.schemas import (
@@ -79,12 +80,24 @@ def secret_fields(config_model: type[BaseModel]) -> list[str]:
     ]
 
 
+def sealed(registry: ConnectorRegistry, kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The config as stored: secret fields encrypted when IOC_SECRETS_KEY is set."""
+    cls = registry.classes.get(kind)
+    secrets = secret_fields(cls.Config) if cls is not None else []
+    return seal_config(registry.secret_box, config, secrets)
+
+
 async def upsert_instance(
-    session: AsyncSession, seed: ConnectorInstanceCreate, *, now: datetime
+    session: AsyncSession,
+    seed: ConnectorInstanceCreate,
+    *,
+    now: datetime,
+    registry: ConnectorRegistry | None = None,
 ) -> ConnectorInstance:
     """Create the named instance or update it from a seed (the TOML file's re-read at start).
 
     The cursor and health of an existing instance are kept, so restarts resume where they were.
+    With a registry, secrets are stored as it seals them.
     """
     instance = await session.scalar(
         select(ConnectorInstance).where(ConnectorInstance.name == seed.name)
@@ -95,7 +108,7 @@ async def upsert_instance(
         )
         session.add(instance)
     instance.kind = seed.kind
-    instance.config = seed.config
+    instance.config = sealed(registry, seed.kind, seed.config) if registry else seed.config
     instance.interval_seconds = seed.interval_seconds
     instance.timeout_seconds = seed.timeout_seconds
     instance.max_backoff_seconds = seed.max_backoff_seconds
@@ -115,7 +128,7 @@ async def create_instance(
     validate_config(registry, data.kind, data.config)
     if await _by_name(session, data.name) is not None:
         raise InvalidInstance(f"a connector instance named {data.name!r} already exists")
-    return await upsert_instance(session, data, now=now)
+    return await upsert_instance(session, data, now=now, registry=registry)
 
 
 async def update_instance(
@@ -129,8 +142,11 @@ async def update_instance(
     changes = data.model_dump(exclude_unset=True)
     if "config" in changes and changes["config"] is not None:
         config = _merge_secrets(registry, instance, changes["config"])
-        validate_config(registry, instance.kind, config)
-        instance.config = config
+        try:
+            validate_config(registry, instance.kind, open_config(registry.secret_box, config))
+        except SecretsUnavailable as exc:
+            raise InvalidInstance(f"config: {exc}; send the secrets again") from None
+        instance.config = sealed(registry, instance.kind, config)
     if changes.get("name") not in (None, instance.name):
         if await _by_name(session, changes["name"]) is not None:
             raise InvalidInstance(f"a connector instance named {changes['name']!r} already exists")

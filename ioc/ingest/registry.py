@@ -8,6 +8,7 @@ from datetime import datetime
 from importlib.metadata import entry_points
 from typing import Any
 
+from ioc.auth.secrets import SecretBox, open_config
 from ioc.sdk import Connector
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class ConnectorRegistry:
     def __init__(self, classes: dict[str, type[Connector]] | None = None) -> None:
         self.broken: dict[str, str] = {}
         self.classes = discover(self.broken) if classes is None else dict(classes)
+        self.secret_box: SecretBox | None = None
+        """Encrypts connector secrets at rest (IOC_SECRETS_KEY); None stores them in clear."""
 
     def get(self, kind: str) -> type[Connector]:
         """The class for `kind`, or `UnknownConnectorKind`."""
@@ -62,7 +65,7 @@ class ConnectorRegistry:
     ) -> Connector:
         """A connector of `kind` with its config validated against the connector's schema."""
         cls = self.get(kind)
-        connector = cls(cls.Config.model_validate(config))
+        connector = cls(cls.Config.model_validate(open_config(self.secret_box, config)))
         if clock is not None:  # set after construction: plugins may override __init__
             connector.clock = clock
         return connector

@@ -9,6 +9,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
+from ioc.auth.deps import PrincipalDep, require
+from ioc.auth.permissions import Permission, Principal
 from ioc.deps import ContextDep, SessionDep
 from ioc.kit.clock import local_date
 from ioc.kpi import reads
@@ -21,7 +23,7 @@ from ioc.kpi.schemas import (
     SeriesRead,
 )
 from ioc.kpi.service import current_values
-from ioc.records.api import QUERY_PARAMETERS
+from ioc.records.api import QUERY_PARAMETERS, masked_page
 from ioc.records.service import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -129,6 +131,7 @@ async def get_breakdown(
     kpi: str,
     session: SessionDep,
     ctx: ContextDep,
+    principal: PrincipalDep,
     unit: UnitParam = None,
     period: PeriodParam = None,
     start: StartParam = None,
@@ -140,14 +143,23 @@ async def get_breakdown(
     ] = "value",
 ) -> BreakdownRead:
     """One cell and its parts by child unit, agency, field, procedure, facility or school,
-    each with the path of the records behind it; the parts sum to the total."""
+    each with the path of the records behind it (null without the records permission); the
+    parts sum to the total."""
     now, tz = ctx.clock(), ctx.settings.tz
     with _answering_errors():
         definition = get_kpi(kpi)
         cell = reads.resolve_period(definition, period, start, now=now, tz=tz)
-        return await reads.breakdown(
+        found = await reads.breakdown(
             session, definition, _unit(ctx, unit), cell, by=by, sort=sort, now=now, tz=tz
         )
+    if principal.can(Permission.RECORDS):
+        return found
+    return found.model_copy(
+        update={
+            "rows": [row.model_copy(update={"records": None}) for row in found.rows],
+            "total": found.total.model_copy(update={"records": None}),
+        }
+    )
 
 
 @router.get(
@@ -157,7 +169,8 @@ async def get_breakdown(
         "The records counted in one side of a cell, paged, sorted and filtered like "
         "`/api/v1/records/{record_type}` (any other query parameter filters a column). "
         "`side=numerator` or `denominator`; `side=late` is the denominator's records not in "
-        "the numerator (for an on-time rate: the late ones), for percentages only."
+        "the numerator (for an on-time rate: the late ones), for percentages only. Needs the "
+        "records permission; personal data masked without personal_data."
     ),
 )
 async def get_cell_records(
@@ -165,6 +178,7 @@ async def get_cell_records(
     request: Request,
     session: SessionDep,
     ctx: ContextDep,
+    principal: Annotated[Principal, require(Permission.RECORDS)],
     unit: UnitParam = None,
     period: PeriodParam = None,
     start: StartParam = None,
@@ -186,7 +200,7 @@ async def get_cell_records(
     with _answering_errors():
         definition = get_kpi(kpi)
         cell = reads.resolve_period(definition, period, start, now=now, tz=tz)
-        return await reads.records_behind(
+        page = await reads.records_behind(
             session,
             definition,
             _unit(ctx, unit),
@@ -203,3 +217,4 @@ async def get_cell_records(
             limit=limit,
             offset=offset,
         )
+    return masked_page(page, definition.record_type, principal)

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from ioc.auth.deps import accept_websocket
 from ioc.context import AppContext
 from ioc.live.hub import Client, Hub
 
@@ -23,7 +24,8 @@ async def live(websocket: WebSocket) -> None:
     ctx: AppContext = websocket.app.state.ctx
     hub = ctx.hub
     assert hub is not None
-    await websocket.accept()
+    if await accept_websocket(websocket) is None:  # refused: closed with the reason
+        return
     client = Client(websocket, queue_limit=ctx.settings.ws_client_queue)
     writer = asyncio.create_task(client.run_writer())
     pinger = asyncio.create_task(_ping(client, ctx.settings.ws_ping_seconds))

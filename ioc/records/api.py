@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
+from ioc.auth.deps import PrincipalDep
+from ioc.auth.masking import mask_record
+from ioc.auth.permissions import Permission, Principal
 from ioc.deps import SessionDep
 from ioc.records.schemas import Page
 from ioc.records.service import (
@@ -38,13 +41,16 @@ _FILTERS_HELP = "; ".join(
     description=(
         "Records of one type matching every given condition, one page at a time. Any other "
         "query parameter is an equality filter on a column, repeatable for several values "
-        f"(`?field_code=DD&field_code=TP`). Filters per type — {_FILTERS_HELP}."
+        f"(`?field_code=DD&field_code=TP`). Filters per type — {_FILTERS_HELP}. "
+        "Personal data (feedback reporters, addresses, phone numbers in text) is masked "
+        "without the personal_data permission."
     ),
 )
 async def get_records(
     record_type: str,
     request: Request,
     session: SessionDep,
+    principal: PrincipalDep,
     unit: Annotated[
         str | None, Query(description="Unit code: that unit and every unit below it")
     ] = None,
@@ -76,8 +82,20 @@ async def get_records(
             limit=limit,
             offset=offset,
         )
-        return await query_records(session, query)
+        return masked_page(await query_records(session, query), record_type, principal)
     except (UnknownRecordType, UnknownUnit) as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except InvalidRecordQuery as exc:
         raise HTTPException(422, str(exc)) from None
+
+
+PageT = TypeVar("PageT", bound=Page)
+
+
+def masked_page(page: PageT, record_type: str, principal: Principal) -> PageT:
+    """The page as the principal may see it: personal data masked below PERSONAL_DATA."""
+    if principal.can(Permission.PERSONAL_DATA):
+        return page
+    return page.model_copy(
+        update={"items": [mask_record(record_type, item) for item in page.items]}
+    )

@@ -7,6 +7,8 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from ioc.auth.deps import require
+from ioc.auth.permissions import Permission
 from ioc.deps import ContextDep, SessionDep
 from ioc.units.models import AdminUnit
 from ioc.units.service import province_code_str
@@ -30,7 +32,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/api/v1/system", response_model=SystemInfo)
+@router.get("/api/v1/system", response_model=SystemInfo, dependencies=[require(Permission.READ)])
 async def system_info(session: SessionDep, ctx: ContextDep) -> SystemInfo:
     """Deployment facts for clients; `now` may lag real time in the demo's replay mode."""
     code = province_code_str(ctx.settings.province)

@@ -1,11 +1,13 @@
 // Wall display of the IOC (Trung tâm điều hành thông minh): KPI tiles kept live over a WebSocket.
 // Plain ES module, no build step, no external resources.
 // URL options: ?lang=en (English labels), ?unit=<code> (show another unit than the province),
-// ?token=<bearer token> (sent as Authorization header to the API and as ?token= to /ws).
+// ?token=<bearer token>: kept in this browser's localStorage and removed from the address bar;
+// sent as an Authorization header to the API and as the first message on /ws (never in a URL
+// that access logs would keep).
 
 const params = new URLSearchParams(location.search);
 const LANG = params.get("lang") === "en" ? "en" : "vi";
-const TOKEN = params.get("token");
+const TOKEN = rememberToken(params.get("token"));
 const NUMBER_LOCALE = LANG === "en" ? "en-US" : "vi-VN";
 const DATE_LOCALE = LANG === "en" ? "en-GB" : "vi-VN";
 
@@ -396,6 +398,22 @@ function rerenderAllTiles() {
 
 // ---------------------------------------------------------------------- API
 
+function rememberToken(fromUrl) {
+  const key = "ioc.token";
+  try {
+    if (fromUrl) {
+      localStorage.setItem(key, fromUrl);
+      const url = new URL(location.href);
+      url.searchParams.delete("token");
+      history.replaceState(null, "", url);
+      return fromUrl;
+    }
+    return localStorage.getItem(key);
+  } catch {
+    return fromUrl; // storage disabled: keep the token for this page only
+  }
+}
+
 async function api(path, { timeoutMs } = {}) {
   const headers = { Accept: "application/json" };
   if (TOKEN) headers.Authorization = `Bearer ${TOKEN}`;
@@ -490,8 +508,7 @@ async function refreshKpis() {
 
 function socketUrl() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const query = TOKEN ? `?token=${encodeURIComponent(TOKEN)}` : "";
-  return `${scheme}://${location.host}/ws${query}`;
+  return `${scheme}://${location.host}/ws`;
 }
 
 function connect() {
@@ -512,6 +529,8 @@ function connect() {
 }
 
 async function onOpen(socket) {
+  // Browsers cannot set headers on a WebSocket: the token goes in the first message.
+  if (TOKEN) socket.send(JSON.stringify({ type: "auth", token: TOKEN }));
   state.openedAt = Date.now();
   const reconnect = state.everConnected;
   state.everConnected = true;

@@ -1,0 +1,1 @@
+"""Access: bearer tokens and OpenID Connect, roles and permissions, masking, audit, limits."""
