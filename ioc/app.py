@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
 
 from ioc.config import Settings
 from ioc.context import AppContext, build_context
@@ -19,6 +20,10 @@ from ioc.ingest.registry import ConnectorRegistry
 from ioc.kit.clock import Clock, utcnow
 from ioc.kpi import api as kpi_api
 from ioc.live import api as live_api
+from ioc.migrations import MIGRATION_LOCK
+from ioc.ops import api as ops_api
+from ioc.ops.metrics import Metrics
+from ioc.ops.middleware import RequestObservability
 from ioc.records import api as records_api
 from ioc.scheduler.service import start_scheduler
 from ioc.system import api as system_api
@@ -38,10 +43,11 @@ def create_app(
 ) -> FastAPI:
     """Build the service; the database must already be migrated (`ioc migrate`)."""
     settings = settings or Settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx = build_context(settings, clock=clock, registry=registry)
+        ctx = build_context(settings, clock=clock, registry=registry, metrics=metrics)
         await _prepare_database(ctx)
         app.state.ctx = ctx
         ctx.scheduler = await start_scheduler(ctx) if settings.scheduler_enabled else None
@@ -64,6 +70,8 @@ def create_app(
     app.include_router(connectors_api.router)
     app.include_router(live_api.router)
     app.include_router(system_api.router)
+    app.include_router(ops_api.router)
+    app.add_middleware(RequestObservability, metrics=metrics)
 
     @app.get("/", include_in_schema=False)
     async def wall_display() -> FileResponse:
@@ -82,6 +90,10 @@ async def _prepare_database(ctx: AppContext) -> None:
         else []
     )
     async with ctx.sessionmaker() as session, session.begin():
+        if ctx.settings.is_postgres:  # replicas started together seed one after the other
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+            )
         await sync_units(session, ctx.settings.province)
         for seed in seeds:
             await upsert_instance(session, seed, now=ctx.clock())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field
@@ -52,6 +53,10 @@ class Settings(BaseSettings):
         default=256, ge=1, description="Topics a slow client may have pending before it is dropped"
     )
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        default="text",
+        description="`json`: one JSON object per line with request and connector context",
+    )
     demo: bool = Field(
         default=False, description="Demo mode: open access, announced on the wall display"
     )

@@ -14,6 +14,7 @@ from ioc.ingest.registry import ConnectorRegistry
 from ioc.kit.clock import Clock, utcnow
 from ioc.kpi.reads import SeriesCache
 from ioc.live.hub import Hub
+from ioc.ops.metrics import Metrics
 
 
 @dataclass
@@ -31,6 +32,8 @@ class AppContext:
     """Serialises write transactions on SQLite, which allows one writer at a time."""
     kpi_cache: SeriesCache = field(default_factory=SeriesCache)
     """Serialized KPI series, dropped as their cells change (see `publish_changes`)."""
+    metrics: Metrics = field(default_factory=Metrics)
+    """This service's Prometheus metrics (its own registry)."""
 
 
 def build_context(
@@ -38,6 +41,7 @@ def build_context(
     *,
     clock: Clock = utcnow,
     registry: ConnectorRegistry | None = None,
+    metrics: Metrics | None = None,
 ) -> AppContext:
     """Engine, sessions, registry and a live hub wired together; dispose `ctx.engine` after."""
     from ioc.live.topics import snapshot_provider  # topics read the context: import late
@@ -49,6 +53,7 @@ def build_context(
         sessionmaker=create_sessionmaker(engine),
         registry=registry or ConnectorRegistry(),
         clock=clock,
+        metrics=metrics or Metrics(),
     )
     ctx.hub = Hub(snapshot_provider(ctx))
     return ctx
