@@ -54,7 +54,7 @@ def create_app(
         try:
             yield
         finally:
-            if ctx.scheduler is not None:
+            if ctx.scheduler is not None and ctx.scheduler.running:
                 ctx.scheduler.shutdown(wait=False)
             await ctx.engine.dispose()
 
