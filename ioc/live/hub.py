@@ -141,6 +141,17 @@ class Hub:
                 self._remove(client, topic)
                 client.send_control({"type": "error", "topic": topic, "message": str(exc)})
                 continue
+            except Exception:  # the database is away (restarting): the client may try again
+                log.warning("snapshot of %s failed", topic, exc_info=True)
+                self._remove(client, topic)
+                client.send_control(
+                    {
+                        "type": "error",
+                        "topic": topic,
+                        "message": "the topic's state cannot be read right now; try again shortly",
+                    }
+                )
+                continue
             if topic in client.pending:  # a queued update is newer than the snapshot
                 continue
             seq = self.seq.get(topic, 0)
