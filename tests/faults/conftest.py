@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from ioc.migrations import upgrade
 from tests.support.databases import empty_database, require_backend
+from tests.support.upstream import Upstream, running_upstream
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    """A small one-stop-shop simulator with a frozen clock, on a real port."""
+    async for served in running_upstream():
+        yield served
 
 
 @pytest.fixture

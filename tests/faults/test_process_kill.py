@@ -90,7 +90,7 @@ async def test_a_process_killed_mid_batch_resumes_with_cursor_and_data_agreeing(
 
             second = serve(postgres_url, seed)
             try:
-                await eventually(lambda: _all_stored(ctx, upstream), within=60)
+                await eventually(lambda c=ctx, u=upstream: _all_stored(c, u), within=60)
             finally:
                 second.terminate()
                 second.wait(10)
