@@ -25,6 +25,7 @@ from ioc.ingest.schemas import (
     RejectedRead,
 )
 from ioc.kit.clock import utcnow
+from ioc.kit.params import InstanceIdPath, InstanceIdQuery, Offset
 from ioc.scheduler.runner import check_instance, poll_instance
 from ioc.scheduler.service import schedule_instance, unschedule_instance
 
@@ -63,7 +64,7 @@ async def create_connector(
 
 @router.get("/connectors/{instance_id}", response_model=ConnectorInstanceRead)
 async def get_connector(
-    instance_id: int, session: SessionDep, ctx: ContextDep
+    instance_id: InstanceIdPath, session: SessionDep, ctx: ContextDep
 ) -> ConnectorInstanceRead:
     """One instance with its health."""
     instance = await _mutate(service.get_instance(session, instance_id))
@@ -72,7 +73,7 @@ async def get_connector(
 
 @router.patch("/connectors/{instance_id}", response_model=ConnectorInstanceRead)
 async def update_connector(
-    instance_id: int, data: ConnectorInstanceUpdate, session: SessionDep, ctx: ContextDep
+    instance_id: InstanceIdPath, data: ConnectorInstanceUpdate, session: SessionDep, ctx: ContextDep
 ) -> ConnectorInstanceRead:
     """Change name, config, interval, timeouts or enabled; secrets not sent are kept."""
     instance = await _mutate(service.update_instance(session, ctx.registry, instance_id, data))
@@ -83,7 +84,7 @@ async def update_connector(
 
 @router.post("/connectors/{instance_id}/enable", response_model=ConnectorInstanceRead)
 async def enable_connector(
-    instance_id: int, session: SessionDep, ctx: ContextDep
+    instance_id: InstanceIdPath, session: SessionDep, ctx: ContextDep
 ) -> ConnectorInstanceRead:
     """Start polling this instance again."""
     return await update_connector(instance_id, ConnectorInstanceUpdate(enabled=True), session, ctx)
@@ -91,14 +92,16 @@ async def enable_connector(
 
 @router.post("/connectors/{instance_id}/disable", response_model=ConnectorInstanceRead)
 async def disable_connector(
-    instance_id: int, session: SessionDep, ctx: ContextDep
+    instance_id: InstanceIdPath, session: SessionDep, ctx: ContextDep
 ) -> ConnectorInstanceRead:
     """Stop polling this instance; its data and cursor are kept."""
     return await update_connector(instance_id, ConnectorInstanceUpdate(enabled=False), session, ctx)
 
 
 @router.post("/connectors/{instance_id}/test", response_model=CheckRead)
-async def test_connector(instance_id: int, session: SessionDep, ctx: ContextDep) -> CheckRead:
+async def test_connector(
+    instance_id: InstanceIdPath, session: SessionDep, ctx: ContextDep
+) -> CheckRead:
     """Check the instance's config against the live source, storing nothing."""
     await _mutate(service.get_instance(session, instance_id))
     ok, error = await check_instance(ctx, instance_id)
@@ -106,7 +109,9 @@ async def test_connector(instance_id: int, session: SessionDep, ctx: ContextDep)
 
 
 @router.post("/connectors/{instance_id}/run", response_model=PollOutcomeRead)
-async def run_connector(instance_id: int, session: SessionDep, ctx: ContextDep) -> PollOutcomeRead:
+async def run_connector(
+    instance_id: InstanceIdPath, session: SessionDep, ctx: ContextDep
+) -> PollOutcomeRead:
     """Poll the instance now (even while it backs off) and answer with what the run did."""
     instance = await _mutate(service.get_instance(session, instance_id))
     if not instance.enabled:
@@ -126,7 +131,7 @@ async def run_connector(instance_id: int, session: SessionDep, ctx: ContextDep) 
 
 @router.get("/connectors/{instance_id}/runs", response_model=list[PollRunRead])
 async def get_runs(
-    instance_id: int,
+    instance_id: InstanceIdPath,
     session: SessionDep,
     limit: int = Query(default=50, ge=1, le=500),
 ) -> list[PollRun]:
@@ -138,10 +143,10 @@ async def get_runs(
 @router.get("/rejected", response_model=list[RejectedRead])
 async def get_rejected(
     session: SessionDep,
-    instance_id: int | None = None,
+    instance_id: InstanceIdQuery = None,
     pending: bool = Query(default=True, description="Only those not yet re-ingested"),
     limit: int = Query(default=100, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0),
+    offset: Offset = 0,
 ) -> list[RejectedRead]:
     """Rejected records with their reasons and payloads, newest first."""
     rows = await list_rejected(
