@@ -4,7 +4,6 @@ invalid, and sends them to the service on a real port. No request may cause a 5x
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -14,13 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-from sqlalchemy import delete
 
 from ioc.app import create_app
 from ioc.config import Settings
-from ioc.context import build_context
-from ioc.models import ConnectorInstance, DossierRow, KpiValue, PollRun, RejectedRecord
-from tests.support.threaded import serve_in_thread
+from tests.support.threaded import serve_service
 
 # Operations that reach out to a connector's upstream: fuzzed configs must not make the test
 # call arbitrary hosts, so these are left to the connector tests.
@@ -33,22 +29,11 @@ CASES = st.one_of(
 )
 
 
-async def _reset(settings: Settings) -> None:
-    ctx = build_context(settings)
-    try:
-        async with ctx.sessionmaker() as session, session.begin():
-            for model in (KpiValue, DossierRow, RejectedRecord, PollRun, ConnectorInstance):
-                await session.execute(delete(model))
-    finally:
-        await ctx.engine.dispose()
-
-
 @pytest.fixture
 def base_url(settings: Settings) -> Iterator[str]:
     """The service on a real port, on the test database, left clean afterwards."""
-    with serve_in_thread(create_app(settings)) as url:
+    with serve_service(settings) as url:
         yield url
-    asyncio.run(_reset(settings))
 
 
 def has_detail(response: requests.Response) -> bool:

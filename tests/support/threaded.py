@@ -10,6 +10,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+from sqlalchemy import delete
+
+from ioc.app import create_app
+from ioc.config import Settings
+from ioc.context import build_context
+from ioc.models import ConnectorInstance, DossierRow, KpiValue, PollRun, RejectedRecord
 
 
 @contextlib.contextmanager
@@ -31,3 +37,23 @@ def serve_in_thread(app: Any, *, startup_timeout: float = 15.0) -> Iterator[str]
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+async def _reset(settings: Settings) -> None:
+    ctx = build_context(settings)
+    try:
+        async with ctx.sessionmaker() as session, session.begin():
+            for model in (KpiValue, DossierRow, RejectedRecord, PollRun, ConnectorInstance):
+                await session.execute(delete(model))
+    finally:
+        await ctx.engine.dispose()
+
+
+@contextlib.contextmanager
+def serve_service(settings: Settings) -> Iterator[str]:
+    """The service on a real port in another thread; the rows it wrote are deleted after."""
+    try:
+        with serve_in_thread(create_app(settings)) as url:
+            yield url
+    finally:
+        asyncio.run(_reset(settings))
