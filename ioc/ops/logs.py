@@ -82,6 +82,7 @@ def configure_logging(*, level: str, fmt: str) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+        logging.getLogger(name).setLevel(logging.NOTSET)
     # The request middleware logs each request with its route and duration.
     logging.getLogger("uvicorn.access").disabled = True
     # One line per upstream request or job run drowns what matters; poll runs are recorded.

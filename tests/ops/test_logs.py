@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import httpx
 import orjson
+import pytest
 
 from ioc.context import AppContext
-from ioc.ops.logs import JsonFormatter, log_context
+from ioc.ops.logs import JsonFormatter, configure_logging, log_context
 from ioc.scheduler.runner import poll_instance
 from tests.ops.conftest import JsonLines
 from tests.support.upstream import running_upstream
@@ -65,3 +67,34 @@ async def test_a_connector_failure_is_logged_with_the_instance_kind_and_run_id(
     assert len(failures) == 1
     assert (failures[0]["connector"], failures[0]["kind"]) == ("onestop-dn", "onestop")
     assert len(failures[0]["run_id"]) == 12
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """Put the root logger (and uvicorn's) back as they were after a test reconfigures them."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    access = logging.getLogger("uvicorn.access").disabled
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        logging.getLogger("uvicorn.access").disabled = access
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_json_format_routes_every_logger_to_stderr_as_json_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(level="INFO", fmt="json")
+    logging.getLogger("uvicorn.error").info("Started server process")
+    logging.getLogger("httpx").info("HTTP Request: GET …")  # quietened to warnings
+    lines = [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(e["logger"], e["message"]) for e in lines] == [
+        ("uvicorn.error", "Started server process")
+    ]
+    assert logging.getLogger("uvicorn.access").disabled
