@@ -13,7 +13,8 @@ Five processes on this machine:
   1,000 dossiers a page, each page stored, recomputed and published in one transaction;
 * **WebSocket clients** (`--ws-clients`, one asyncio process): each subscribes to the province's
   backlog and on-time rate and to one commune's backlog;
-* **REST load** (`bench/load_client.py`, open loop at `--rest-rate` req/s over 32 connections):
+* **REST load** (open loop at `--rest-rate` req/s over 32 keep-alive connections, with
+  `bench/load_client.py`'s HTTP client; a reset connection counts as an error and is reopened):
   KPI current values, series, breakdowns, records and connectors;
 * this **controller**, sampling the IOC's resident memory every 5 s.
 
@@ -289,6 +290,63 @@ def _percentiles(values: array) -> dict[str, float | int | None]:
     return {"samples": len(ordered), "p50": at(50), "p99": at(99), "max": at(100)}
 
 
+# ---------------------------------------------------------------- REST load
+
+
+async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
+    """`--role rest`: an open loop at `--rest-rate` over 32 keep-alive connections; latency
+    counts from the scheduled time; a failed connection counts as an error and is reopened."""
+    from bench.load_client import Connection, prepare
+
+    requests = [prepare(p, "127.0.0.1", args.port) for p in args.paths]
+    connections = 32
+    latencies = array("d")
+    statuses: dict[str, int] = {}
+    started = time.perf_counter()
+    deadline = started + args.seconds
+    rng = random.Random(7)
+
+    async def worker(index: int) -> None:
+        connection: Connection | None = None
+        sent = 0
+        while True:
+            scheduled = started + (index + sent * connections) / args.rest_rate
+            if scheduled >= deadline:
+                break
+            sent += 1
+            if time.perf_counter() > deadline:
+                statuses["unsent"] = statuses.get("unsent", 0) + 1
+                continue
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                if connection is None:
+                    connection = await Connection.open("127.0.0.1", args.port)
+                status, _ = await asyncio.wait_for(
+                    connection.get(requests[rng.randrange(len(requests))]), 60
+                )
+                key = str(status)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+                key = "connection error"
+                if connection is not None:
+                    connection.close()
+                connection = None
+            latencies.append(time.perf_counter() - scheduled)
+            statuses[key] = statuses.get(key, 0) + 1
+        if connection is not None:
+            connection.close()
+
+    await asyncio.gather(*(worker(i) for i in range(connections)))
+    elapsed = time.perf_counter() - started
+    return {
+        "target_rate": args.rest_rate,
+        "answered_per_second": round(len(latencies) / elapsed, 1),
+        "statuses": statuses,
+        "latency_ms": _percentiles(latencies),
+    }
+
+
 # ---------------------------------------------------------------- controller
 
 
@@ -332,6 +390,16 @@ def _rest_paths(communes: list[str], today: datetime) -> list[str]:
         f"/api/v1/kpis/onestop.backlog/breakdown?unit={PROVINCE}&period=day&start={end}&by=unit"
     )
     return paths
+
+
+def _json_or_error(output: bytes) -> dict[str, Any]:
+    try:
+        return json.loads(output)
+    except ValueError:
+        return {
+            "error": "the load process failed; see its stderr",
+            "output": output[-500:].decode(errors="replace"),
+        }
 
 
 def _histogram_quantile(text: str, name: str, q: float) -> float | None:
@@ -387,6 +455,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             "IOC_PORT": str(ioc_port),
             "IOC_LOG_LEVEL": "WARNING",
             "IOC_POLL_MAX_PAGES": "100000",
+            "IOC_DB_POOL_SIZE": str(args.db_pool),
+            "IOC_DB_MAX_OVERFLOW": str(args.db_pool),
         }
         ioc = subprocess.Popen([python, "-m", "ioc", "serve"], cwd=ROOT, env=env)
         processes = [upstream, ioc]
@@ -415,16 +485,16 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             rest = subprocess.Popen(
                 [
                     python,
-                    str(ROOT / "bench" / "load_client.py"),
+                    me,
+                    "--role",
+                    "rest",
                     "--port",
                     str(ioc_port),
                     "--urls",
                     str(paths),
-                    "--connections",
-                    "32",
                     "--seconds",
                     str(args.seconds),
-                    "--rate",
+                    "--rest-rate",
                     str(args.rest_rate),
                 ],
                 stdout=subprocess.PIPE,
@@ -435,8 +505,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 memory.append((round(time.time() - t0, 1), _rss_mib(ioc.pid)))
                 time.sleep(5)
             made = httpx.post(f"http://127.0.0.1:{up_port}/_soak/freeze").json()
-            rest_result = json.loads(rest.communicate(timeout=120)[0])
-            ws_result = json.loads(ws.communicate(timeout=300)[0])
+            rest_result = _json_or_error(rest.communicate(timeout=180)[0])
+            ws_result = _json_or_error(ws.communicate(timeout=300)[0])
 
             async def stored() -> tuple[int, int]:
                 connection = await asyncpg.connect(dsn)
@@ -508,7 +578,9 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--role", choices=["controller", "upstream", "ws"], default="controller")
+    parser.add_argument(
+        "--role", choices=["controller", "upstream", "ws", "rest"], default="controller"
+    )
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--records-per-second", type=float, default=20_000)
     parser.add_argument("--ws-clients", type=int, default=2000)
@@ -517,16 +589,21 @@ def main() -> None:
     parser.add_argument("--port", type=int)
     parser.add_argument("--t0", type=float)
     parser.add_argument("--until", type=float)
+    parser.add_argument("--urls")
+    parser.add_argument("--db-pool", type=int, default=10, help="IOC_DB_POOL_SIZE of the IOC")
     args = parser.parse_args()
     if args.role == "upstream":
         run_upstream(args)
-    elif args.role == "ws":
+    elif args.role in ("ws", "rest"):
+        role = ws_clients if args.role == "ws" else rest_load
+        if args.urls:
+            args.paths = [p for p in Path(args.urls).read_text().splitlines() if p]
         try:
             import uvloop
 
-            result = uvloop.run(ws_clients(args))
+            result = uvloop.run(role(args))
         except ImportError:
-            result = asyncio.run(ws_clients(args))
+            result = asyncio.run(role(args))
         print(json.dumps(result))
     else:
         write_results("soak", soak(args))

@@ -46,7 +46,16 @@ def build_context(
     """Engine, sessions, registry and a live hub wired together; dispose `ctx.engine` after."""
     from ioc.live.topics import snapshot_provider  # topics read the context: import late
 
-    engine = create_engine(settings.database_url)
+    pool = (
+        {
+            "pool_size": settings.db_pool_size,
+            "max_overflow": settings.db_max_overflow,
+            "pool_timeout": settings.db_pool_timeout,
+        }
+        if settings.is_postgres
+        else {}
+    )
+    engine = create_engine(settings.database_url, **pool)
     ctx = AppContext(
         settings=settings,
         engine=engine,

@@ -141,8 +141,8 @@ class Hub:
                 self._remove(client, topic)
                 client.send_control({"type": "error", "topic": topic, "message": str(exc)})
                 continue
-            except Exception:  # the database is away (restarting): the client may try again
-                log.warning("snapshot of %s failed", topic, exc_info=True)
+            except Exception as exc:  # the database is away or busy: the client may try again
+                log.warning("snapshot of %s failed: %s", topic, f"{type(exc).__name__}: {exc}")
                 self._remove(client, topic)
                 client.send_control(
                     {
