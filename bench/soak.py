@@ -482,30 +482,34 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             paths = Path(f"/tmp/soak-{os.getpid()}-urls.txt")
             paths.write_text("\n".join(_rest_paths(communes, datetime.now(UTC))))
             time.sleep(max(0.0, t0 - time.time()))
-            rest = subprocess.Popen(
-                [
-                    python,
-                    me,
-                    "--role",
-                    "rest",
-                    "--port",
-                    str(ioc_port),
-                    "--urls",
-                    str(paths),
-                    "--seconds",
-                    str(args.seconds),
-                    "--rest-rate",
-                    str(args.rest_rate),
-                ],
-                stdout=subprocess.PIPE,
-            )
-            processes.append(rest)
+            rest = None
+            if args.rest_rate > 0:
+                rest = subprocess.Popen(
+                    [
+                        python,
+                        me,
+                        "--role",
+                        "rest",
+                        "--port",
+                        str(ioc_port),
+                        "--urls",
+                        str(paths),
+                        "--seconds",
+                        str(args.seconds),
+                        "--rest-rate",
+                        str(args.rest_rate),
+                    ],
+                    stdout=subprocess.PIPE,
+                )
+                processes.append(rest)
             memory: list[tuple[float, float]] = []
             while time.time() < until:
                 memory.append((round(time.time() - t0, 1), _rss_mib(ioc.pid)))
                 time.sleep(5)
             made = httpx.post(f"http://127.0.0.1:{up_port}/_soak/freeze").json()
-            rest_result = _json_or_error(rest.communicate(timeout=180)[0])
+            rest_result = (
+                _json_or_error(rest.communicate(timeout=180)[0]) if rest is not None else None
+            )
             ws_result = _json_or_error(ws.communicate(timeout=300)[0])
 
             async def stored() -> tuple[int, int]:
