@@ -49,7 +49,7 @@ def test_generated_requests_get_no_5xx_and_every_4xx_explains_itself(base_url: s
     http = requests.Session()
 
     @settings(
-        max_examples=300,
+        max_examples=200,
         deadline=None,
         derandomize=True,
         database=None,
