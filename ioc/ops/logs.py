@@ -15,7 +15,8 @@ LOG_CONTEXT: ContextVar[dict[str, Any] | None] = ContextVar("ioc_log_context", d
 """Fields added to every log line of the current task (request, connector run)."""
 
 _RESERVED = frozenset(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
+    | {"message", "asctime", "color_message"}  # uvicorn's copy of the message with ANSI colours
 )
 
 
