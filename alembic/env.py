@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 from alembic import context
 from ioc.config import Settings
 from ioc.db import create_engine
+from ioc.migrations import MIGRATION_LOCK
 from ioc.models import Base
 
 config = context.config
@@ -39,7 +40,7 @@ def _run_sync(connection: Connection) -> None:
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
             # Replicas starting together migrate one at a time.
-            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7420001)")
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         context.run_migrations()
 
 

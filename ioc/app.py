@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
 
 from ioc.auth import api as auth_api
 from ioc.auth.deps import require
@@ -23,6 +24,10 @@ from ioc.ingest.registry import ConnectorRegistry
 from ioc.kit.clock import Clock, utcnow
 from ioc.kpi import api as kpi_api
 from ioc.live import api as live_api
+from ioc.migrations import MIGRATION_LOCK
+from ioc.ops import api as ops_api
+from ioc.ops.metrics import Metrics
+from ioc.ops.middleware import RequestObservability
 from ioc.records import api as records_api
 from ioc.scheduler.service import start_scheduler
 from ioc.system import api as system_api
@@ -42,10 +47,11 @@ def create_app(
 ) -> FastAPI:
     """Build the service; the database must already be migrated (`ioc migrate`)."""
     settings = settings or Settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx = build_context(settings, clock=clock, registry=registry)
+        ctx = build_context(settings, clock=clock, registry=registry, metrics=metrics)
         if settings.open_access:
             log.warning(
                 "OPEN ACCESS (%s): every request is let in without a token, with every role. "
@@ -58,7 +64,7 @@ def create_app(
         try:
             yield
         finally:
-            if ctx.scheduler is not None:
+            if ctx.scheduler is not None and ctx.scheduler.running:
                 ctx.scheduler.shutdown(wait=False)
             await ctx.engine.dispose()
 
@@ -78,7 +84,9 @@ def create_app(
     app.include_router(auth_api.router, dependencies=[require(Permission.ADMIN)])
     app.include_router(live_api.router)  # /ws authenticates its handshake (accept_websocket)
     app.include_router(system_api.router)  # /healthz stays open; the rest gated on its routes
+    app.include_router(ops_api.router)  # /readyz open for probes; /metrics needs a viewer token
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestObservability, metrics=metrics)
 
     @app.get("/", include_in_schema=False)
     async def wall_display() -> FileResponse:
@@ -97,6 +105,10 @@ async def _prepare_database(ctx: AppContext) -> None:
         else []
     )
     async with ctx.sessionmaker() as session, session.begin():
+        if ctx.settings.is_postgres:  # replicas started together seed one after the other
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+            )
         await sync_units(session, ctx.settings.province)
         for seed in seeds:
             await upsert_instance(session, seed, now=ctx.clock(), registry=ctx.registry)

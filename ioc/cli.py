@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 from typing import Annotated, Any
@@ -23,15 +22,9 @@ SIMULATOR_GROUP = "ioc.simulators"
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # One line per upstream request or job run drowns what matters; poll runs are recorded.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
-    # "skipped: maximum number of running instances": a poll overran its interval, by design.
-    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+    from ioc.ops.logs import configure_logging
+
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
 
 
 @app.command()
@@ -68,6 +61,7 @@ def serve(
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # keep the handlers _configure_logging set (JSON or text)
     )
 
 
@@ -134,6 +128,7 @@ def demo(
                 host=settings.host,
                 port=settings.port,
                 log_level="warning",
+                log_config=None,
             )
         )
         await asyncio.gather(*(uvicorn.Server(config).serve() for config in configs))

@@ -32,6 +32,15 @@ class Settings(BaseSettings):
         default=DEFAULT_DATABASE_URL,
         description="SQLAlchemy async URL: sqlite+aiosqlite:///… or postgresql+asyncpg://…",
     )
+    db_pool_size: int = Field(
+        default=5, ge=1, description="PostgreSQL connections a process keeps open"
+    )
+    db_max_overflow: int = Field(
+        default=10, ge=0, description="Extra PostgreSQL connections opened under load"
+    )
+    db_pool_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for a free connection before failing"
+    )
     province: int = Field(default=75, description="Province code (GSO); 75 is Đồng Nai")
     timezone: str = "Asia/Ho_Chi_Minh"
     host: str = "127.0.0.1"
@@ -60,6 +69,10 @@ class Settings(BaseSettings):
         default=256, ge=1, description="Topics a slow client may have pending before it is dropped"
     )
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        default="text",
+        description="`json`: one JSON object per line with request and connector context",
+    )
     environment: Environment = Field(
         default="production",
         description=(

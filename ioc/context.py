@@ -16,6 +16,7 @@ from ioc.ingest.registry import ConnectorRegistry
 from ioc.kit.clock import Clock, utcnow
 from ioc.kpi.reads import SeriesCache
 from ioc.live.hub import Hub
+from ioc.ops.metrics import Metrics
 
 
 @dataclass
@@ -35,6 +36,8 @@ class AppContext:
     """Serialized KPI series, dropped as their cells change (see `publish_changes`)."""
     auth: Authenticator | None = None
     """Turns bearer credentials into principals; owns the token cache and rate limits."""
+    metrics: Metrics = field(default_factory=Metrics)
+    """This service's Prometheus metrics (its own registry)."""
 
 
 def build_context(
@@ -42,17 +45,28 @@ def build_context(
     *,
     clock: Clock = utcnow,
     registry: ConnectorRegistry | None = None,
+    metrics: Metrics | None = None,
 ) -> AppContext:
     """Engine, sessions, registry and a live hub wired together; dispose `ctx.engine` after."""
     from ioc.live.topics import snapshot_provider  # topics read the context: import late
 
-    engine = create_engine(settings.database_url)
+    pool = (
+        {
+            "pool_size": settings.db_pool_size,
+            "max_overflow": settings.db_max_overflow,
+            "pool_timeout": settings.db_pool_timeout,
+        }
+        if settings.is_postgres
+        else {}
+    )
+    engine = create_engine(settings.database_url, **pool)
     ctx = AppContext(
         settings=settings,
         engine=engine,
         sessionmaker=create_sessionmaker(engine),
         registry=registry or ConnectorRegistry(),
         clock=clock,
+        metrics=metrics or Metrics(),
     )
     ctx.hub = Hub(snapshot_provider(ctx))
     ctx.auth = Authenticator(settings, ctx.sessionmaker)

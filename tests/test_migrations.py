@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from ioc.db import create_engine
-from ioc.migrations import downgrade, upgrade
+from ioc.migrations import MIGRATION_LOCK, downgrade, upgrade
 from ioc.models import Base
 from tests.support.databases import BACKENDS, empty_database, require_backend
 
@@ -50,4 +53,49 @@ def test_migrations_upgrade_an_empty_database_and_downgrade_cleanly(
         tables, _ = schema_state(url)
         assert tables <= {"alembic_version"}
         upgrade(url)  # and up again
+        assert "dossiers" in schema_state(url)[0]
+
+
+def test_replicas_upgrading_an_empty_postgres_database_at_once_all_succeed(
+    tmp_path: Path,
+) -> None:
+    require_backend("postgresql")
+    with empty_database("postgresql", tmp_path) as url:
+        with ThreadPoolExecutor(3) as pool:
+            results = [f.exception() for f in [pool.submit(upgrade, url) for _ in range(3)]]
+        assert results == [None, None, None]
+        tables, differences = schema_state(url)
+        assert "dossiers" in tables and differences == []
+
+
+def test_an_upgrade_waits_while_another_replica_holds_the_migration_lock(
+    tmp_path: Path,
+) -> None:
+    require_backend("postgresql")
+    with empty_database("postgresql", tmp_path) as url:
+
+        async def hold_lock_then_release(started: threading.Event) -> set[str]:
+            connection = await asyncpg.connect(url.replace("+asyncpg", ""))
+            try:
+                await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+                started.set()
+                await asyncio.sleep(1.0)  # the other replica is migrating
+                tables = {
+                    r["tablename"]
+                    for r in await connection.fetch(
+                        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                    )
+                }
+                await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+                return tables
+            finally:
+                await connection.close()
+
+        started = threading.Event()
+        with ThreadPoolExecutor(1) as pool:
+            holder = pool.submit(asyncio.run, hold_lock_then_release(started))
+            assert started.wait(10)
+            upgrade(url)  # blocks until the holder releases the lock
+            tables_while_held = holder.result()
+        assert tables_while_held == set(), "the upgrade ran while another held the lock"
         assert "dossiers" in schema_state(url)[0]

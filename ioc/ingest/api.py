@@ -28,6 +28,7 @@ from ioc.ingest.schemas import (
     RejectedRead,
 )
 from ioc.kit.clock import utcnow
+from ioc.kit.params import InstanceIdPath, InstanceIdQuery, Offset
 from ioc.scheduler.runner import check_instance, poll_instance
 from ioc.scheduler.service import schedule_instance, unschedule_instance
 
@@ -75,7 +76,7 @@ async def create_connector(
 
 @router.get("/connectors/{instance_id}", response_model=ConnectorInstanceRead)
 async def get_connector(
-    instance_id: int, session: SessionDep, ctx: ContextDep
+    instance_id: InstanceIdPath, session: SessionDep, ctx: ContextDep
 ) -> ConnectorInstanceRead:
     """One instance with its health."""
     instance = await _mutate(service.get_instance(session, instance_id))
@@ -84,7 +85,7 @@ async def get_connector(
 
 @router.patch("/connectors/{instance_id}", response_model=ConnectorInstanceRead)
 async def update_connector(
-    instance_id: int,
+    instance_id: InstanceIdPath,
     data: ConnectorInstanceUpdate,
     session: SessionDep,
     ctx: ContextDep,
@@ -97,7 +98,11 @@ async def update_connector(
 
 @router.post("/connectors/{instance_id}/enable", response_model=ConnectorInstanceRead)
 async def enable_connector(
-    instance_id: int, session: SessionDep, ctx: ContextDep, _: Integrator, audit: AuditDep
+    instance_id: InstanceIdPath,
+    session: SessionDep,
+    ctx: ContextDep,
+    _: Integrator,
+    audit: AuditDep,
 ) -> ConnectorInstanceRead:
     """Start polling this instance again."""
     data = ConnectorInstanceUpdate(enabled=True)
@@ -106,7 +111,11 @@ async def enable_connector(
 
 @router.post("/connectors/{instance_id}/disable", response_model=ConnectorInstanceRead)
 async def disable_connector(
-    instance_id: int, session: SessionDep, ctx: ContextDep, _: Integrator, audit: AuditDep
+    instance_id: InstanceIdPath,
+    session: SessionDep,
+    ctx: ContextDep,
+    _: Integrator,
+    audit: AuditDep,
 ) -> ConnectorInstanceRead:
     """Stop polling this instance; its data and cursor are kept."""
     data = ConnectorInstanceUpdate(enabled=False)
@@ -135,7 +144,11 @@ async def _update(
 
 @router.post("/connectors/{instance_id}/test", response_model=CheckRead)
 async def test_connector(
-    instance_id: int, session: SessionDep, ctx: ContextDep, _: Integrator, audit: AuditDep
+    instance_id: InstanceIdPath,
+    session: SessionDep,
+    ctx: ContextDep,
+    _: Integrator,
+    audit: AuditDep,
 ) -> CheckRead:
     """Check the instance's config against the live source, storing nothing."""
     await _mutate(service.get_instance(session, instance_id))
@@ -148,7 +161,11 @@ async def test_connector(
 
 @router.post("/connectors/{instance_id}/run", response_model=PollOutcomeRead)
 async def run_connector(
-    instance_id: int, session: SessionDep, ctx: ContextDep, _: Integrator, audit: AuditDep
+    instance_id: InstanceIdPath,
+    session: SessionDep,
+    ctx: ContextDep,
+    _: Integrator,
+    audit: AuditDep,
 ) -> PollOutcomeRead:
     """Poll the instance now (even while it backs off) and answer with what the run did."""
     instance = await _mutate(service.get_instance(session, instance_id))
@@ -170,7 +187,7 @@ async def run_connector(
 
 @router.get("/connectors/{instance_id}/runs", response_model=list[PollRunRead])
 async def get_runs(
-    instance_id: int,
+    instance_id: InstanceIdPath,
     session: SessionDep,
     limit: int = Query(default=50, ge=1, le=500),
 ) -> list[PollRun]:
@@ -188,10 +205,10 @@ async def get_runs(
 async def get_rejected(
     session: SessionDep,
     principal: Integrator,
-    instance_id: int | None = None,
+    instance_id: InstanceIdQuery = None,
     pending: bool = Query(default=True, description="Only those not yet re-ingested"),
     limit: int = Query(default=100, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0),
+    offset: Offset = 0,
 ) -> list[RejectedRead]:
     """Rejected records with their reasons and payloads, newest first."""
     rows = await list_rejected(

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ioc.kit.params import RowId
+
 SECRET_MASK = "********"
 """What a secret config value reads as; sending it back in an update keeps the stored value."""
 
@@ -129,8 +131,8 @@ class ReingestRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    instance_id: int | None = None
-    ids: list[int] | None = Field(default=None, max_length=10_000)
+    instance_id: RowId | None = None
+    ids: list[RowId] | None = Field(default=None, max_length=10_000)
 
 
 class ReingestResult(BaseModel):

@@ -13,6 +13,7 @@ from ioc.auth.deps import PrincipalDep, require
 from ioc.auth.permissions import Permission, Principal
 from ioc.deps import ContextDep, SessionDep
 from ioc.kit.clock import local_date
+from ioc.kit.params import Offset
 from ioc.kpi import reads
 from ioc.kpi.catalog import CATALOG, UnknownKpi, get_kpi
 from ioc.kpi.schemas import (
@@ -191,7 +192,7 @@ async def get_cell_records(
         str | None, Query(description="Columns separated by commas, `-` first for descending")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> CellRecordsPage:
     """One page of the records behind a KPI cell, with the total."""
     params = request.query_params

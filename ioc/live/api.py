@@ -26,20 +26,32 @@ async def live(websocket: WebSocket) -> None:
     assert hub is not None
     if await accept_websocket(websocket) is None:  # refused: closed with the reason
         return
-    client = Client(websocket, queue_limit=ctx.settings.ws_client_queue)
+    ctx.metrics.ws_clients.inc()
+    client = Client(
+        websocket, queue_limit=ctx.settings.ws_client_queue, fanout=ctx.metrics.ws_fanout
+    )
     writer = asyncio.create_task(client.run_writer())
     pinger = asyncio.create_task(_ping(client, ctx.settings.ws_ping_seconds))
     try:
         while not client.closed:
-            receive = asyncio.create_task(websocket.receive_text())
+            receive = asyncio.create_task(websocket.receive())
             done, _ = await asyncio.wait({receive, writer}, return_when=asyncio.FIRST_COMPLETED)
             if writer in done:  # the writer failed or the hub dropped the client
                 receive.cancel()
                 break
-            await handle_message(hub, client, receive.result())
+            message = receive.result()
+            if message["type"] == "websocket.disconnect":
+                break
+            if message.get("text") is None:
+                client.send_control(
+                    {"type": "error", "message": "binary frames are not supported; send JSON text"}
+                )
+                continue
+            await handle_message(hub, client, message["text"])
     except WebSocketDisconnect:
         pass
     finally:
+        ctx.metrics.ws_clients.dec()
         hub.drop(client)
         for task in (writer, pinger):
             task.cancel()

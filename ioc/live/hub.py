@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -22,6 +23,12 @@ SnapshotProvider = Callable[[str], Awaitable[Any]]
 
 class UnknownTopic(LookupError):
     """A topic name that does not match any known topic."""
+
+
+class Observer(Protocol):
+    """Where delivery latencies go (a Prometheus histogram)."""
+
+    def observe(self, amount: float) -> None: ...
 
 
 class Sender(Protocol):
@@ -38,21 +45,25 @@ def encode(message: dict[str, Any]) -> str:
 class Client:
     """One subscriber with its pending messages, keyed by topic (latest wins)."""
 
-    def __init__(self, sender: Sender, *, queue_limit: int) -> None:
+    def __init__(self, sender: Sender, *, queue_limit: int, fanout: Observer | None = None) -> None:
         self.sender = sender
         self.queue_limit = queue_limit
+        self.fanout = fanout
         self.topics: set[str] = set()
         self.pending: dict[str, str] = {}
+        self.published_at: dict[str, float] = {}
         self.control: list[str] = []
         self.wakeup = asyncio.Event()
         self.closed = False
 
-    def offer(self, topic: str, frame: str) -> bool:
+    def offer(self, topic: str, frame: str, *, published_at: float | None = None) -> bool:
         """Queue a topic's message, replacing an unsent older one; False if over the limit."""
         if topic not in self.pending and len(self.pending) >= self.queue_limit:
             return False
         self.pending.pop(topic, None)
         self.pending[topic] = frame
+        if published_at is not None:
+            self.published_at[topic] = published_at
         self.wakeup.set()
         return True
 
@@ -69,10 +80,14 @@ class Client:
             while self.control or self.pending:
                 if self.control:
                     frame = self.control.pop(0)
-                else:
-                    topic = next(iter(self.pending))
-                    frame = self.pending.pop(topic)
+                    await self.sender.send_text(frame)
+                    continue
+                topic = next(iter(self.pending))
+                frame = self.pending.pop(topic)
+                published_at = self.published_at.pop(topic, None)
                 await self.sender.send_text(frame)
+                if published_at is not None and self.fanout is not None:
+                    self.fanout.observe(time.monotonic() - published_at)
 
 
 class Hub:
@@ -94,8 +109,9 @@ class Hub:
             return 0
         frame = encode({"type": "update", "topic": topic, "seq": seq, "data": data})
         reached = 0
+        published_at = time.monotonic()
         for client in list(clients):
-            if client.offer(topic, frame):
+            if client.offer(topic, frame, published_at=published_at):
                 reached += 1
             else:
                 log.warning("dropping a client that fell %d topics behind", client.queue_limit)
@@ -125,6 +141,17 @@ class Hub:
                 self._remove(client, topic)
                 client.send_control({"type": "error", "topic": topic, "message": str(exc)})
                 continue
+            except Exception as exc:  # the database is away or busy: the client may try again
+                log.warning("snapshot of %s failed: %s", topic, f"{type(exc).__name__}: {exc}")
+                self._remove(client, topic)
+                client.send_control(
+                    {
+                        "type": "error",
+                        "topic": topic,
+                        "message": "the topic's state cannot be read right now; try again shortly",
+                    }
+                )
+                continue
             if topic in client.pending:  # a queued update is newer than the snapshot
                 continue
             seq = self.seq.get(topic, 0)
@@ -138,6 +165,7 @@ class Hub:
         for topic in topics:
             self._remove(client, topic)
             client.pending.pop(topic, None)
+            client.published_at.pop(topic, None)
 
     def drop(self, client: Client) -> None:
         """Forget a client entirely (it closed, or it could not keep up)."""

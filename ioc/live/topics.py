@@ -11,6 +11,8 @@ from ioc.kpi.service import current_value
 from ioc.live.hub import UnknownTopic
 from ioc.units.models import AdminUnit
 
+MAX_TOPIC_LENGTH = 200
+
 
 @dataclass(frozen=True)
 class KpiTopic:
@@ -27,6 +29,10 @@ class KpiTopic:
 
 def parse_topic(topic: str) -> KpiTopic:
     """Parse a topic name, or raise `UnknownTopic` saying what is expected."""
+    if len(topic) > MAX_TOPIC_LENGTH or not topic.isprintable():
+        raise UnknownTopic(
+            f"a topic name is printable text of at most {MAX_TOPIC_LENGTH} characters"
+        )
     kind, _, rest = topic.partition(":")
     if kind == "kpi":
         kpi_id, _, unit_code = rest.rpartition(":")

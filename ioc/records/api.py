@@ -11,6 +11,7 @@ from ioc.auth.deps import PrincipalDep
 from ioc.auth.masking import mask_record
 from ioc.auth.permissions import Permission, Principal
 from ioc.deps import SessionDep
+from ioc.kit.params import Offset
 from ioc.records.schemas import Page
 from ioc.records.service import (
     BROWSING,
@@ -64,7 +65,7 @@ async def get_records(
         str | None, Query(description="Columns separated by commas, `-` first for descending")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Page:
     """One page of records with the total, newest first unless sorted otherwise."""
     params = request.query_params

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +24,7 @@ from ioc.ingest.models import ConnectorInstance, PollRun
 from ioc.ingest.service import ingest_batch
 from ioc.kit.clock import utcnow
 from ioc.kpi.service import CellValue, is_headline, recompute, refresh
+from ioc.ops.logs import log_context
 from ioc.sdk import Batch, Connector, ConnectorError, ConnectorRateLimited
 from ioc.units.service import province_code_str, unit_codes
 
@@ -95,7 +98,7 @@ async def poll_instance(ctx: AppContext, instance_id: int, *, force: bool = Fals
     async with _poll_lock(ctx, instance_id) as held:
         if not held:
             return PollOutcome(ok=False, skipped="another replica is polling this source")
-        return await _poll_locked(ctx, instance_id, force=force)
+        return await _poll_observed(ctx, instance, force=force)
 
 
 @contextlib.asynccontextmanager
@@ -119,6 +122,24 @@ async def _poll_lock(ctx: AppContext, instance_id: int) -> AsyncIterator[bool]:
                     {"kind": POLL_LOCK_CLASS, "id": instance_id},
                 )
                 await connection.commit()
+
+
+async def _poll_observed(
+    ctx: AppContext, instance: ConnectorInstance, *, force: bool
+) -> PollOutcome:
+    """A poll with the connector's log context, its duration and outcome counted."""
+    with log_context(connector=instance.name, kind=instance.kind, run_id=uuid.uuid4().hex[:12]):
+        began = time.perf_counter()
+        outcome = await _poll_locked(ctx, instance.id, force=force)
+        if outcome.skipped is None:
+            label = "ok" if outcome.ok else "rate_limited" if outcome.rate_limited else "failed"
+            ctx.metrics.poll_duration.labels(instance.name, instance.kind, label).observe(
+                time.perf_counter() - began
+            )
+        else:
+            label = "skipped"
+        ctx.metrics.polls.labels(instance.name, instance.kind, label).inc()
+        return outcome
 
 
 async def _poll_locked(ctx: AppContext, instance_id: int, *, force: bool) -> PollOutcome:
@@ -188,6 +209,8 @@ async def _store_page(
         assert stored is not None
         stored.cursor = batch.cursor
     publish_changes(ctx, result.changed_cells)
+    ctx.metrics.records_stored.labels(instance.name, instance.kind).inc(result.stored)
+    ctx.metrics.records_rejected.labels(instance.name, instance.kind).inc(result.rejected)
     return result.stored, result.rejected
 
 
@@ -219,25 +242,27 @@ async def store_batch(
         record_type=record_type,
         calendar=ctx.settings.calendar,
     )
-    changed = await recompute(
-        session,
-        changes=result.changes,
-        province_code=province_code_str(ctx.settings.province),
-        tz=ctx.settings.tz,
-        now=ctx.clock(),
-    )
+    with ctx.metrics.kpi_recompute.labels("ingest").time():
+        changed = await recompute(
+            session,
+            changes=result.changes,
+            province_code=province_code_str(ctx.settings.province),
+            tz=ctx.settings.tz,
+            now=ctx.clock(),
+        )
     return StoreResult(result.stored, result.rejected, changed)
 
 
 async def refresh_now_based(ctx: AppContext) -> int:
     """Recompute the cells that drift with time alone (open dossiers becoming overdue)."""
     async with write_transaction(ctx) as session:
-        changed = await refresh(
-            session,
-            province_code=province_code_str(ctx.settings.province),
-            tz=ctx.settings.tz,
-            now=ctx.clock(),
-        )
+        with ctx.metrics.kpi_recompute.labels("refresh").time():
+            changed = await refresh(
+                session,
+                province_code=province_code_str(ctx.settings.province),
+                tz=ctx.settings.tz,
+                now=ctx.clock(),
+            )
     publish_changes(ctx, changed)
     return len(changed)
 

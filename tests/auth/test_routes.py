@@ -22,6 +22,8 @@ KPI = "onestop.on_time_rate"
 # (method, route path, concrete path, JSON body, roles that pass the gate; None: no gate)
 TABLE: list[tuple[str, str, str, Any, frozenset[Role] | None]] = [
     ("GET", "/healthz", "/healthz", None, OPEN),
+    ("GET", "/readyz", "/readyz", None, OPEN),
+    ("GET", "/metrics", "/metrics", None, ALL),
     ("GET", "/api/v1/system", "/api/v1/system", None, ALL),
     ("GET", "/api/v1/units", "/api/v1/units", None, ALL),
     ("GET", "/api/v1/kpis", "/api/v1/kpis", None, ALL),

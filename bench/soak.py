@@ -1,0 +1,620 @@
+"""Soak benchmark: everything at once on PostgreSQL for a long while.
+
+    python bench/soak.py [--seconds 600] [--records-per-second 20000] [--ws-clients 2000]
+                         [--rest-rate 500] [--drain-seconds 300]
+
+Five processes on this machine:
+
+* the **upstream**: a one-stop-shop dossier API (the `onestop` connector's protocol) that makes
+  `--records-per-second` dossier versions per second, every other one an update of a recent
+  dossier (received → processing, both open), the rest new dossiers; a version is served from
+  the second after it was made (the protocol's times have one-second resolution);
+* the **IOC**: `python -m ioc serve` (one uvicorn worker, scheduler on) polling it every second,
+  1,000 dossiers a page, each page stored, recomputed and published in one transaction;
+* **WebSocket clients** (`--ws-clients`, one asyncio process): each subscribes to the province's
+  backlog and on-time rate and to one commune's backlog;
+* **REST load** (open loop at `--rest-rate` req/s over 32 keep-alive connections, with
+  `bench/load_client.py`'s HTTP client; a reset connection counts as an error and is reopened):
+  KPI current values, series, breakdowns, records and connectors;
+* this **controller**, sampling the IOC's resident memory every 5 s.
+
+After `--seconds` the upstream stops making versions and the controller waits (up to
+`--drain-seconds`) until the IOC has stored every dossier, then compares counts.
+
+Figures: REST p50/p99 (open loop, from the scheduled time); WebSocket delivery (client receipt
+minus the cell's `computed_at`, i.e. commit + publish + fan-out; and the server's own
+publish→socket histogram from `/metrics`); ingest-to-screen (client receipt of a province
+backlog value N minus the moment dossier N was made upstream); the records/s the IOC stored;
+memory over time; upstream vs stored counts. Writes bench/results/soak.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import json
+import math
+import os
+import random
+import resource
+import socket
+import subprocess
+import sys
+import time
+from array import array
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import fresh_postgres, machine, write_results
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
+PROVINCE = 75
+BACKLOG = f"kpi:onestop.backlog:{PROVINCE}"
+ON_TIME = f"kpi:onestop.on_time_rate:{PROVINCE}"
+
+
+# ---------------------------------------------------------------- upstream
+
+
+class ChangeLog:
+    """Version i is made at t0 + i/rate: even i a new dossier i/2, odd i an update of a recent
+    one. Served by (update second, MaHoSo) keyset, from the second after it was made."""
+
+    def __init__(self, *, t0: float, rate: float, communes: list[str]) -> None:
+        self.t0 = t0
+        self.rate = rate
+        self.communes = communes
+        self.frozen_at: int | None = None  # versions made when the run stopped
+        self._seconds: dict[int, tuple[list[str], list[int]]] = {}
+
+    def made(self, moment: float) -> int:
+        """Versions made before `moment`."""
+        count = max(0, math.ceil((moment - self.t0) * self.rate))
+        return count if self.frozen_at is None else min(count, self.frozen_at)
+
+    def dossiers(self, versions: int) -> int:
+        """Distinct dossiers among the first `versions` versions."""
+        return (versions + 1) // 2
+
+    def _dossier_of(self, i: int) -> int:
+        if i % 2 == 0:
+            return i // 2
+        newest = i // 2
+        return newest - random.Random(i).randint(0, min(newest, 5000))
+
+    def _second(self, second: int) -> tuple[list[str], list[int]]:
+        """Ids (sorted) and the latest version of each, of the versions made in `second`."""
+        cached = self._seconds.get(second)
+        if cached is not None:
+            return cached
+        first, end = self.made(second), self.made(second + 1)
+        latest: dict[str, int] = {}
+        for i in range(first, end):
+            latest[f"SOAK-{self._dossier_of(i):010d}"] = i
+        ids = sorted(latest)
+        entry = (ids, [latest[k] for k in ids])
+        if end > first:  # only complete (or frozen) seconds are ever read
+            self._seconds[second] = entry
+            if len(self._seconds) > 64:
+                self._seconds.pop(min(self._seconds))
+        return entry
+
+    def payload(self, i: int) -> dict[str, Any]:
+        """Version i in the national portal's sync field names."""
+        n = self._dossier_of(i)
+        received = self.t0 + 2 * n / self.rate
+        made = self.t0 + i / self.rate
+        commune = self.communes[n % len(self.communes)]
+        return {
+            "MaHoSo": f"SOAK-{n:010d}",
+            "MaTTHC": "2.000815",
+            "TenTTHC": "Chứng thực bản sao từ bản chính giấy tờ, văn bản",
+            "MaLinhVuc": "G09-TP02",
+            "TenLinhVuc": "Chứng thực",
+            "DonViXuLy": f"UBND-{commune}",
+            "TenDonViXuLy": f"UBND {commune}",
+            "MaDiaBan": commune,
+            "KenhThucHien": 2,
+            "NgayTiepNhan": _local(received),
+            "NgayHenTra": _local(received + 5 * 86400),
+            "NgayKetThucXuLy": None,
+            "NgayTra": None,
+            "TrangThaiHoSo": 2 if i % 2 == 0 else 4,
+            "PhiLePhi": 0,
+            "DuocThanhToanTrucTuyen": False,
+            "DuocSoHoa": True,
+            "DanhSachGiayTo": [],
+            "CoKetQuaDienTu": False,
+            "DanhSachGiayToKetQua": [],
+            "DongBoDVCQG": True,
+            "CoPhieuXinLoi": False,
+            "LichSuBoSung": [],
+            "NgayCapNhat": _local(made),
+        }
+
+    def page(self, after: tuple[int, str] | None, limit: int) -> tuple[list[dict], Any]:
+        """Up to `limit` versions after the keyset position, from complete seconds only."""
+        now_second = int(time.time())
+        visible_end = now_second if self.frozen_at is None else now_second + 1
+        second = int(self.t0) if after is None else after[0]
+        items: list[dict[str, Any]] = []
+        last: tuple[int, str] | None = None
+        while second < visible_end and len(items) < limit:
+            ids, versions = self._second(second)
+            start = 0 if after is None or second > after[0] else bisect.bisect_right(ids, after[1])
+            for k in range(start, len(ids)):
+                items.append(self.payload(versions[k]))
+                last = (second, ids[k])
+                if len(items) == limit:
+                    break
+            if len(items) < limit:
+                second += 1
+        following = None
+        if len(items) == limit and last is not None:
+            following = {"updated_after": _iso(last[0]), "after_id": last[1]}
+        return items, following
+
+
+def _local(moment: float) -> str:
+    return datetime.fromtimestamp(moment, LOCAL).strftime("%Y%m%d%H%M%S")
+
+
+def _iso(second: int) -> str:
+    return datetime.fromtimestamp(second, LOCAL).isoformat()
+
+
+def upstream_app(log: ChangeLog) -> Any:
+    """The upstream as an ASGI app."""
+    import orjson
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def dossiers(request: Request) -> Response:
+        params = request.query_params
+        limit = min(int(params.get("limit", 200)), 1000)
+        after = None
+        if params.get("updated_after"):
+            moment = datetime.fromisoformat(params["updated_after"].replace(" ", "+"))
+            after = (int(moment.timestamp()), params.get("after_id") or "")
+        items, following = log.page(after, limit)
+        body = {"items": items, "next": following, "server_time": _iso(int(time.time()))}
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    async def freeze(request: Request) -> Response:
+        log.frozen_at = log.made(time.time())
+        made = log.frozen_at
+        return Response(orjson.dumps({"versions": made, "dossiers": log.dossiers(made)}))
+
+    return Starlette(
+        routes=[
+            Route("/api/v1/dossiers", dossiers),
+            Route("/_soak/freeze", freeze, methods=["POST"]),
+        ]
+    )
+
+
+def run_upstream(args: argparse.Namespace) -> None:
+    """`--role upstream`: serve the change log."""
+    import uvicorn
+
+    from ioc.units.service import province_rows
+
+    communes = sorted(str(r["code"]) for r in province_rows(PROVINCE) if r["level"] != "province")
+    log = ChangeLog(t0=args.t0, rate=args.records_per_second, communes=communes)
+    uvicorn.run(upstream_app(log), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+# ---------------------------------------------------------------- WebSocket clients
+
+
+async def ws_clients(args: argparse.Namespace) -> dict[str, Any]:
+    """`--role ws`: hold the clients for the run; returns delivery and ingest-to-screen."""
+    import orjson
+    import websockets
+
+    from ioc.units.service import province_rows
+
+    communes = sorted(str(r["code"]) for r in province_rows(PROVINCE) if r["level"] != "province")
+    url = f"ws://127.0.0.1:{args.port}/ws"
+    delivery = array("d")  # seconds: receipt − computed_at, every update
+    screen = array("d")  # seconds: receipt of backlog N − when dossier N was made upstream
+    counts = {"updates": 0, "snapshots": 0, "errors": 0, "disconnects": 0}
+    stop = asyncio.Event()
+
+    async def client(index: int) -> None:
+        topics = [BACKLOG, ON_TIME, f"kpi:onestop.backlog:{communes[index % len(communes)]}"]
+        try:
+            async with websockets.connect(url, max_queue=None, open_timeout=60) as ws:
+                await ws.send(orjson.dumps({"type": "subscribe", "topics": topics}).decode())
+                while not stop.is_set():
+                    try:
+                        raw = await asyncio.wait_for(ws.recv(), 1)
+                    except TimeoutError:
+                        continue
+                    received = time.time()
+                    message = orjson.loads(raw)
+                    kind = message.get("type")
+                    if kind == "ping":
+                        await ws.send('{"type":"pong"}')
+                    elif kind == "snapshot":
+                        counts["snapshots"] += 1
+                    elif kind == "error":
+                        counts["errors"] += 1
+                    elif kind == "update":
+                        counts["updates"] += 1
+                        data = message["data"]
+                        computed = data.get("computed_at")
+                        if computed:
+                            computed_at = datetime.fromisoformat(computed).timestamp()
+                            delivery.append(received - computed_at)
+                        if message["topic"] == BACKLOG and data.get("value"):
+                            made = args.t0 + 2 * (int(data["value"]) - 1) / args.records_per_second
+                            screen.append(received - made)
+        except Exception:
+            counts["disconnects"] += 1
+
+    tasks = []
+    for index in range(args.ws_clients):
+        tasks.append(asyncio.create_task(client(index)))
+        if index % 100 == 99:
+            await asyncio.sleep(0.05)  # do not open 2,000 handshakes in one burst
+    await asyncio.sleep(max(0.0, args.until - time.time()))
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "clients": args.ws_clients,
+        **counts,
+        "delivery_ms": _percentiles(delivery),
+        "ingest_to_screen_ms": _percentiles(screen),
+        "client_process_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+    }
+
+
+def _percentiles(values: array) -> dict[str, float | int | None]:
+    if not values:
+        return {"samples": 0, "p50": None, "p99": None, "max": None}
+    ordered = sorted(values)
+
+    def at(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000, 1)
+
+    return {"samples": len(ordered), "p50": at(50), "p99": at(99), "max": at(100)}
+
+
+# ---------------------------------------------------------------- REST load
+
+
+async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
+    """`--role rest`: an open loop at `--rest-rate` over 32 keep-alive connections; latency
+    counts from the scheduled time; a failed connection counts as an error and is reopened."""
+    from bench.load_client import Connection, prepare
+
+    requests = [prepare(p, "127.0.0.1", args.port) for p in args.paths]
+    connections = 32
+    latencies = array("d")
+    statuses: dict[str, int] = {}
+    started = time.perf_counter()
+    deadline = started + args.seconds
+    rng = random.Random(7)
+
+    async def worker(index: int) -> None:
+        connection: Connection | None = None
+        sent = 0
+        while True:
+            scheduled = started + (index + sent * connections) / args.rest_rate
+            if scheduled >= deadline:
+                break
+            sent += 1
+            if time.perf_counter() > deadline:
+                statuses["unsent"] = statuses.get("unsent", 0) + 1
+                continue
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                if connection is None:
+                    connection = await Connection.open("127.0.0.1", args.port)
+                status, _ = await asyncio.wait_for(
+                    connection.get(requests[rng.randrange(len(requests))]), 60
+                )
+                key = str(status)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+                key = "connection error"
+                if connection is not None:
+                    connection.close()
+                connection = None
+            latencies.append(time.perf_counter() - scheduled)
+            statuses[key] = statuses.get(key, 0) + 1
+        if connection is not None:
+            connection.close()
+
+    await asyncio.gather(*(worker(i) for i in range(connections)))
+    elapsed = time.perf_counter() - started
+    return {
+        "target_rate": args.rest_rate,
+        "answered_per_second": round(len(latencies) / elapsed, 1),
+        "statuses": statuses,
+        "latency_ms": _percentiles(latencies),
+    }
+
+
+# ---------------------------------------------------------------- controller
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _wait_http(url: str, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def _rest_paths(communes: list[str], today: datetime) -> list[str]:
+    start = (today - timedelta(days=30)).date().isoformat()
+    end = today.date().isoformat()
+    paths = ["/api/v1/kpis", "/api/v1/connectors", "/api/v1/records/dossier?limit=20"]
+    for commune in communes[:20]:
+        paths += [
+            f"/api/v1/kpis?unit={commune}",
+            f"/api/v1/kpis/onestop.backlog/series?unit={commune}&period=day&from={start}&to={end}",
+        ]
+    paths.append(
+        f"/api/v1/kpis/onestop.backlog/breakdown?unit={PROVINCE}&period=day&start={end}&by=unit"
+    )
+    return paths
+
+
+def _json_or_error(output: bytes) -> dict[str, Any]:
+    try:
+        return json.loads(output)
+    except ValueError:
+        return {
+            "error": "the load process failed; see its stderr",
+            "output": output[-500:].decode(errors="replace"),
+        }
+
+
+def _histogram_quantile(text: str, name: str, q: float) -> float | None:
+    """The upper bound of the bucket holding quantile `q` of a Prometheus histogram (summed
+    over its labels), in milliseconds."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket":
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0) + sample.value
+    if not buckets or not buckets[math.inf]:
+        return None
+    total = buckets[math.inf]
+    for bound in sorted(buckets):
+        if buckets[bound] >= q * total:
+            return None if bound == math.inf else bound * 1000
+    return None
+
+
+def soak(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every part, then collect the figures."""
+    import asyncpg
+    import httpx
+
+    from ioc.migrations import upgrade
+    from ioc.units.service import province_rows
+
+    communes = sorted(str(r["code"]) for r in province_rows(PROVINCE) if r["level"] != "province")
+    python = sys.executable
+    me = str(Path(__file__).resolve())
+    with fresh_postgres() as (url, dsn):
+        upgrade(url)
+        up_port, ioc_port = _free_port(), _free_port()
+        t0 = time.time() + 15  # versions start once everything is up
+        until = t0 + args.seconds
+        seed = Path(f"/tmp/soak-{os.getpid()}.toml")
+        seed.write_text(
+            '[[connector]]\nname = "soak"\nkind = "onestop"\ninterval_seconds = 1\n'
+            "timeout_seconds = 60\n"
+            f'[connector.config]\nbase_url = "http://127.0.0.1:{up_port}"\npage_size = 1000\n'
+        )
+        common = ["--t0", str(t0), "--records-per-second", str(args.records_per_second)]
+        upstream = subprocess.Popen(
+            [python, me, "--role", "upstream", "--port", str(up_port), *common]
+        )
+        env = {
+            **os.environ,
+            "IOC_DATABASE_URL": url,
+            "IOC_CONNECTORS_FILE": str(seed),
+            "IOC_PORT": str(ioc_port),
+            "IOC_LOG_LEVEL": "WARNING",
+            # Measured without tokens, like bench/kpi.py (bench/auth.py measures what they cost).
+            "IOC_ENVIRONMENT": "development",
+            "IOC_AUTH_DISABLED": "true",
+            "IOC_POLL_MAX_PAGES": "100000",
+            "IOC_DB_POOL_SIZE": str(args.db_pool),
+            "IOC_DB_MAX_OVERFLOW": str(args.db_pool),
+        }
+        ioc = subprocess.Popen([python, "-m", "ioc", "serve"], cwd=ROOT, env=env)
+        processes = [upstream, ioc]
+        try:
+            _wait_http(f"http://127.0.0.1:{ioc_port}/healthz")
+            ws = subprocess.Popen(
+                [
+                    python,
+                    me,
+                    "--role",
+                    "ws",
+                    "--port",
+                    str(ioc_port),
+                    "--until",
+                    str(until),
+                    "--ws-clients",
+                    str(args.ws_clients),
+                    *common,
+                ],
+                stdout=subprocess.PIPE,
+            )
+            processes.append(ws)
+            paths = Path(f"/tmp/soak-{os.getpid()}-urls.txt")
+            paths.write_text("\n".join(_rest_paths(communes, datetime.now(UTC))))
+            time.sleep(max(0.0, t0 - time.time()))
+            rest = None
+            if args.rest_rate > 0:
+                rest = subprocess.Popen(
+                    [
+                        python,
+                        me,
+                        "--role",
+                        "rest",
+                        "--port",
+                        str(ioc_port),
+                        "--urls",
+                        str(paths),
+                        "--seconds",
+                        str(args.seconds),
+                        "--rest-rate",
+                        str(args.rest_rate),
+                    ],
+                    stdout=subprocess.PIPE,
+                )
+                processes.append(rest)
+            memory: list[tuple[float, float]] = []
+            while time.time() < until:
+                memory.append((round(time.time() - t0, 1), _rss_mib(ioc.pid)))
+                time.sleep(5)
+            made = httpx.post(f"http://127.0.0.1:{up_port}/_soak/freeze").json()
+            rest_result = (
+                _json_or_error(rest.communicate(timeout=180)[0]) if rest is not None else None
+            )
+            ws_result = _json_or_error(ws.communicate(timeout=300)[0])
+
+            async def stored() -> tuple[int, int]:
+                connection = await asyncpg.connect(dsn)
+                try:
+                    row = await connection.fetchrow(
+                        "SELECT count(*), count(DISTINCT external_id) FROM dossiers"
+                    )
+                    return row[0], row[1]
+                finally:
+                    await connection.close()
+
+            at_stop = asyncio.run(stored())
+            drain_started = time.time()
+            while (rows := asyncio.run(stored()))[1] < made["dossiers"]:
+                if time.time() - drain_started > args.drain_seconds:
+                    break
+                memory.append((round(time.time() - t0, 1), _rss_mib(ioc.pid)))
+                time.sleep(2)
+            drained = round(time.time() - drain_started, 1)
+            metrics = httpx.get(f"http://127.0.0.1:{ioc_port}/metrics").text
+        finally:
+            for process in reversed(processes):
+                if process.poll() is None:
+                    process.terminate()
+            for process in processes:
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    third = max(1, len(memory) // 3)
+    first_mib = sum(m for _, m in memory[:third]) / third
+    last_mib = sum(m for _, m in memory[-third:]) / third
+    return {
+        "benchmark": "soak",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "load_average_at_end": os.getloadavg(),
+        "seconds": args.seconds,
+        "targets": {
+            "records_per_second": args.records_per_second,
+            "ws_clients": args.ws_clients,
+            "rest_rate": args.rest_rate,
+        },
+        "upstream": {**made, "records_per_second_made": round(made["versions"] / args.seconds)},
+        "stored_at_stop": {"rows": at_stop[0], "distinct": at_stop[1]},
+        "ingest_records_per_second_during_load": round(at_stop[1] * 2 / args.seconds),
+        "stored_at_end": {"rows": rows[0], "distinct": rows[1]},
+        "drain_seconds": drained,
+        "upstream_equals_stored": rows[0] == rows[1] == made["dossiers"],
+        "rest": rest_result,
+        "websocket": ws_result,
+        "server_ws_fanout_p99_ms_bucket": _histogram_quantile(
+            metrics, "ioc_ws_fanout_latency_seconds", 0.99
+        ),
+        "server_http_p99_ms_bucket": _histogram_quantile(
+            metrics, "ioc_http_request_duration_seconds", 0.99
+        ),
+        "server_kpi_recompute_p99_ms_bucket": _histogram_quantile(
+            metrics, "ioc_kpi_recompute_seconds", 0.99
+        ),
+        "memory_mib": {
+            "samples": memory,
+            "first_third_mean": round(first_mib, 1),
+            "last_third_mean": round(last_mib, 1),
+            "growth_percent": round(100 * (last_mib - first_mib) / first_mib, 1),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--role", choices=["controller", "upstream", "ws", "rest"], default="controller"
+    )
+    parser.add_argument("--seconds", type=float, default=600)
+    parser.add_argument("--records-per-second", type=float, default=20_000)
+    parser.add_argument("--ws-clients", type=int, default=2000)
+    parser.add_argument("--rest-rate", type=float, default=500)
+    parser.add_argument("--drain-seconds", type=float, default=300)
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--t0", type=float)
+    parser.add_argument("--until", type=float)
+    parser.add_argument("--urls")
+    parser.add_argument("--db-pool", type=int, default=10, help="IOC_DB_POOL_SIZE of the IOC")
+    args = parser.parse_args()
+    if args.role == "upstream":
+        run_upstream(args)
+    elif args.role in ("ws", "rest"):
+        role = ws_clients if args.role == "ws" else rest_load
+        if args.urls:
+            args.paths = [p for p in Path(args.urls).read_text().splitlines() if p]
+        try:
+            import uvloop
+
+            result = uvloop.run(role(args))
+        except ImportError:
+            result = asyncio.run(role(args))
+        print(json.dumps(result))
+    else:
+        write_results("soak", soak(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Operations: health and readiness, Prometheus metrics, structured logs with context."""

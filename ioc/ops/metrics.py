@@ -1,0 +1,65 @@
+"""The service's Prometheus metrics, one registry per app so several apps share a process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+"""Seconds, for HTTP requests and live delivery."""
+
+POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+"""Seconds, for whole poll runs (many pages) and KPI recomputes."""
+
+
+class Metrics:
+    """Every metric of one running service, registered in its own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.poll_duration = Histogram(
+            "ioc_poll_duration_seconds",
+            "Duration of a connector poll run (all its pages)",
+            ["connector", "kind", "outcome"],
+            buckets=POLL_BUCKETS,
+            registry=r,
+        )
+        self.polls = Counter(
+            "ioc_polls",
+            "Connector poll runs by outcome (ok, failed, rate_limited, skipped)",
+            ["connector", "kind", "outcome"],
+            registry=r,
+        )
+        self.records_stored = Counter(
+            "ioc_records_stored",
+            "Canonical records stored (inserted or updated) from upstream pages",
+            ["connector", "kind"],
+            registry=r,
+        )
+        self.records_rejected = Counter(
+            "ioc_records_rejected",
+            "Upstream records rejected with a reason (dead letter)",
+            ["connector", "kind"],
+            registry=r,
+        )
+        self.kpi_recompute = Histogram(
+            "ioc_kpi_recompute_seconds",
+            "Time to recompute the KPI cells one change touched (or a time-driven refresh)",
+            ["trigger"],
+            buckets=POLL_BUCKETS,
+            registry=r,
+        )
+        self.ws_clients = Gauge("ioc_ws_clients", "Connected WebSocket clients", registry=r)
+        self.ws_fanout = Histogram(
+            "ioc_ws_fanout_latency_seconds",
+            "From a topic update's publish to its frame written to a client's socket",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "ioc_http_request_duration_seconds",
+            "HTTP request latency by route template",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
