@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -14,6 +15,10 @@ from ioc.ingest.registry import ConnectorRegistry
 from ioc.kit.clock import Clock, utcnow
 from ioc.kpi.reads import SeriesCache
 from ioc.live.hub import Hub
+
+if TYPE_CHECKING:
+    from ioc.layouts.live import LayoutFeed
+    from ioc.live.fanout import PgFanout
 
 
 @dataclass
@@ -31,6 +36,10 @@ class AppContext:
     """Serialises write transactions on SQLite, which allows one writer at a time."""
     kpi_cache: SeriesCache = field(default_factory=SeriesCache)
     """Serialized KPI series, dropped as their cells change (see `publish_changes`)."""
+    layout_feed: LayoutFeed | None = None
+    """Serves the `layout:<id>` topics."""
+    fanout: PgFanout | None = None
+    """On PostgreSQL, shares published updates with the other replicas (started by the app)."""
 
 
 def build_context(
@@ -40,7 +49,9 @@ def build_context(
     registry: ConnectorRegistry | None = None,
 ) -> AppContext:
     """Engine, sessions, registry and a live hub wired together; dispose `ctx.engine` after."""
-    from ioc.live.topics import snapshot_provider  # topics read the context: import late
+    # Topics read the context: import late.
+    from ioc.layouts.live import LayoutFeed
+    from ioc.live.topics import register_core_topics
 
     engine = create_engine(settings.database_url)
     ctx = AppContext(
@@ -50,5 +61,11 @@ def build_context(
         registry=registry or ConnectorRegistry(),
         clock=clock,
     )
-    ctx.hub = Hub(snapshot_provider(ctx))
+    ctx.hub = Hub(
+        max_topics_per_client=settings.ws_max_topics,
+        history=settings.ws_history,
+    )
+    register_core_topics(ctx)
+    ctx.layout_feed = LayoutFeed(ctx, refresh_seconds=settings.layout_refresh_seconds)
+    ctx.layout_feed.install()
     return ctx

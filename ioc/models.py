@@ -3,6 +3,7 @@
 from ioc.db import Base
 from ioc.ingest.models import ConnectorInstance, PollRun, RejectedRecord
 from ioc.kpi.models import KpiValue
+from ioc.layouts.models import WallLayout
 from ioc.records.models import (
     BedCensusRow,
     DossierRow,
@@ -26,4 +27,5 @@ __all__ = [
     "PollRun",
     "RejectedRecord",
     "SchoolDayRow",
+    "WallLayout",
 ]

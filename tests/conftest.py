@@ -11,7 +11,14 @@ from sqlalchemy import delete
 from ioc.config import Settings
 from ioc.context import AppContext, build_context
 from ioc.migrations import upgrade
-from ioc.models import ConnectorInstance, DossierRow, KpiValue, PollRun, RejectedRecord
+from ioc.models import (
+    ConnectorInstance,
+    DossierRow,
+    KpiValue,
+    PollRun,
+    RejectedRecord,
+    WallLayout,
+)
 from ioc.units.service import sync_units
 from tests.support.databases import BACKENDS, empty_database, require_backend
 
@@ -41,7 +48,14 @@ async def ctx(settings: Settings) -> AsyncIterator[AppContext]:
     """A service context on a clean database holding only the province's units."""
     context = build_context(settings)
     async with context.sessionmaker() as session, session.begin():
-        for model in (KpiValue, DossierRow, RejectedRecord, PollRun, ConnectorInstance):
+        for model in (
+            KpiValue,
+            DossierRow,
+            RejectedRecord,
+            PollRun,
+            ConnectorInstance,
+            WallLayout,
+        ):
             await session.execute(delete(model))
         await sync_units(session, PROVINCE)
     try:

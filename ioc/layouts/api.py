@@ -1,0 +1,96 @@
+"""Routes for wall layouts: create, edit, list, read, delete, and render one now."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Response, status
+
+from ioc.deps import ContextDep, SessionDep
+from ioc.kit.clock import utcnow
+from ioc.layouts import service
+from ioc.layouts.live import LAYOUTS_TOPIC
+from ioc.layouts.schemas import LayoutCreate, LayoutRead, LayoutUpdate
+from ioc.units.service import province_code_str
+
+router = APIRouter(prefix="/api/v1/layouts", tags=["layouts"])
+
+
+@contextmanager
+def _answering_errors() -> Iterator[None]:
+    try:
+        yield
+    except service.LayoutNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except service.LayoutExists as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except service.LayoutInvalid as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+
+
+def _announce(ctx: ContextDep, layout_id: str, *, deleted: bool = False) -> None:
+    """Tell every replica's layout feed (and any client of `layouts`) that a layout changed."""
+    if ctx.hub is not None:
+        ctx.hub.publish(LAYOUTS_TOPIC, {"id": layout_id, "deleted": deleted})
+
+
+@router.get("", response_model=list[LayoutRead])
+async def get_layouts(session: SessionDep) -> list[LayoutRead]:
+    """Every layout, the default first."""
+    return [service.to_read(x) for x in await service.list_layouts(session)]
+
+
+@router.post("", response_model=LayoutRead, status_code=status.HTTP_201_CREATED)
+async def create_layout(data: LayoutCreate, session: SessionDep, ctx: ContextDep) -> LayoutRead:
+    """Store a new layout; unknown KPIs, units or visualisations are refused with 422."""
+    with _answering_errors():
+        layout = await service.create_layout(
+            session, data, province_code=province_code_str(ctx.settings.province), now=utcnow()
+        )
+    read = service.to_read(layout)
+    await session.commit()
+    _announce(ctx, layout.id)
+    return read
+
+
+@router.get("/{layout_id}", response_model=LayoutRead)
+async def get_layout(layout_id: str, session: SessionDep) -> LayoutRead:
+    """One layout."""
+    with _answering_errors():
+        return service.to_read(await service.get_layout(session, layout_id))
+
+
+@router.patch("/{layout_id}", response_model=LayoutRead)
+async def update_layout(
+    layout_id: str, data: LayoutUpdate, session: SessionDep, ctx: ContextDep
+) -> LayoutRead:
+    """Change a layout (send `tiles` to replace them all); walls following it redraw."""
+    with _answering_errors():
+        layout = await service.update_layout(session, layout_id, data, now=utcnow())
+    read = service.to_read(layout)
+    await session.commit()
+    _announce(ctx, layout_id)
+    return read
+
+
+@router.delete("/{layout_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_layout(layout_id: str, session: SessionDep, ctx: ContextDep) -> Response:
+    """Remove a layout."""
+    with _answering_errors():
+        await service.delete_layout(session, layout_id)
+    await session.commit()
+    _announce(ctx, layout_id, deleted=True)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{layout_id}/tiles")
+async def render_layout(layout_id: str, ctx: ContextDep) -> dict[str, Any]:
+    """Every tile of the layout ready to draw, as the `layout:<id>` topic delivers it."""
+    assert ctx.layout_feed is not None
+    with _answering_errors():
+        try:
+            return await ctx.layout_feed.snapshot(f"layout:{layout_id}")
+        except LookupError as exc:
+            raise service.LayoutNotFound(f"no layout {layout_id!r}") from exc
