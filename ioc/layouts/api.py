@@ -27,7 +27,7 @@ def _answering_errors() -> Iterator[None]:
     except service.LayoutExists as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     except service.LayoutInvalid as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise HTTPException(422, str(exc)) from None
 
 
 def _announce(ctx: ContextDep, layout_id: str, *, deleted: bool = False) -> None:
