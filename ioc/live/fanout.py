@@ -88,9 +88,10 @@ class PgFanout:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.connection is not None and not self.connection.is_closed():
+        connection, self.connection = self.connection, None  # a closing, not a loss
+        if connection is not None and not connection.is_closed():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.connection.close(), 2)
+                await asyncio.wait_for(connection.close(), 2)
 
     def send(self, topic: str, data: Any) -> None:
         """Queue an update for the other replicas (the hub's relay; never blocks)."""
