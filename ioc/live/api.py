@@ -37,7 +37,7 @@ async def live(websocket: WebSocket) -> None:
         send_timeout=ctx.settings.ws_send_timeout,
     )
     hub.attach(client)
-    writer = asyncio.create_task(client.run_writer())
+    writer = client.task = asyncio.create_task(client.run_writer())
     try:
         while not client.closed:
             receive = asyncio.create_task(websocket.receive_text())

@@ -6,9 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-import pytest
-
-from ioc.live.hub import Client, Hub, SlowClient, TopicRegistry, UnknownTopic
+from ioc.live.hub import Client, Hub, TopicRegistry, UnknownTopic
 
 
 class RecordingSender:
@@ -245,10 +243,20 @@ async def test_heartbeat_pings_live_clients_and_closes_idle_ones_with_a_reason()
     assert "idle" in idle_sender.frames[-1]["message"]
 
 
-async def test_a_client_that_takes_no_frame_within_the_send_timeout_fails_its_writer() -> None:
+async def test_a_client_stuck_on_one_frame_past_its_send_timeout_is_dropped() -> None:
+    hub = Hub(snapshot)
     sender = RecordingSender()
-    sender.gate.clear()
-    client = Client(sender, queue_limit=10, send_timeout=0.05)
-    client.offer("kpi:a:75", "{}", 1)
-    with pytest.raises(SlowClient):
-        await client.run_writer()
+    sender.gate.clear()  # the client takes nothing
+    client = Client(sender, queue_limit=10, send_timeout=5)
+    hub.attach(client)
+    client.task = asyncio.create_task(client.run_writer())
+    await hub.subscribe(client, ["kpi:a:75"])
+    await asyncio.sleep(0)
+    assert client.sending_since is not None
+    hub.beat(idle_seconds=60)
+    assert not client.closed  # still within its timeout
+    client.sending_since -= 6
+    hub.beat(idle_seconds=60)
+    await asyncio.sleep(0)
+    assert client.closed and client.task.cancelled()
+    assert hub.client_count() == 0 and hub.subscribers == {}
