@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from ioc.deps import ContextDep, SessionDep
 from ioc.kit.clock import utcnow
 from ioc.layouts import service
-from ioc.layouts.live import LAYOUTS_TOPIC
+from ioc.layouts.live import LAYOUTS_TOPIC, layouts_state
 from ioc.layouts.schemas import LayoutCreate, LayoutRead, LayoutUpdate
 from ioc.units.service import province_code_str
 
@@ -30,10 +30,13 @@ def _answering_errors() -> Iterator[None]:
         raise HTTPException(422, str(exc)) from None
 
 
-def _announce(ctx: ContextDep, layout_id: str, *, deleted: bool = False) -> None:
-    """Tell every replica's layout feed (and any client of `layouts`) that a layout changed."""
+async def _announce(
+    ctx: ContextDep, session: SessionDep, layout_id: str, *, deleted: bool = False
+) -> None:
+    """After the commit: tell every replica's layout feed (and any client of `layouts`)."""
     if ctx.hub is not None:
-        ctx.hub.publish(LAYOUTS_TOPIC, {"id": layout_id, "deleted": deleted})
+        state = await layouts_state(session, changed=layout_id, deleted=deleted)
+        ctx.hub.publish(LAYOUTS_TOPIC, state)
 
 
 @router.get("", response_model=list[LayoutRead])
@@ -51,7 +54,7 @@ async def create_layout(data: LayoutCreate, session: SessionDep, ctx: ContextDep
         )
     read = service.to_read(layout)
     await session.commit()
-    _announce(ctx, layout.id)
+    await _announce(ctx, session, layout.id)
     return read
 
 
@@ -71,7 +74,7 @@ async def update_layout(
         layout = await service.update_layout(session, layout_id, data, now=utcnow())
     read = service.to_read(layout)
     await session.commit()
-    _announce(ctx, layout_id)
+    await _announce(ctx, session, layout_id)
     return read
 
 
@@ -81,7 +84,7 @@ async def delete_layout(layout_id: str, session: SessionDep, ctx: ContextDep) ->
     with _answering_errors():
         await service.delete_layout(session, layout_id)
     await session.commit()
-    _announce(ctx, layout_id, deleted=True)
+    await _announce(ctx, session, layout_id, deleted=True)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -14,10 +14,11 @@ import logging
 from typing import Any
 
 import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.context import AppContext
 from ioc.layouts.models import WallLayout
-from ioc.layouts.service import Renderer, SampleCache, to_read
+from ioc.layouts.service import Renderer, SampleCache, list_layouts, to_read
 from ioc.live.hub import Hub, UnknownTopic
 from ioc.live.topics import CONNECTORS_TOPIC
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 LAYOUT_FAMILY = "layout"
 LAYOUTS_TOPIC = "layouts"
-"""Announces layout changes (`{"id": …, "deleted": bool}`) so every replica re-renders."""
+"""Every layout's id and names, and which one changed last (so every replica re-renders it)."""
 INCIDENTS_TOPIC = "incidents"
 
 
@@ -41,6 +42,20 @@ def incident_items(state: Any) -> list[dict[str, Any]]:
     """The incidents in the `incidents` topic's state: a list, or `{"items": [...]}`."""
     items = state.get("items", []) if isinstance(state, dict) else state
     return [i for i in items or [] if isinstance(i, dict)]
+
+
+async def layouts_state(
+    session: AsyncSession, *, changed: str | None = None, deleted: bool = False
+) -> dict[str, Any]:
+    """The `layouts` topic's state: every layout's summary, and the one that just changed."""
+    fields = {"id", "name_vi", "name_en", "is_default", "updated_at"}
+    return {
+        "changed": changed,
+        "deleted": deleted,
+        "layouts": [
+            to_read(x).model_dump(mode="json", include=fields) for x in await list_layouts(session)
+        ],
+    }
 
 
 class LayoutFeed:
@@ -106,16 +121,8 @@ class LayoutFeed:
         """The `layouts` topic: every layout's id, names and last change."""
         if topic != LAYOUTS_TOPIC:
             raise UnknownTopic(f"unknown topic {topic!r}; expected layouts")
-        from ioc.layouts.service import list_layouts
-
         async with self.ctx.sessionmaker() as session:
-            layouts = await list_layouts(session)
-        return [
-            to_read(x).model_dump(
-                mode="json", include={"id", "name_vi", "name_en", "is_default", "updated_at"}
-            )
-            for x in layouts
-        ]
+            return await layouts_state(session)
 
     async def _render(self, session: Any, layout: WallLayout) -> dict[str, Any]:
         kinds = {t["visualisation"] for t in layout.tiles}
@@ -159,8 +166,8 @@ class LayoutFeed:
             self.mark({i for i in followed if "incidents" in self.kinds_of.get(i, {"incidents"})})
         elif topic == CONNECTORS_TOPIC:
             self.mark({i for i in followed if "freshness" in self.kinds_of.get(i, {"freshness"})})
-        elif topic == LAYOUTS_TOPIC and isinstance(data, dict) and data.get("id") in followed:
-            self.mark({data["id"]})
+        elif topic == LAYOUTS_TOPIC and isinstance(data, dict) and data.get("changed") in followed:
+            self.mark({data["changed"]})
 
     def mark(self, layout_ids: set[str]) -> None:
         """Render these layouts again shortly."""

@@ -396,7 +396,8 @@ function renderTile(entry, tile) {
           : "none";
       break;
     case "freshness":
-      drawSources(body, data.sources ?? [], "tile-sources");
+      // The connectors topic is the fresher copy (and its arrival time judges staleness).
+      drawSources(body, state.sourcesReceivedAt ? state.sources : [], "tile-sources");
       break;
     default:
       body.replaceChildren(el("p", "tile-note", tile.visualisation));
@@ -659,7 +660,7 @@ function drawSources(list, sources, className = "sources-list") {
 function applySources(sources) {
   state.sources = sources;
   state.sourcesReceivedAt = Date.now();
-  drawSources($("sources"), sources);
+  refreshFreshness();
 }
 
 function refreshFreshness() {

@@ -329,3 +329,16 @@ async def test_an_incident_tile_says_unavailable_until_incidents_are_served_then
     after = tile((await http.get("/api/v1/layouts/bien-hoa/tiles")).json(), "t2")["data"]
     assert after["available"] and after["open"] == 2
     assert [i["id"] for i in after["items"]] == [2, 1]  # critical first
+
+
+async def test_a_freshness_tile_lists_every_source_with_when_it_turns_stale(
+    app: FastAPI, http: httpx.AsyncClient
+) -> None:
+    await make_instance(app.state.ctx, name="motcua", interval_seconds=60)
+    body = layout(tiles=[{"id": "f", "visualisation": "freshness", "x": 0, "y": 0}])
+    await http.post("/api/v1/layouts", json=body)
+    data = tile((await http.get("/api/v1/layouts/bien-hoa/tiles")).json(), "f")["data"]
+    assert data["available"]
+    assert [(s["name"], s["stale"], s["last_success_at"]) for s in data["sources"]] == [
+        ("motcua", True, None)  # never polled: stale from the start
+    ]
