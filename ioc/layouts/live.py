@@ -4,7 +4,8 @@ Layout topics are derived, never relayed between replicas: each replica hears th
 incident and connector updates (its own and, through LISTEN/NOTIFY, the others') and renders
 the layouts its own clients follow. A change is debounced, so a burst of KPI updates costs one
 render; every `refresh_seconds` followed layouts are rendered again for what moves with time
-alone (sparklines, sources turning stale), and sent only if something changed."""
+alone (sparklines, sources turning stale), and sent only if something changed. While changes
+keep coming (a catch-up), a layout is rendered at most once a second."""
 
 from __future__ import annotations
 
@@ -62,10 +63,16 @@ class LayoutFeed:
     """Serves and refreshes the `layout:<id>` topics of one process."""
 
     def __init__(
-        self, ctx: AppContext, *, debounce_seconds: float = 0.3, refresh_seconds: float = 30.0
+        self,
+        ctx: AppContext,
+        *,
+        debounce_seconds: float = 0.3,
+        min_interval_seconds: float = 1.0,
+        refresh_seconds: float = 30.0,
     ) -> None:
         self.ctx = ctx
         self.debounce_seconds = debounce_seconds
+        self.min_interval_seconds = min_interval_seconds
         self.refresh_seconds = refresh_seconds
         self.samples = SampleCache()
         self.dirty: set[str] = set()
@@ -178,14 +185,19 @@ class LayoutFeed:
             self._flush = asyncio.get_running_loop().create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
+        loop = asyncio.get_running_loop()
         await asyncio.sleep(self.debounce_seconds)
         while self.dirty:
+            started = loop.time()
             ids, self.dirty = self.dirty, set()
             for layout_id in sorted(ids):
                 try:
                     await self.refresh(layout_id)
                 except Exception:  # one broken layout must not stop the others
                     log.exception("rendering layout %s failed", layout_id)
+            if self.dirty:  # changes keep coming (a catch-up): render at most once a second
+                spent = loop.time() - started
+                await asyncio.sleep(max(self.debounce_seconds, self.min_interval_seconds - spent))
 
     async def refresh(self, layout_id: str) -> bool:
         """Render a followed layout and deliver it if it changed; True if delivered."""
