@@ -11,6 +11,8 @@ IOC, then the floor, with the same frames at the same rate:
 - publish → last socket write: on the server, from `Hub.publish` to the moment the last
   subscriber's frame was handed to its socket (the floor: the `broadcast()` call itself, which
   writes to every transport before returning);
+- server CPU per frame written (this process's CPU time while publishing ÷ frames × clients):
+  the figure least disturbed by a shared machine;
 - server RSS with every client connected (this process, which also holds the idle floor server).
 
     .venv/bin/python bench/ws_fanout.py                       # both scenarios, 25 s each
@@ -240,6 +242,7 @@ async def ioc_phase(port: int, app: Any, count: int, rate: float, seconds: float
         "server_rss_mb_connected": round(rss_connected, 1),
         "server_rss_mb_peak": round(rss_peak, 1),
         "server_cpu_share_while_publishing": round(cpu / seconds, 2),
+        "server_cpu_us_per_frame": round(cpu / (len(published) * count) * 1e6, 1),
     }
 
 
@@ -277,9 +280,13 @@ async def floor_phase(
             websockets.broadcast(connected, frame)
             durations.append((time.perf_counter() - began) * 1000)
 
-        await publish_for(seconds, rate, publish, template)
+        cpu_before = time.process_time()
+        published = await publish_for(seconds, rate, publish, template)
+        cpu = time.process_time() - cpu_before
         latencies, _ = await clients.stop()
     return {
+        "frames_published": len(published),
+        "server_cpu_us_per_frame": round(cpu / (len(published) * count) * 1e6, 1),
         "publish_to_last_write_ms": {"p50": pct(durations, 50), "p99": pct(durations, 99)},
         "delivery_ms": {
             "count": len(latencies),
@@ -340,6 +347,8 @@ async def run_server(scenarios: list[str], seconds: float, ws: str = "auto") -> 
                 "ratio_delivery_p99": ioc["delivery_ms"]["p99"] / floor["delivery_ms"]["p99"],
                 "ratio_last_write_p99": ioc["publish_to_last_write_ms"]["p99"]
                 / floor["publish_to_last_write_ms"]["p99"],
+                "ratio_cpu_per_frame": ioc["server_cpu_us_per_frame"]
+                / floor["server_cpu_us_per_frame"],
             }
     finally:
         server.should_exit = True

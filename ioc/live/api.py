@@ -54,7 +54,7 @@ async def live(websocket: WebSocket) -> None:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             async with asyncio.timeout(2):
                 await writer  # flushes the closing reason, if any
-        writer.cancel()
+        client.cancel()
         with contextlib.suppress(Exception):
             await websocket.close()
 

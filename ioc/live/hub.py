@@ -109,6 +109,11 @@ class Client:
         """When the frame being written started; the heartbeat drops a client stuck on one."""
         self.task: asyncio.Task[None] | None = None
         """The writer task, cancelled when the client is stuck."""
+        self.parked = False
+        """The writer waits with nothing queued: an offered frame can be written at once."""
+        self.inflight: asyncio.Task[None] | None = None
+        """Finishes a write that `offer` began and that had to wait."""
+        self.failure: Exception | None = None
 
     def heard(self) -> None:
         """The client said something: it is alive."""
@@ -119,7 +124,14 @@ class Client:
         return self.offer_many(topic, [(frame, seq)])
 
     def offer_many(self, topic: str, entries: list[Entry]) -> bool:
-        """Queue several frames of one topic to send in order (a resume's missed updates)."""
+        """Queue several frames of one topic to send in order (a resume's missed updates).
+
+        A client whose writer is idle gets them written at once, as `websockets.broadcast`
+        would: a write that does not have to wait completes here, without a task switch; one
+        that has to wait (a full socket buffer) is finished by a task, never awaited here."""
+        if self.parked and not self.pending and not self.control and not self.closed:
+            self._send_now(topic, entries)
+            return True
         if topic not in self.pending and len(self.pending) >= self.queue_limit:
             return False
         self.pending.pop(topic, None)
@@ -136,22 +148,88 @@ class Client:
         """Whether the frame being written has waited longer than `send_timeout`."""
         return self.sending_since is not None and now - self.sending_since > self.send_timeout
 
-    async def run_writer(self) -> None:
-        """Send queued messages until the client closes; flushes control messages on closing."""
-        while True:
-            await self.wakeup.wait()
-            self.wakeup.clear()
-            while self.control or (self.pending and not self.closed):
-                if self.control:
-                    await self._send(self.control.popleft())
-                    continue
-                topic = next(iter(self.pending))
-                for frame, seq in self.pending.pop(topic):
-                    await self._send(frame)
-                    if self.on_sent is not None:
-                        self.on_sent(topic, seq)
-            if self.closed:
+    def cancel(self) -> None:
+        """Stop writing (a client stuck on a frame, or gone)."""
+        for task in (self.task, self.inflight):
+            if task is not None:
+                task.cancel()
+
+    def _send_now(self, topic: str, entries: list[Entry]) -> None:
+        """Step each frame's send coroutine once: most complete at once (written)."""
+        for index, (frame, seq) in enumerate(entries):
+            send = self.sender.send_text(frame)
+            self.sending_since = time.monotonic()
+            try:
+                waiting_on = send.send(None)
+            except StopIteration:
+                self.sending_since = None
+                if self.on_sent is not None:
+                    self.on_sent(topic, seq)
+                continue
+            except Exception as exc:  # the connection is gone: the writer ends with it
+                self.sending_since = None
+                self.failure = exc
+                self.parked = False
+                self.wakeup.set()
                 return
+            # The write waits (backpressure): a task finishes it, the writer takes what follows.
+            self.parked = False
+            self.inflight = asyncio.get_running_loop().create_task(
+                self._finish(send, waiting_on, topic, seq)
+            )
+            if index + 1 < len(entries):
+                self.pending[topic] = entries[index + 1 :]
+            return
+
+    async def _finish(self, send: Any, waiting_on: Any, topic: str, seq: int) -> None:
+        """Drive a suspended send coroutine to its end, as a task would."""
+        try:
+            while True:
+                if waiting_on is None:  # a bare yield (sleep(0))
+                    await asyncio.sleep(0)
+                else:  # wait for the future it waits on; its outcome is for `send` to raise
+                    await asyncio.wait({waiting_on})
+                waiting_on = send.send(None)
+        except StopIteration:
+            self.sending_since = None
+            if self.on_sent is not None:
+                self.on_sent(topic, seq)
+        except asyncio.CancelledError:
+            send.close()
+            raise
+        except Exception as exc:
+            self.sending_since = None
+            self.failure = exc
+        finally:
+            self.inflight = None
+            self.wakeup.set()
+
+    async def run_writer(self) -> None:
+        """Send queued messages until the client closes; flushes control messages on closing.
+
+        Raises what a failed write raised (the connection is gone)."""
+        while True:
+            if self.failure is not None:
+                raise self.failure
+            if self.inflight is not None:
+                await asyncio.wait({self.inflight})
+                continue
+            if not (self.control or (self.pending and not self.closed)):
+                if self.closed:
+                    return
+                self.wakeup.clear()
+                self.parked = True
+                await self.wakeup.wait()
+                self.parked = False
+                continue
+            if self.control:
+                await self._send(self.control.popleft())
+                continue
+            topic = next(iter(self.pending))
+            for frame, seq in self.pending.pop(topic):
+                await self._send(frame)
+                if self.on_sent is not None:
+                    self.on_sent(topic, seq)
 
     async def _send(self, frame: str) -> None:
         # No timer per frame (that would cost more than the write): the heartbeat checks
@@ -367,8 +445,7 @@ class Hub:
         for client in list(self.clients):
             if client.stuck(now):
                 self.drop(client)
-                if client.task is not None:
-                    client.task.cancel()
+                client.cancel()
             elif now - client.last_heard > idle_seconds:
                 self.drop(client, reason=f"idle for more than {idle_seconds:g}s")
             else:
