@@ -6,6 +6,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from ioc.live.hub import Client, Hub, TopicRegistry, UnknownTopic
 
 
@@ -260,3 +262,33 @@ async def test_a_client_stuck_on_one_frame_past_its_send_timeout_is_dropped() ->
     await asyncio.sleep(0)
     assert client.closed and client.task.cancelled()
     assert hub.client_count() == 0 and hub.subscribers == {}
+
+
+async def test_an_idle_client_gets_an_update_written_during_publish() -> None:
+    hub = Hub(snapshot)
+    client, sender = await follow(hub, ["kpi:a:75"])
+    hub.publish("kpi:a:75", {"value": 1})  # no await: nothing else runs before the check
+    assert sender.frames[-1]["data"] == {"value": 1}
+    assert not client.pending
+
+
+class BrokenSender:
+    """A connection that is gone: every write raises."""
+
+    async def send_text(self, data: str) -> None:
+        raise ConnectionResetError("gone")
+
+
+async def test_a_write_that_fails_during_publish_ends_that_client_only() -> None:
+    hub = Hub(snapshot)
+    _, healthy_sender = await follow(hub, ["kpi:a:75"])
+    broken = Client(BrokenSender(), queue_limit=10)
+    hub.attach(broken)
+    hub.subscribers["kpi:a:75"].add(broken)
+    broken.topics.add("kpi:a:75")
+    writer = asyncio.create_task(broken.run_writer())
+    await asyncio.sleep(0)  # the writer parks, idle
+    assert hub.publish("kpi:a:75", {"value": 1}) == 2
+    with pytest.raises(ConnectionResetError):
+        await writer
+    assert healthy_sender.frames[-1]["data"] == {"value": 1}
