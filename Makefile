@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DB ?= sqlite+aiosqlite:///./ioc-demo.db
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,11 @@ demo: $(STAMP)
 	IOC_DATABASE_URL=$(DEMO_DB) $(BIN)/ioc migrate
 	IOC_DATABASE_URL=$(DEMO_DB) IOC_CONNECTORS_FILE=demo/connectors.toml $(BIN)/ioc demo
 
-test: $(STAMP)
+# The wall display's browser test drives the system's Chromium (Debian's `chromium` package).
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q

@@ -23,7 +23,10 @@ from ioc.ingest.instances import read_seed_file, upsert_instance
 from ioc.ingest.registry import ConnectorRegistry
 from ioc.kit.clock import Clock, utcnow
 from ioc.kpi import api as kpi_api
+from ioc.layouts import api as layouts_api
+from ioc.layouts.service import ensure_default_layout
 from ioc.live import api as live_api
+from ioc.live.fanout import PgFanout, asyncpg_dsn
 from ioc.migrations import MIGRATION_LOCK
 from ioc.ops import api as ops_api
 from ioc.ops.metrics import Metrics
@@ -32,7 +35,7 @@ from ioc.records import api as records_api
 from ioc.scheduler.service import start_scheduler
 from ioc.system import api as system_api
 from ioc.units import api as units_api
-from ioc.units.service import sync_units
+from ioc.units.service import province_code_str, sync_units
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +63,14 @@ def create_app(
             )
         await _prepare_database(ctx)
         app.state.ctx = ctx
+        await _start_live(ctx)
         ctx.scheduler = await start_scheduler(ctx) if settings.scheduler_enabled else None
         try:
             yield
         finally:
             if ctx.scheduler is not None and ctx.scheduler.running:
                 ctx.scheduler.shutdown(wait=False)
+            await _stop_live(ctx)
             await ctx.engine.dispose()
 
     app = FastAPI(
@@ -81,6 +86,7 @@ def create_app(
     app.include_router(kpi_api.router, dependencies=read)
     app.include_router(records_api.router, dependencies=[require(Permission.RECORDS)])
     app.include_router(connectors_api.router, dependencies=read)
+    app.include_router(layouts_api.router, dependencies=read)  # edits gated on their routes
     app.include_router(auth_api.router, dependencies=[require(Permission.ADMIN)])
     app.include_router(live_api.router)  # /ws authenticates its handshake (accept_websocket)
     app.include_router(system_api.router)  # /healthz stays open; the rest gated on its routes
@@ -112,3 +118,27 @@ async def _prepare_database(ctx: AppContext) -> None:
         await sync_units(session, ctx.settings.province)
         for seed in seeds:
             await upsert_instance(session, seed, now=ctx.clock(), registry=ctx.registry)
+        await ensure_default_layout(
+            session, province_code=province_code_str(ctx.settings.province), now=utcnow()
+        )
+
+
+async def _start_live(ctx: AppContext) -> None:
+    """Heartbeats, layout refreshes and, on PostgreSQL, the fan-out between replicas."""
+    assert ctx.hub is not None and ctx.layout_feed is not None
+    ctx.hub.start(
+        ping_seconds=ctx.settings.ws_ping_seconds, idle_seconds=ctx.settings.ws_idle_seconds
+    )
+    ctx.layout_feed.start()
+    if ctx.settings.is_postgres:
+        ctx.fanout = PgFanout(ctx.hub, asyncpg_dsn(ctx.settings.database_url))
+        await ctx.fanout.start()
+
+
+async def _stop_live(ctx: AppContext) -> None:
+    if ctx.fanout is not None:
+        await ctx.fanout.stop()
+    if ctx.layout_feed is not None:
+        await ctx.layout_feed.stop()
+    if ctx.hub is not None:
+        await ctx.hub.stop()

@@ -64,9 +64,26 @@ class Settings(BaseSettings):
     extra_days_off: list[date] = Field(
         default_factory=list, description="Extra days off decided by the province"
     )
-    ws_ping_seconds: float = Field(default=20.0, gt=0)
+    ws_ping_seconds: float = Field(
+        default=20.0, gt=0, description="How often the server pings each WebSocket client"
+    )
+    ws_idle_seconds: float = Field(
+        default=60.0, gt=0, description="A client not heard from for this long is disconnected"
+    )
+    ws_history: int = Field(
+        default=32, ge=0, description="Updates kept per topic for clients that resume"
+    )
+    ws_max_topics: int = Field(default=200, ge=1, description="Topics one client may follow")
+    ws_send_timeout: float = Field(
+        default=10.0, gt=0, description="A client that takes no frame for this long is dropped"
+    )
     ws_client_queue: int = Field(
         default=256, ge=1, description="Topics a slow client may have pending before it is dropped"
+    )
+    layout_refresh_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often followed wall layouts are re-rendered for what moves with time",
     )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -17,6 +18,10 @@ from ioc.kit.clock import Clock, utcnow
 from ioc.kpi.reads import SeriesCache
 from ioc.live.hub import Hub
 from ioc.ops.metrics import Metrics
+
+if TYPE_CHECKING:
+    from ioc.layouts.live import LayoutFeed
+    from ioc.live.fanout import PgFanout
 
 
 @dataclass
@@ -38,6 +43,10 @@ class AppContext:
     """Turns bearer credentials into principals; owns the token cache and rate limits."""
     metrics: Metrics = field(default_factory=Metrics)
     """This service's Prometheus metrics (its own registry)."""
+    layout_feed: LayoutFeed | None = None
+    """Serves the `layout:<id>` topics."""
+    fanout: PgFanout | None = None
+    """On PostgreSQL, shares published updates with the other replicas (started by the app)."""
 
 
 def build_context(
@@ -48,7 +57,9 @@ def build_context(
     metrics: Metrics | None = None,
 ) -> AppContext:
     """Engine, sessions, registry and a live hub wired together; dispose `ctx.engine` after."""
-    from ioc.live.topics import snapshot_provider  # topics read the context: import late
+    # Topics read the context: import late.
+    from ioc.layouts.live import LayoutFeed
+    from ioc.live.topics import register_core_topics
 
     pool = (
         {
@@ -68,7 +79,13 @@ def build_context(
         clock=clock,
         metrics=metrics or Metrics(),
     )
-    ctx.hub = Hub(snapshot_provider(ctx))
+    ctx.hub = Hub(
+        max_topics_per_client=settings.ws_max_topics,
+        history=settings.ws_history,
+    )
+    register_core_topics(ctx)
+    ctx.layout_feed = LayoutFeed(ctx, refresh_seconds=settings.layout_refresh_seconds)
+    ctx.layout_feed.install()
     ctx.auth = Authenticator(settings, ctx.sessionmaker)
     if settings.secrets_key is not None:
         ctx.registry.secret_box = SecretBox(settings.secrets_key.get_secret_value())

@@ -4,6 +4,7 @@ from ioc.auth.models import ApiToken, AuditEntry
 from ioc.db import Base
 from ioc.ingest.models import ConnectorInstance, PollRun, RejectedRecord
 from ioc.kpi.models import KpiValue
+from ioc.layouts.models import WallLayout
 from ioc.records.models import (
     BedCensusRow,
     DossierRow,
@@ -29,4 +30,5 @@ __all__ = [
     "PollRun",
     "RejectedRecord",
     "SchoolDayRow",
+    "WallLayout",
 ]

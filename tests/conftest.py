@@ -19,6 +19,7 @@ from ioc.models import (
     KpiValue,
     PollRun,
     RejectedRecord,
+    WallLayout,
 )
 from ioc.units.service import sync_units
 from tests.support.databases import BACKENDS, empty_database, require_backend
@@ -68,6 +69,7 @@ async def ctx(settings: Settings) -> AsyncIterator[AppContext]:
             ConnectorInstance,
             ApiToken,
             AuditEntry,
+            WallLayout,
         ):
             await session.execute(delete(model))
         await sync_units(session, PROVINCE)

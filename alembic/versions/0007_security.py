@@ -1,7 +1,7 @@
 """api tokens and the audit log
 
-Revision ID: 0007_security
-Revises: 0003
+Revision ID: 0007
+Revises: 0005 (0006 once incidents land)
 Create Date: 2026-11-25
 """
 
@@ -12,8 +12,8 @@ from sqlalchemy.dialects import postgresql
 
 from alembic import op
 
-revision: str = "0007_security"
-down_revision: str | None = "0003"
+revision: str = "0007"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

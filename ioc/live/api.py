@@ -1,4 +1,5 @@
-"""The `/ws` endpoint: subscribe, unsubscribe, snapshots, updates, pings and errors."""
+"""The `/ws` endpoint: subscribe (with resume), unsubscribe, snapshots, updates, heartbeats and
+errors."""
 
 from __future__ import annotations
 
@@ -28,81 +29,83 @@ async def live(websocket: WebSocket) -> None:
         return
     ctx.metrics.ws_clients.inc()
     client = Client(
-        websocket, queue_limit=ctx.settings.ws_client_queue, fanout=ctx.metrics.ws_fanout
+        websocket,
+        queue_limit=ctx.settings.ws_client_queue,
+        send_timeout=ctx.settings.ws_send_timeout,
+        fanout=ctx.metrics.ws_fanout,
     )
-    writer = asyncio.create_task(client.run_writer())
-    pinger = asyncio.create_task(_ping(client, ctx.settings.ws_ping_seconds))
+    hub.attach(client)
+    writer = client.task = asyncio.create_task(client.run_writer())
     try:
         while not client.closed:
             receive = asyncio.create_task(websocket.receive())
             done, _ = await asyncio.wait({receive, writer}, return_when=asyncio.FIRST_COMPLETED)
-            if writer in done:  # the writer failed or the hub dropped the client
+            if receive not in done:  # the writer failed, or the hub closed the client
                 receive.cancel()
                 break
             message = receive.result()
             if message["type"] == "websocket.disconnect":
                 break
+            client.heard()
             if message.get("text") is None:
                 client.send_control(
                     {"type": "error", "message": "binary frames are not supported; send JSON text"}
                 )
                 continue
             await handle_message(hub, client, message["text"])
-    except WebSocketDisconnect:
+    except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
         ctx.metrics.ws_clients.dec()
         hub.drop(client)
-        for task in (writer, pinger):
-            task.cancel()
-        for task in (writer, pinger):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            async with asyncio.timeout(2):
+                await writer  # flushes the closing reason, if any
+        client.cancel()
         with contextlib.suppress(Exception):
             await websocket.close()
 
 
+def _error(client: Client, message: str) -> None:
+    client.send_control({"type": "error", "message": message})
+
+
 async def handle_message(hub: Hub, client: Client, raw: str) -> None:
     """Act on one client message, answering bad ones with an `error` message."""
-    if len(raw.encode()) > MAX_MESSAGE_BYTES:
-        client.send_control(
-            {"type": "error", "message": f"message larger than {MAX_MESSAGE_BYTES} bytes"}
-        )
+    if len(raw) > MAX_MESSAGE_BYTES or len(raw.encode()) > MAX_MESSAGE_BYTES:
+        _error(client, f"message larger than {MAX_MESSAGE_BYTES} bytes")
         return
     try:
         message: Any = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        client.send_control({"type": "error", "message": "message is not valid JSON"})
+        _error(client, "message is not valid JSON")
         return
     if not isinstance(message, dict):
-        client.send_control({"type": "error", "message": "message must be a JSON object"})
+        _error(client, "message must be a JSON object")
         return
     kind = message.get("type")
     if kind in ("subscribe", "unsubscribe"):
         topics = message.get("topics")
         if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
-            client.send_control(
-                {"type": "error", "message": f"{kind} needs 'topics': a list of topic names"}
-            )
+            _error(client, f"{kind} needs 'topics': a list of topic names")
             return
-        if kind == "subscribe":
-            await hub.subscribe(client, topics)
-        else:
+        if kind == "unsubscribe":
             hub.unsubscribe(client, topics)
+            return
+        resume = message.get("resume")
+        if resume is not None and not (
+            isinstance(resume, dict)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in resume.values())
+        ):
+            _error(client, "'resume' must map topic names to the last seq seen (integers)")
+            return
+        epoch = message.get("epoch")
+        await hub.subscribe(client, topics, resume=resume, epoch=epoch)
     elif kind == "pong":
         return
     elif kind == "ping":
         client.send_control({"type": "pong"})
     else:
-        client.send_control(
-            {
-                "type": "error",
-                "message": f"unknown message type {kind!r}; expected subscribe, unsubscribe, ping",
-            }
+        _error(
+            client, f"unknown message type {kind!r}; expected subscribe, unsubscribe, ping, pong"
         )
-
-
-async def _ping(client: Client, every: float) -> None:
-    while not client.closed:
-        await asyncio.sleep(every)
-        client.send_control({"type": "ping"})

@@ -24,6 +24,7 @@ from ioc.ingest.models import ConnectorInstance, PollRun
 from ioc.ingest.service import ingest_batch
 from ioc.kit.clock import utcnow
 from ioc.kpi.service import CellValue, is_headline, recompute, refresh
+from ioc.live.topics import publish_connectors
 from ioc.ops.logs import log_context
 from ioc.sdk import Batch, Connector, ConnectorError, ConnectorRateLimited
 from ioc.units.service import province_code_str, unit_codes
@@ -189,6 +190,7 @@ async def _poll_locked(ctx: AppContext, instance_id: int, *, force: bool) -> Pol
         if connector is not None:
             await connector.aclose()
     await _record_run(ctx, instance, outcome, started=started)
+    await publish_connectors(ctx)
     return outcome
 
 

@@ -1,9 +1,9 @@
-// Wall display of the IOC (Trung tâm điều hành thông minh): KPI tiles kept live over a WebSocket.
-// Plain ES module, no build step, no external resources.
-// URL options: ?lang=en (English labels), ?unit=<code> (show another unit than the province),
-// ?token=<bearer token>: kept in this browser's localStorage and removed from the address bar;
-// sent as an Authorization header to the API and as the first message on /ws (never in a URL
-// that access logs would keep).
+// Wall display of the IOC (Trung tâm điều hành thông minh): a wall layout's tiles kept live over
+// a WebSocket. Plain ES module, no build step, no external resources.
+// URL options: ?layout=<id> (a wall layout; the default layout otherwise), ?lang=en (English
+// labels), ?token=<bearer token>: kept in this browser's localStorage and removed from the
+// address bar; sent as an Authorization header to the API and as the first message on /ws
+// (never in a URL that access logs would keep).
 
 const params = new URLSearchParams(location.search);
 const LANG = params.get("lang") === "en" ? "en" : "vi";
@@ -11,12 +11,12 @@ const TOKEN = rememberToken(params.get("token"));
 const NUMBER_LOCALE = LANG === "en" ? "en-US" : "vi-VN";
 const DATE_LOCALE = LANG === "en" ? "en-GB" : "vi-VN";
 
-const CONNECTOR_POLL_MS = 10_000;
-const KPI_REFRESH_MS = 5 * 60_000; // safety net in case a push is missed
 const BACKOFF_START_MS = 1_000;
 const BACKOFF_CAP_MS = 30_000;
 const STABLE_CONNECTION_MS = 10_000;
-const STALE_FACTOR = 3; // a source is stale after 3× its polling interval
+const CLIENT_PING_MS = 15_000; // we ping the server…
+const SILENCE_LIMIT_MS = 50_000; // …and give up on a socket that says nothing for this long
+const FRESHNESS_CHECK_MS = 5_000;
 const SYSTEM_TIMEOUT_MS = 5_000;
 const FALLBACK_TIME_ZONE = "Asia/Ho_Chi_Minh";
 
@@ -28,7 +28,8 @@ const TEXT = {
     offline: "Mất kết nối",
     disconnected: "Mất kết nối — đang kết nối lại…",
     loading: "Đang tải dữ liệu…",
-    noKpis: "Chưa có chỉ số nào cho đơn vị này",
+    noLayout: "Không tìm thấy bố cục màn hình",
+    emptyLayout: "Bố cục này chưa có ô nào",
     sources: "Nguồn dữ liệu",
     noSources: "Chưa cấu hình nguồn dữ liệu",
     dataAt: "dữ liệu lúc",
@@ -36,6 +37,7 @@ const TEXT = {
     updated: "cập nhật",
     today: "Hôm nay",
     yesterday: "Hôm qua",
+    days14: "14 ngày",
     day: (d) => `Ngày ${d}`,
     week: (d) => `Tuần từ ${d}`,
     month: (m, y) => `Tháng ${m}/${y}`,
@@ -43,10 +45,17 @@ const TEXT = {
     year: (y) => `Năm ${y}`,
     status: { ok: "Đạt", warn: "Cảnh báo", critical: "Nghiêm trọng", none: "", empty: "Chưa có số liệu" },
     health: { ok: "Bình thường", degraded: "Chập chờn", failing: "Lỗi", disabled: "Tạm dừng", stale: "Trễ dữ liệu" },
+    severity: { warn: "Cảnh báo", critical: "Nghiêm trọng" },
     thresholds: "Ngưỡng",
     warnShort: "cảnh báo",
     criticalShort: "nghiêm trọng",
     demoBadge: "DEMO · không xác thực",
+    noIncidents: "Không có sự cố đang mở",
+    incidentsUnavailable: "Chưa kết nối dữ liệu sự cố",
+    openIncidents: (n) => `${n} sự cố đang mở`,
+    since: "từ",
+    worstOf: (n, total) => `${n} đơn vị thấp nhất / ${total}`,
+    noBars: "Chưa có số liệu theo đơn vị",
   },
   en: {
     title: "Intelligent Operations Center",
@@ -55,7 +64,8 @@ const TEXT = {
     offline: "Offline",
     disconnected: "Disconnected — reconnecting…",
     loading: "Loading data…",
-    noKpis: "No indicators for this unit yet",
+    noLayout: "Wall layout not found",
+    emptyLayout: "This layout has no tiles yet",
     sources: "Data sources",
     noSources: "No data sources configured",
     dataAt: "data at",
@@ -63,6 +73,7 @@ const TEXT = {
     updated: "updated",
     today: "Today",
     yesterday: "Yesterday",
+    days14: "14 days",
     day: (d) => d,
     week: (d) => `Week of ${d}`,
     month: (m, y) =>
@@ -73,10 +84,17 @@ const TEXT = {
     year: (y) => `Year ${y}`,
     status: { ok: "On target", warn: "Warning", critical: "Critical", none: "", empty: "No data" },
     health: { ok: "OK", degraded: "Degraded", failing: "Failing", disabled: "Disabled", stale: "Stale" },
+    severity: { warn: "Warning", critical: "Critical" },
     thresholds: "Thresholds",
     warnShort: "warn",
     criticalShort: "critical",
     demoBadge: "DEMO · no authentication",
+    noIncidents: "No open incidents",
+    incidentsUnavailable: "Incident feed not connected",
+    openIncidents: (n) => `${n} open incident${n === 1 ? "" : "s"}`,
+    since: "since",
+    worstOf: (n, total) => `worst ${n} of ${total} units`,
+    noBars: "No values by unit yet",
   },
 };
 const T = TEXT[LANG];
@@ -102,13 +120,17 @@ const DENOMINATOR_NOUN = {
 };
 
 const state = {
-  unitCode: params.get("unit"),
-  unitLoaded: false,
-  tiles: new Map(), // topic -> { el, data, seq }
+  layoutId: params.get("layout"),
+  layout: null, // the last layout message's data
+  tiles: new Map(), // tile id -> { el, data }
+  seq: new Map(), // topic -> last seq applied
+  epoch: null, // the server hub's epoch those seqs belong to
+  sources: [], // the connectors topic's data, with the local time it arrived
+  sourcesReceivedAt: 0,
   socket: null,
   attempt: 0,
   openedAt: 0,
-  everConnected: false,
+  lastHeardAt: 0,
   reconnectTimer: null,
   // From GET /api/v1/system: the province's time zone and the server clock minus the browser's.
   timeZone: FALLBACK_TIME_ZONE,
@@ -117,6 +139,7 @@ const state = {
 };
 
 const $ = (id) => document.getElementById(id);
+const SVG_NS = "http://www.w3.org/2000/svg";
 
 // --------------------------------------------------------------------- time
 // Every time and date shown is the server's clock, in the province's time zone: never the wall
@@ -250,21 +273,8 @@ function formatRatio(data) {
 
 // ------------------------------------------------------------------- status
 
-function isWorse(direction, value, threshold) {
-  if (direction === "up") return value < threshold;
-  return value > threshold; // "down" and "band": higher is worse
-}
-
-function tileStatus({ value, warn, critical, good_direction: direction }) {
-  if (value == null) return "empty";
-  if (!direction || (warn == null && critical == null)) return "none";
-  if (critical != null && isWorse(direction, value, critical)) return "critical";
-  if (warn != null && isWorse(direction, value, warn)) return "warn";
-  return "ok";
-}
-
 function formatThresholds({ good_direction: direction, warn, critical, unit_of_measure: uom }) {
-  if (!direction) return "";
+  if (!direction || direction === "none") return "";
   const op = direction === "up" ? "<" : ">";
   const format = (v) => formatMeasure(v, uom, { decimals: Number.isInteger(v) ? 0 : 1 });
   const parts = [];
@@ -273,61 +283,324 @@ function formatThresholds({ good_direction: direction, warn, critical, unit_of_m
   return parts.length ? `${T.thresholds}: ${parts.join(" · ")}` : "";
 }
 
+function svg(tag, attributes = {}) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attributes)) el.setAttribute(key, String(value));
+  return el;
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text != null) node.textContent = text;
+  return node;
+}
+
 // -------------------------------------------------------------------- tiles
 
-function topicOf(data) {
-  return `kpi:${data.kpi}:${data.unit}`;
+function tileTitle(tile) {
+  return LANG === "en" ? tile.title_en || tile.title_vi : tile.title_vi;
 }
 
-function createTile(topic) {
-  const el = $("tile-template").content.firstElementChild.cloneNode(true);
-  el.dataset.topic = topic;
-  el.querySelector(".tile-value").addEventListener("animationend", (event) => {
-    event.currentTarget.classList.remove("flash");
-  });
-  const tile = { el, data: null, seq: 0 };
-  state.tiles.set(topic, tile);
-  return tile;
+function createTile(tile) {
+  const node = $("tile-template").content.firstElementChild.cloneNode(true);
+  node.dataset.tileId = tile.id;
+  const entry = { el: node, data: null };
+  state.tiles.set(tile.id, entry);
+  return entry;
 }
 
-function renderTile(tile, data) {
-  const { el } = tile;
-  const previous = tile.data;
-  tile.data = data;
-  const status = tileStatus(data);
-  el.dataset.kpi = data.kpi;
-  el.dataset.unit = data.unit;
-  el.dataset.status = status;
-  el.querySelector(".tile-name").textContent = LANG === "en" ? data.name_en || data.name_vi : data.name_vi;
-  el.querySelector(".tile-period").textContent = formatPeriod(data);
-  const valueEl = el.querySelector(".tile-value");
-  renderValue(valueEl, data);
-  el.querySelector(".tile-status").textContent = T.status[status];
-  el.querySelector(".tile-ratio").textContent = formatRatio(data);
-  el.querySelector(".tile-threshold").textContent = formatThresholds(data);
-  el.querySelector(".tile-updated").textContent = data.computed_at
+// Draw a whole layout message: place every tile on the grid, then fill it.
+function applyLayout(layout) {
+  state.layout = layout;
+  const container = $("tiles");
+  if (layout.deleted) {
+    showEmpty(T.noLayout);
+    return;
+  }
+  container.style.setProperty("--cols", layout.columns);
+  container.style.setProperty("--rows", layout.rows);
+  const name = LANG === "en" ? layout.name_en || layout.name_vi : layout.name_vi;
+  $("unit-name").textContent = layout.unit_name;
+  $("layout-name").textContent = name;
+  document.title = `${T.title} — ${layout.unit_name}`;
+  const wanted = new Set(layout.tiles.map((t) => t.id));
+  for (const [id, entry] of state.tiles) {
+    if (!wanted.has(id)) {
+      entry.el.remove();
+      state.tiles.delete(id);
+    }
+  }
+  for (const tile of layout.tiles) {
+    const entry = state.tiles.get(tile.id) ?? createTile(tile);
+    if (entry.el.parentElement !== container) container.append(entry.el);
+    entry.el.style.gridColumn = `${tile.x + 1} / span ${tile.w}`;
+    entry.el.style.gridRow = `${tile.y + 1} / span ${tile.h}`;
+    renderTile(entry, tile);
+  }
+  $("tiles-empty").textContent = T.emptyLayout;
+  $("tiles-empty").hidden = layout.tiles.length > 0;
+}
+
+function showEmpty(text) {
+  for (const entry of state.tiles.values()) entry.el.remove();
+  state.tiles.clear();
+  $("tiles-empty").textContent = text;
+  $("tiles-empty").hidden = false;
+}
+
+function renderTile(entry, tile) {
+  const previous = entry.data;
+  entry.data = tile;
+  const node = entry.el;
+  const data = { kpi: tile.kpi ?? "", ...(tile.data ?? {}) };
+  node.dataset.visualisation = tile.visualisation;
+  node.dataset.kpi = tile.kpi ?? "";
+  node.dataset.unit = tile.unit;
+  node.dataset.status = data.status ?? "none";
+  node.querySelector(".tile-name").textContent = tileTitle(tile);
+  const body = node.querySelector(".tile-body");
+  body.className = `tile-body body-${tile.visualisation}`;
+  const period = node.querySelector(".tile-period");
+  const sub = node.querySelector(".tile-sub");
+  const statusEl = node.querySelector(".tile-status");
+  const updated = node.querySelector(".tile-updated");
+  period.textContent = data.period_kind ? formatPeriod(data) : "";
+  sub.textContent = tile.kpi ? subtitle(tile) : tile.unit_name;
+  statusEl.textContent = tile.kpi ? T.status[data.status] ?? "" : "";
+  updated.textContent = data.computed_at
     ? `${T.updated} ${formatClockTime(parseInstant(data.computed_at), { seconds: false })}`
     : "";
-  if (previous && previous.value !== data.value) flash(valueEl);
+  switch (tile.visualisation) {
+    case "number":
+      drawNumber(body, data);
+      break;
+    case "gauge":
+      drawGauge(body, data);
+      break;
+    case "sparkline":
+      drawSparkline(body, data);
+      break;
+    case "bars":
+      drawBars(body, data, tile);
+      statusEl.textContent = ""; // each bar carries its own colour
+      period.textContent = data.bars?.rows?.length
+        ? T.worstOf(data.bars.rows.length, data.bars.parts)
+        : period.textContent;
+      break;
+    case "incidents":
+      drawIncidents(body, data);
+      period.textContent = data.available ? T.openIncidents(data.open ?? 0) : "";
+      node.dataset.status = data.items?.some((i) => i.severity === "critical")
+        ? "critical"
+        : data.items?.length
+          ? "warn"
+          : "none";
+      break;
+    case "freshness":
+      // The connectors topic is the fresher copy (and its arrival time judges staleness).
+      drawSources(body, state.sourcesReceivedAt ? state.sources : [], "tile-sources");
+      break;
+    default:
+      body.replaceChildren(el("p", "tile-note", tile.visualisation));
+  }
+  const value = body.querySelector(".tile-value");
+  if (value && previous && previous.data?.value !== data.value) flash(value);
 }
 
-function renderValue(valueEl, data) {
+function subtitle(tile) {
+  const thresholds = formatThresholds(tile.data ?? {});
+  const unit = state.layout && tile.unit !== state.layout.unit ? tile.unit_name : "";
+  return [unit, thresholds].filter(Boolean).join(" · ");
+}
+
+function valueNode(data, className = "tile-value") {
   const { number, suffix } = measureParts(data.value, data.unit_of_measure);
-  const numberEl = document.createElement("span");
-  numberEl.className = "value-number";
-  numberEl.textContent = number;
-  const suffixEl = document.createElement("span");
-  suffixEl.className = "value-suffix";
-  suffixEl.textContent = suffix;
-  valueEl.replaceChildren(numberEl, suffixEl);
-  valueEl.dataset.value = data.value ?? "";
-  fitValue(valueEl);
+  const node = el("span", className);
+  node.append(el("span", "value-number", number), el("span", "value-suffix", suffix));
+  node.dataset.value = data.value ?? "";
+  return node;
+}
+
+function drawNumber(body, data) {
+  const value = valueNode(data);
+  body.replaceChildren(value, el("span", "tile-ratio", formatRatio(data)));
+  fitValue(value);
+}
+
+// A half dial: faint threshold zones, the value's arc in its status colour, the value below.
+function drawGauge(body, data) {
+  const { min = 0, max = 100 } = data.range ?? {};
+  const share = (v) => Math.max(0, Math.min(1, ((v ?? min) - min) / (max - min || 1)));
+  const cx = 100;
+  const cy = 100;
+  const r = 80;
+  const point = (s) => {
+    const angle = Math.PI * (1 - s);
+    return [cx + r * Math.cos(angle), cy - r * Math.sin(angle)];
+  };
+  const arc = (from, to) => {
+    const [x1, y1] = point(from);
+    const [x2, y2] = point(to);
+    return `M ${x1.toFixed(2)} ${y1.toFixed(2)} A ${r} ${r} 0 0 1 ${x2.toFixed(2)} ${y2.toFixed(2)}`;
+  };
+  const chart = svg("svg", { viewBox: "0 0 200 112", class: "gauge", "aria-hidden": "true" });
+  chart.append(svg("path", { d: arc(0, 1), class: "gauge-track" }));
+  const { warn, critical, good_direction: direction } = data;
+  if (direction === "up" || direction === "down" || direction === "band") {
+    const zones = [];
+    if (critical != null) zones.push(["critical", critical]);
+    if (warn != null) zones.push(["warn", warn]);
+    for (const [kind, limit] of zones) {
+      const s = share(limit);
+      const [from, to] = direction === "up" ? [0, s] : [s, 1];
+      if (to > from) chart.append(svg("path", { d: arc(from, to), class: `gauge-zone zone-${kind}` }));
+    }
+  }
+  if (data.value != null) {
+    const s = share(data.value);
+    if (s > 0) chart.append(svg("path", { d: arc(0, Math.max(s, 0.005)), class: "gauge-value" }));
+  }
+  const value = valueNode(data, "tile-value gauge-number");
+  const wrap = el("div", "gauge-wrap");
+  wrap.append(chart, value);
+  body.replaceChildren(wrap, el("span", "tile-ratio", formatRatio(data)));
+}
+
+// Today's line against yesterday's: by hour for stocks, by day (last 14) for the others.
+function drawSparkline(body, data) {
+  const chart = svg("svg", {
+    viewBox: "0 0 240 100",
+    preserveAspectRatio: "none",
+    class: "spark",
+    "aria-hidden": "true",
+  });
+  let series;
+  let xMax;
+  let todayValue;
+  let yesterdayValue;
+  if (data.mode === "hourly") {
+    series = [
+      { points: (data.yesterday ?? []).map((p) => [p.hour, p.value]), cls: "spark-yesterday" },
+      { points: (data.today ?? []).map((p) => [p.hour, p.value]), cls: "spark-today" },
+    ];
+    xMax = 24;
+    todayValue = data.value;
+    yesterdayValue = data.yesterday?.at(-1)?.value;
+  } else {
+    const days = data.days ?? [];
+    series = [{ points: days.map((d, i) => [i, d.value]), cls: "spark-today" }];
+    xMax = Math.max(1, days.length - 1);
+    todayValue = data.today_value;
+    yesterdayValue = data.yesterday_value;
+  }
+  // The scale hugs the data (a backlog of 330 moving by ten must not look flat), with a margin.
+  const values = series.flatMap((s) => s.points.map((p) => p[1])).filter((v) => v != null);
+  let top = values.length ? Math.max(...values) : 1;
+  let low = values.length ? Math.min(...values) : 0;
+  const margin = (top - low) * 0.15 || Math.max(Math.abs(top) * 0.1, 1);
+  top += margin;
+  low = Math.max(low - margin, Math.min(low, 0));
+  const y = (v) => 96 - ((v - low) / (top - low || 1)) * 88;
+  const x = (h) => (h / xMax) * 240;
+  for (const { points, cls } of series) {
+    const known = points.filter((p) => p[1] != null);
+    if (known.length === 0) continue;
+    const line = known.map(([h, v]) => `${x(h).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+    if (cls === "spark-today") {
+      const area = `${x(known[0][0]).toFixed(1)},100 ${line} ${x(known.at(-1)[0]).toFixed(1)},100`;
+      chart.append(svg("polygon", { points: area, class: "spark-area" }));
+    }
+    chart.append(svg("polyline", { points: line, class: cls, "vector-effect": "non-scaling-stroke" }));
+  }
+  if (data.warn != null && data.warn > low && data.warn < top) {
+    const yw = y(data.warn).toFixed(1);
+    chart.append(svg("line", { x1: 0, x2: 240, y1: yw, y2: yw, class: "spark-limit", "vector-effect": "non-scaling-stroke" }));
+  }
+  const head = el("div", "spark-head");
+  const value = valueNode({ ...data, value: todayValue }, "tile-value spark-number");
+  const legend = el("div", "spark-legend");
+  const today = el("span", "legend-today", `${T.today} ${formatMeasure(todayValue, data.unit_of_measure)}`);
+  const yesterday = el(
+    "span",
+    "legend-yesterday",
+    data.mode === "hourly"
+      ? `${T.yesterday} ${formatMeasure(yesterdayValue, data.unit_of_measure)}`
+      : `${T.yesterday} ${formatMeasure(yesterdayValue, data.unit_of_measure)} · ${T.days14}`,
+  );
+  legend.append(today, yesterday);
+  head.append(value, legend);
+  body.replaceChildren(head, chart);
+}
+
+function drawBars(body, data) {
+  const rows = data.bars?.rows ?? [];
+  if (rows.length === 0) {
+    body.replaceChildren(el("p", "tile-note", T.noBars));
+    return;
+  }
+  const scale = data.unit_of_measure === "%" ? 100 : Math.max(...rows.map((r) => r.value ?? 0), 1);
+  const list = el("ol", "bars");
+  for (const row of rows) {
+    const item = el("li", "bar");
+    item.dataset.status = row.status;
+    item.dataset.unit = row.unit;
+    const track = el("span", "bar-track");
+    const fill = el("span", "bar-fill");
+    fill.style.width = `${Math.max(0, Math.min(100, (100 * (row.value ?? 0)) / scale)).toFixed(1)}%`;
+    track.append(fill);
+    item.append(
+      el("span", "bar-name", row.name ?? row.unit),
+      track,
+      el("span", "bar-value", formatMeasure(row.value, data.unit_of_measure)),
+    );
+    list.append(item);
+  }
+  body.replaceChildren(list);
+}
+
+function drawIncidents(body, data) {
+  if (!data.available) {
+    body.replaceChildren(el("p", "tile-note", T.incidentsUnavailable));
+    return;
+  }
+  const items = data.items ?? [];
+  if (items.length === 0) {
+    body.replaceChildren(el("p", "tile-note tile-note-ok", T.noIncidents));
+    return;
+  }
+  const list = el("ul", "incidents");
+  for (const incident of items) {
+    const item = el("li", "incident");
+    item.dataset.severity = incident.severity;
+    item.dataset.incident = incident.id;
+    const opened = incident.opened_at
+      ? `${T.since} ${formatClockTime(parseInstant(incident.opened_at), { seconds: false })}`
+      : "";
+    item.append(
+      el("span", "incident-badge", T.severity[incident.severity] ?? incident.severity),
+      el("span", "incident-title", incident.title),
+      el("span", "incident-unit", incident.unit_name ?? incident.unit_code ?? ""),
+      el("span", "incident-time", opened),
+    );
+    list.append(item);
+  }
+  body.replaceChildren(list);
+}
+
+// The ticker: when the incidents do not all fit, the first one moves to the end every few seconds.
+function tickIncidents() {
+  for (const list of document.querySelectorAll(".incidents")) {
+    if (list.scrollHeight > list.clientHeight + 2 && list.children.length > 1) {
+      list.append(list.firstElementChild);
+    }
+  }
 }
 
 // Shrink a value that is wider than its tile (long numbers, long unit suffixes).
 function fitValue(valueEl) {
   valueEl.style.setProperty("--fit", "1");
-  const available = valueEl.parentElement.clientWidth;
+  const available = valueEl.parentElement?.clientWidth ?? 0;
   const needed = valueEl.scrollWidth;
   if (available > 0 && needed > available) {
     valueEl.style.setProperty("--fit", String((available / needed) * 0.97));
@@ -340,60 +613,63 @@ function flash(valueEl) {
   valueEl.classList.add("flash");
 }
 
-function applyKpi(data, { seq } = {}) {
-  const topic = topicOf(data);
-  const tile = state.tiles.get(topic) ?? createTile(topic);
-  if (!tile.el.isConnected) {
-    $("tiles").append(tile.el);
-    layoutTiles();
-  }
-  if (seq != null) tile.seq = seq;
-  renderTile(tile, data);
+function rerenderAll() {
+  for (const entry of state.tiles.values()) if (entry.data) renderTile(entry, entry.data);
 }
 
-// Replace the tile set with a REST list, keeping its order and the existing elements.
-function syncTiles(list) {
-  const container = $("tiles");
-  const wanted = new Set(list.map(topicOf));
-  for (const [topic, tile] of state.tiles) {
-    if (!wanted.has(topic)) {
-      tile.el.remove();
-      state.tiles.delete(topic);
-    }
-  }
-  for (const data of list) {
-    const topic = topicOf(data);
-    const tile = state.tiles.get(topic) ?? createTile(topic);
-    container.append(tile.el); // append moves existing nodes into list order
-    renderTile(tile, data);
-  }
-  $("tiles-empty").textContent = T.noKpis;
-  $("tiles-empty").hidden = list.length > 0;
-  layoutTiles();
+// ------------------------------------------------------------- data sources
+
+// Staleness is judged on the server's real-time clock: `checked_at` (server time when sent)
+// against the browser's clock at arrival gives the offset, so a demo's replayed clock or a wall
+// PC's wrong clock cannot hide a stale source.
+function sourceHealth(source) {
+  if (!source.enabled || source.health === "disabled") return "disabled";
+  if (source.health === "failing") return "failing";
+  if (!source.last_success_at || !source.stale_at) return "stale";
+  const offset = parseInstant(source.checked_at).getTime() - state.sourcesReceivedAt;
+  const serverNowMs = Date.now() + offset;
+  if (serverNowMs > parseInstant(source.stale_at).getTime()) return "stale";
+  return source.health === "degraded" ? "degraded" : "ok";
 }
 
-// Choose the column count whose tiles come closest to a wide landscape shape.
-function layoutTiles() {
-  const container = $("tiles");
-  const count = state.tiles.size;
-  if (count === 0) return;
-  const { width, height } = container.getBoundingClientRect();
-  const targetAspect = 1.6;
-  let best = { cols: 1, score: Infinity };
-  for (let cols = 1; cols <= count; cols += 1) {
-    const rows = Math.ceil(count / cols);
-    const aspect = width / cols / (height / rows);
-    const emptyCells = cols * rows - count;
-    const score = Math.abs(Math.log(aspect / targetAspect)) + 0.35 * emptyCells;
-    if (score < best.score) best = { cols, score };
-  }
-  container.style.setProperty("--cols", best.cols);
-  container.style.setProperty("--rows", Math.ceil(count / best.cols));
-  for (const tile of state.tiles.values()) fitValue(tile.el.querySelector(".tile-value"));
+function renderSource(source) {
+  const health = sourceHealth(source);
+  const item = el("li", "source");
+  item.dataset.health = health;
+  item.dataset.connector = source.name;
+  const freshness = source.last_success_at
+    ? `${T.dataAt} ${formatClockTime(parseInstant(source.last_success_at), { seconds: false })}`
+    : T.noData;
+  item.title = source.last_error ? `${T.health[health]}: ${source.last_error}` : T.health[health];
+  item.append(
+    el("span", "source-dot"),
+    el("span", "source-title", source.title || source.name),
+    el("span", "source-time", health === "ok" ? freshness : `${freshness} · ${T.health[health]}`),
+  );
+  return item;
 }
 
-function rerenderAllTiles() {
-  for (const tile of state.tiles.values()) if (tile.data) renderTile(tile, tile.data);
+function drawSources(list, sources, className = "sources-list") {
+  const target = list.tagName === "UL" ? list : el("ul", className);
+  if (sources.length === 0) {
+    target.replaceChildren(el("li", "source source-empty", T.noSources));
+  } else {
+    target.replaceChildren(...sources.map(renderSource));
+  }
+  if (target !== list) list.replaceChildren(target);
+}
+
+function applySources(sources) {
+  state.sources = sources;
+  state.sourcesReceivedAt = Date.now();
+  refreshFreshness();
+}
+
+function refreshFreshness() {
+  if (state.sourcesReceivedAt) drawSources($("sources"), state.sources);
+  for (const entry of state.tiles.values()) {
+    if (entry.data?.visualisation === "freshness") renderTile(entry, entry.data);
+  }
 }
 
 // ---------------------------------------------------------------------- API
@@ -436,8 +712,6 @@ async function loadSystem() {
   $("demo-badge").hidden = system.demo !== true;
 }
 
-// On failure the last known values stay; before any success that is the fallback (Vietnam, the
-// browser's clock, no demo badge).
 async function refreshSystem() {
   try {
     await loadSystem();
@@ -446,62 +720,16 @@ async function refreshSystem() {
   }
 }
 
-// Everything fetched over REST: server clock first, so the tiles' periods are judged with it.
-async function refreshAll() {
-  await refreshSystem();
-  return refreshKpis();
-}
-
-async function loadUnit() {
-  const root = await api("/api/v1/units");
-  const code = state.unitCode ?? root.code;
-  const unit = findUnit(root, code) ?? root;
-  state.unitCode = unit.code;
-  state.unitLoaded = true;
-  const label = unit === root ? unit.name : `${unit.name} · ${root.name}`;
-  $("unit-name").textContent = label;
-  document.title = `${T.title} — ${label}`;
-}
-
-function findUnit(node, code) {
-  if (!node) return null;
-  if (node.code === code) return node;
-  for (const child of node.children ?? []) {
-    const found = findUnit(child, code);
-    if (found) return found;
-  }
-  return null;
-}
-
-// The wall's default tiles, two per domain; `?kpis=a,b,c` chooses others.
-const DEFAULT_KPIS = [
-  "onestop.on_time_rate",
-  "onestop.overdue_open",
-  "feedback.on_time_rate",
-  "feedback.overdue_open",
-  "health.bed_occupancy",
-  "health.inpatients",
-  "education.attendance_rate",
-  "education.enrolment",
-];
-const WALL_KPIS = (params.get("kpis") || DEFAULT_KPIS.join(",")).split(",").filter(Boolean);
-
-async function loadKpis() {
-  if (!state.unitLoaded) await loadUnit();
-  const query = new URLSearchParams({ unit: state.unitCode });
-  for (const kpi of WALL_KPIS) query.append("kpi", kpi);
-  const list = await api(`/api/v1/kpis?${query}`);
-  syncTiles(list);
-}
-
-async function refreshKpis() {
+// The layout to show: ?layout=…, else the deployment's default one.
+async function chooseLayout() {
+  if (state.layoutId) return state.layoutId;
   try {
-    await loadKpis();
-    return true;
+    const layouts = await api("/api/v1/layouts");
+    state.layoutId = layouts[0]?.id ?? null;
   } catch (error) {
-    console.warn("KPI refresh failed", error);
-    return false;
+    console.warn("Layouts unavailable", error);
   }
+  return state.layoutId;
 }
 
 // ---------------------------------------------------------------- live push
@@ -509,6 +737,10 @@ async function refreshKpis() {
 function socketUrl() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   return `${scheme}://${location.host}/ws`;
+}
+
+function topics() {
+  return state.layoutId ? [`layout:${state.layoutId}`, "connectors"] : ["connectors"];
 }
 
 function connect() {
@@ -528,23 +760,26 @@ function connect() {
   socket.addEventListener("error", () => socket.close());
 }
 
+// Subscribe, resuming from the last seq of each topic: the server sends what was missed, or a
+// fresh snapshot when it cannot, never a silent gap.
 async function onOpen(socket) {
   // Browsers cannot set headers on a WebSocket: the token goes in the first message.
   if (TOKEN) socket.send(JSON.stringify({ type: "auth", token: TOKEN }));
   state.openedAt = Date.now();
-  const reconnect = state.everConnected;
-  state.everConnected = true;
+  state.lastHeardAt = Date.now();
   setConnected(true);
-  // On a reconnect (or after a failed first load) the REST state is refetched before subscribing,
-  // so snapshots that follow always win over the older REST values.
-  if (reconnect || state.tiles.size === 0) await refreshAll();
+  await refreshSystem();
   if (socket !== state.socket || socket.readyState !== WebSocket.OPEN) return;
-  for (const tile of state.tiles.values()) tile.seq = 0;
-  const topics = [...state.tiles.keys()];
-  if (topics.length) socket.send(JSON.stringify({ type: "subscribe", topics }));
+  const message = { type: "subscribe", topics: topics() };
+  if (state.epoch) {
+    message.epoch = state.epoch;
+    message.resume = Object.fromEntries(state.seq);
+  }
+  socket.send(JSON.stringify(message));
 }
 
 function onMessage(socket, event) {
+  state.lastHeardAt = Date.now();
   let message;
   try {
     message = JSON.parse(event.data);
@@ -561,26 +796,33 @@ function onMessage(socket, event) {
       socket.send(JSON.stringify({ type: "pong" }));
       break;
     case "error":
-      console.error("IOC server error:", message.message);
+      console.error("IOC server error:", message.topic ?? "", message.message);
+      if (message.topic === `layout:${state.layoutId}`) showEmpty(T.noLayout);
       break;
     default:
-      break; // topics this page does not show (incidents, connectors…) are ignored
+      break;
   }
 }
 
-function applyPush({ type, topic, seq, data }) {
-  if (!data || !topic?.startsWith("kpi:")) return;
-  const tile = state.tiles.get(topic);
-  // Updates carry a per-topic increasing seq: drop any that arrive out of order.
-  if (type === "update" && tile && seq != null && seq <= tile.seq) return;
-  applyKpi(data, { seq });
+function applyPush({ type, topic, seq, epoch, data }) {
+  if (type === "snapshot") {
+    if (epoch && epoch !== state.epoch) {
+      state.epoch = epoch;
+      state.seq.clear();
+    }
+  } else if (seq != null && seq <= (state.seq.get(topic) ?? -1)) {
+    return; // already applied
+  }
+  // Every message carries the topic's whole state, so a skipped seq (a slow screen's queue keeps
+  // only the newest) loses nothing.
+  if (seq != null) state.seq.set(topic, seq);
+  if (topic === "connectors") applySources(data ?? []);
+  else if (topic === `layout:${state.layoutId}` && data) applyLayout(data);
 }
 
 function onClose(socket) {
   if (socket !== state.socket) return;
   state.socket = null;
-  // Back off from scratch only if the connection had been healthy for a while; a server that
-  // accepts and drops at once must not be hammered every second.
   if (state.openedAt && Date.now() - state.openedAt > STABLE_CONNECTION_MS) state.attempt = 0;
   state.openedAt = 0;
   setConnected(false);
@@ -589,72 +831,31 @@ function onClose(socket) {
 
 function scheduleReconnect() {
   const base = Math.min(BACKOFF_CAP_MS, BACKOFF_START_MS * 2 ** state.attempt);
-  const delay = Math.min(BACKOFF_CAP_MS, base * (0.85 + Math.random() * 0.3)); // jitter: walls don't reconnect in lockstep
+  const delay = Math.min(BACKOFF_CAP_MS, base * (0.85 + Math.random() * 0.3)); // walls don't reconnect in lockstep
   state.attempt += 1;
   clearTimeout(state.reconnectTimer);
   state.reconnectTimer = setTimeout(connect, delay);
 }
 
+// Our half of the heartbeat: ping the server, and drop a socket that has gone silent (a dead
+// network often closes nothing).
+function heartbeat() {
+  const socket = state.socket;
+  if (socket?.readyState !== WebSocket.OPEN) return;
+  if (Date.now() - state.lastHeardAt > SILENCE_LIMIT_MS) {
+    console.warn("The server went silent; reconnecting");
+    socket.close();
+    onClose(socket);
+    return;
+  }
+  socket.send(JSON.stringify({ type: "ping" }));
+}
+
 function setConnected(connected) {
-  const indicator = $("connection");
-  indicator.dataset.state = connected ? "connected" : "disconnected";
+  $("connection").dataset.state = connected ? "connected" : "disconnected";
   $("connection-label").textContent = connected ? T.connected : T.offline;
   $("banner").hidden = connected;
   document.body.classList.toggle("is-offline", !connected);
-}
-
-// ------------------------------------------------------------- data sources
-
-function sourceHealth(source, now) {
-  if (!source.enabled || source.health === "disabled") return "disabled";
-  if (source.health === "failing") return "failing";
-  if (!source.last_success_at) return "stale";
-  if (typeof source.stale === "boolean") {
-    // The server judges staleness on its real-time clock (right even in a demo replay).
-    if (source.stale) return "stale";
-  } else {
-    const ageMs = now - parseInstant(source.last_success_at).getTime();
-    if (ageMs > STALE_FACTOR * (source.interval_seconds ?? 60) * 1000) return "stale";
-  }
-  return source.health === "degraded" ? "degraded" : "ok";
-}
-
-function renderSource(source, now) {
-  const health = sourceHealth(source, now);
-  const item = document.createElement("li");
-  item.className = "source";
-  item.dataset.health = health;
-  item.dataset.connector = source.name;
-  const freshness = source.last_success_at
-    ? `${T.dataAt} ${formatClockTime(parseInstant(source.last_success_at), { seconds: false })}`
-    : T.noData;
-  item.title = source.last_error ? `${T.health[health]}: ${source.last_error}` : T.health[health];
-  item.innerHTML = `<span class="source-dot" aria-hidden="true"></span>
-    <span class="source-title"></span><span class="source-time"></span>`;
-  item.querySelector(".source-title").textContent = source.title || source.name;
-  item.querySelector(".source-time").textContent =
-    health === "ok" ? freshness : `${freshness} · ${T.health[health]}`;
-  return item;
-}
-
-async function pollConnectors() {
-  try {
-    const sources = await api("/api/v1/connectors");
-    const now = serverNow().getTime();
-    const list = $("sources");
-    if (sources.length === 0) {
-      const empty = document.createElement("li");
-      empty.className = "source source-empty";
-      empty.textContent = T.noSources;
-      list.replaceChildren(empty);
-    } else {
-      list.replaceChildren(...sources.map((source) => renderSource(source, now)));
-    }
-  } catch (error) {
-    console.warn("Connector poll failed", error); // the list keeps its last known state
-  } finally {
-    setTimeout(pollConnectors, CONNECTOR_POLL_MS);
-  }
 }
 
 // -------------------------------------------------------------------- clock
@@ -666,7 +867,7 @@ function startClock() {
     $("clock").textContent = formatClockTime(now, { seconds: true });
     const dateText = formatLongDate(now);
     if (dateText !== shownDate) {
-      if (shownDate) rerenderAllTiles(); // "Hôm nay" moves on at midnight
+      if (shownDate) rerenderAll(); // "Hôm nay" moves on at midnight
       shownDate = dateText;
       $("date").textContent = dateText;
     }
@@ -679,9 +880,9 @@ function startClock() {
 
 function applyStaticText() {
   document.documentElement.lang = LANG;
-  for (const el of document.querySelectorAll("[data-i18n]")) {
-    const text = T[el.dataset.i18n];
-    if (typeof text === "string") el.textContent = text;
+  for (const node of document.querySelectorAll("[data-i18n]")) {
+    const text = T[node.dataset.i18n];
+    if (typeof text === "string") node.textContent = text;
   }
   document.title = T.title;
 }
@@ -690,13 +891,16 @@ async function main() {
   applyStaticText();
   await refreshSystem(); // before anything shows a time
   startClock();
-  new ResizeObserver(() => layoutTiles()).observe($("tiles"));
-  pollConnectors();
-  await refreshKpis();
+  new ResizeObserver(() => {
+    for (const value of document.querySelectorAll(".body-number .tile-value")) fitValue(value);
+  }).observe($("tiles"));
+  if (!(await chooseLayout())) {
+    showEmpty(T.noLayout);
+  }
+  setInterval(heartbeat, CLIENT_PING_MS);
+  setInterval(refreshFreshness, FRESHNESS_CHECK_MS);
+  setInterval(tickIncidents, 5_000);
   connect();
-  setInterval(() => {
-    if (state.socket?.readyState === WebSocket.OPEN) refreshAll();
-  }, KPI_REFRESH_MS);
 }
 
 main();

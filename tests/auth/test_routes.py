@@ -72,6 +72,12 @@ TABLE: list[tuple[str, str, str, Any, frozenset[Role] | None]] = [
     ("POST", "/api/v1/tokens", "/api/v1/tokens", {"name": "x", "roles": []}, ADMIN),
     ("POST", "/api/v1/tokens/{token_id}/revoke", "/api/v1/tokens/999/revoke", None, ADMIN),
     ("GET", "/api/v1/audit", "/api/v1/audit", None, ADMIN),
+    ("GET", "/api/v1/layouts", "/api/v1/layouts", None, ALL),
+    ("POST", "/api/v1/layouts", "/api/v1/layouts", {}, ADMIN),
+    ("GET", "/api/v1/layouts/{layout_id}", "/api/v1/layouts/nope", None, ALL),
+    ("PATCH", "/api/v1/layouts/{layout_id}", "/api/v1/layouts/nope", {}, ADMIN),
+    ("DELETE", "/api/v1/layouts/{layout_id}", "/api/v1/layouts/nope", None, ADMIN),
+    ("GET", "/api/v1/layouts/{layout_id}/tiles", "/api/v1/layouts/nope/tiles", None, ALL),
 ]
 UNGATED_PAGES = {"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 """Served to anyone: the wall display's page (it asks for a token) and the API's docs."""

@@ -6,7 +6,9 @@ import asyncio
 import json
 from typing import Any
 
-from ioc.live.hub import Client, Hub, UnknownTopic
+import pytest
+
+from ioc.live.hub import Client, Hub, TopicRegistry, UnknownTopic
 
 
 class RecordingSender:
@@ -83,6 +85,8 @@ async def test_client_over_its_queue_limit_is_dropped_without_touching_others() 
     stuck_client = Client(stuck, queue_limit=2)
     healthy = RecordingSender()
     healthy_client = Client(healthy, queue_limit=2)
+    hub.attach(stuck_client)
+    hub.attach(healthy_client)
     writer = asyncio.create_task(healthy_client.run_writer())
     await hub.subscribe(healthy_client, ["kpi:a:75"])
     await drain(healthy_client)
@@ -121,3 +125,170 @@ async def test_too_many_topics_are_refused_with_an_error() -> None:
     errors = [f for f in sender.frames if f["type"] == "error"]
     assert client.topics == {"kpi:a:75", "kpi:b:75"}
     assert len(errors) == 1 and "too many topics" in errors[0]["message"]
+
+
+async def follow(hub: Hub, topics: list[str], **resume: Any) -> tuple[Client, RecordingSender]:
+    """A connected client subscribed to `topics` whose queue has been written out."""
+    sender = RecordingSender()
+    client = Client(sender, queue_limit=10)
+    hub.attach(client)
+    client.writer = asyncio.create_task(client.run_writer())  # type: ignore[attr-defined]
+    await hub.subscribe(client, topics, **resume)
+    await drain(client)
+    return client, sender
+
+
+async def test_resume_sends_exactly_the_updates_missed_in_order() -> None:
+    hub = Hub(snapshot)
+    await follow(hub, ["kpi:a:75"])  # someone follows, so history is kept
+    for value in range(1, 6):
+        hub.publish("kpi:a:75", {"value": value})
+    _, sender = await follow(hub, ["kpi:a:75"], resume={"kpi:a:75": 2}, epoch=hub.epoch)
+    assert [(f["type"], f["seq"], f["data"]["value"]) for f in sender.frames] == [
+        ("update", 3, 3),
+        ("update", 4, 4),
+        ("update", 5, 5),
+    ]
+
+
+async def test_resume_beyond_the_history_gets_a_fresh_snapshot_not_a_gap() -> None:
+    hub = Hub(snapshot, history=3)
+    await follow(hub, ["kpi:a:75"])  # someone follows, so history is kept
+    for value in range(1, 11):
+        hub.publish("kpi:a:75", {"value": value})
+    _, sender = await follow(hub, ["kpi:a:75"], resume={"kpi:a:75": 2}, epoch=hub.epoch)
+    assert [(f["type"], f["seq"]) for f in sender.frames] == [("snapshot", 10)]
+
+
+async def test_resume_from_another_epoch_gets_a_snapshot() -> None:
+    hub = Hub(snapshot)
+    hub.publish("kpi:a:75", {"value": 1})
+    _, sender = await follow(hub, ["kpi:a:75"], resume={"kpi:a:75": 1}, epoch="restarted")
+    assert [(f["type"], f["epoch"]) for f in sender.frames] == [("snapshot", hub.epoch)]
+
+
+async def test_resume_when_nothing_was_missed_sends_nothing() -> None:
+    hub = Hub(snapshot)
+    hub.publish("kpi:a:75", {"value": 1})
+    _, sender = await follow(hub, ["kpi:a:75"], resume={"kpi:a:75": 1}, epoch=hub.epoch)
+    assert sender.frames == []
+
+
+async def test_history_is_kept_for_a_topic_whose_last_client_just_left() -> None:
+    hub = Hub(snapshot)
+    client, _ = await follow(hub, ["kpi:a:75"])
+    hub.drop(client)  # a wall loses its connection…
+    hub.publish("kpi:a:75", {"value": 1})  # …misses an update…
+    _, sender = await follow(hub, ["kpi:a:75"], resume={"kpi:a:75": 0}, epoch=hub.epoch)
+    assert [(f["type"], f["seq"]) for f in sender.frames] == [("update", 1)]
+
+
+async def test_clients_subscribing_together_share_one_snapshot_read() -> None:
+    reads = 0
+    release = asyncio.Event()
+
+    async def slow_snapshot(topic: str) -> dict[str, Any]:
+        nonlocal reads
+        reads += 1
+        await release.wait()
+        return {"value": 7}
+
+    hub = Hub(slow_snapshot)
+    clients = [Client(RecordingSender(), queue_limit=10) for _ in range(50)]
+    subscribing = [asyncio.create_task(hub.subscribe(c, ["kpi:a:75"])) for c in clients]
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(*subscribing)
+    assert reads == 1
+    assert all(json.loads(c.pending["kpi:a:75"][0][0])["data"] == {"value": 7} for c in clients)
+
+
+async def test_registered_family_serves_its_topics_and_others_stay_unknown() -> None:
+    registry = TopicRegistry()
+
+    async def incidents(topic: str) -> list[dict[str, Any]]:
+        return [{"id": 1, "title": "x"}]
+
+    registry.register("incidents", incidents)
+    hub = Hub(registry)
+    _, sender = await follow(hub, ["incidents", "weather"])
+    assert sender.frames[0]["type"] == "snapshot" and sender.frames[0]["data"][0]["id"] == 1
+    assert (
+        sender.frames[1]["type"] == "error"
+        and "known topics: incidents" in (sender.frames[1]["message"])
+    )
+
+
+async def test_publish_is_relayed_and_watched_but_deliver_is_not_relayed() -> None:
+    hub = Hub(snapshot)
+    relayed: list[str] = []
+    watched: list[str] = []
+    hub.relay = lambda topic, data: relayed.append(topic)
+    hub.watchers.append(lambda topic, data: watched.append(topic))
+    hub.publish("kpi:a:75", {"value": 1})
+    hub.deliver("kpi:b:75", {"value": 2})
+    assert relayed == ["kpi:a:75"]
+    assert watched == ["kpi:a:75", "kpi:b:75"]
+
+
+async def test_heartbeat_pings_live_clients_and_closes_idle_ones_with_a_reason() -> None:
+    hub = Hub(snapshot)
+    live, live_sender = await follow(hub, ["kpi:a:75"])
+    idle, idle_sender = await follow(hub, ["kpi:a:75"])
+    idle.last_heard -= 120
+    hub.beat(idle_seconds=60)
+    await drain(live)
+    await asyncio.sleep(0)
+    assert live_sender.frames[-1] == {"type": "ping"}
+    assert idle.closed and hub.client_count() == 1
+    assert idle_sender.frames[-1]["type"] == "error"
+    assert "idle" in idle_sender.frames[-1]["message"]
+
+
+async def test_a_client_stuck_on_one_frame_past_its_send_timeout_is_dropped() -> None:
+    hub = Hub(snapshot)
+    sender = RecordingSender()
+    sender.gate.clear()  # the client takes nothing
+    client = Client(sender, queue_limit=10, send_timeout=5)
+    hub.attach(client)
+    client.task = asyncio.create_task(client.run_writer())
+    await hub.subscribe(client, ["kpi:a:75"])
+    await asyncio.sleep(0)
+    assert client.sending_since is not None
+    hub.beat(idle_seconds=60)
+    assert not client.closed  # still within its timeout
+    client.sending_since -= 6
+    hub.beat(idle_seconds=60)
+    await asyncio.sleep(0)
+    assert client.closed and client.task.cancelled()
+    assert hub.client_count() == 0 and hub.subscribers == {}
+
+
+async def test_an_idle_client_gets_an_update_written_during_publish() -> None:
+    hub = Hub(snapshot)
+    client, sender = await follow(hub, ["kpi:a:75"])
+    hub.publish("kpi:a:75", {"value": 1})  # no await: nothing else runs before the check
+    assert sender.frames[-1]["data"] == {"value": 1}
+    assert not client.pending
+
+
+class BrokenSender:
+    """A connection that is gone: every write raises."""
+
+    async def send_text(self, data: str) -> None:
+        raise ConnectionResetError("gone")
+
+
+async def test_a_write_that_fails_during_publish_ends_that_client_only() -> None:
+    hub = Hub(snapshot)
+    _, healthy_sender = await follow(hub, ["kpi:a:75"])
+    broken = Client(BrokenSender(), queue_limit=10)
+    hub.attach(broken)
+    hub.subscribers["kpi:a:75"].add(broken)
+    broken.topics.add("kpi:a:75")
+    writer = asyncio.create_task(broken.run_writer())
+    await asyncio.sleep(0)  # the writer parks, idle
+    assert hub.publish("kpi:a:75", {"value": 1}) == 2
+    with pytest.raises(ConnectionResetError):
+        await writer
+    assert healthy_sender.frames[-1]["data"] == {"value": 1}

@@ -1,0 +1,1 @@
+"""Wall layouts: grids of tiles a wall display draws, and the `layout:<id>` live topic."""
