@@ -23,6 +23,7 @@ from ioc.models import (
 )
 from ioc.units.service import sync_units
 from tests.support.databases import BACKENDS, empty_database, require_backend
+from tests.support.settings import OPEN_ACCESS
 
 PROVINCE = 75
 
@@ -51,8 +52,7 @@ def settings(database_url: str) -> Settings:
         database_url=database_url,
         province=PROVINCE,
         scheduler_enabled=False,
-        environment="development",
-        auth_disabled=True,
+        **OPEN_ACCESS,
     )
 
 

@@ -12,6 +12,7 @@ from ioc.auth.deps import PrincipalDep, client_address
 from ioc.auth.schemas import AuditPage, AuditRead, TokenCreate, TokenCreated, TokenRead
 from ioc.deps import ContextDep, SessionDep
 from ioc.kit.clock import utcnow
+from ioc.kit.params import Offset, TokenIdPath
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
 
@@ -43,7 +44,11 @@ async def create_token(
 
 @router.post("/tokens/{token_id}/revoke", response_model=TokenRead)
 async def revoke_token(
-    token_id: int, session: SessionDep, ctx: ContextDep, principal: PrincipalDep, request: Request
+    token_id: TokenIdPath,
+    session: SessionDep,
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    request: Request,
 ) -> TokenRead:
     """Revoke a token for good (it stops working on this replica at once, on others within
     IOC_AUTH_CACHE_SECONDS)."""
@@ -83,7 +88,7 @@ async def get_audit(
     since: Annotated[datetime | None, Query(description="From this time, included")] = None,
     until: Annotated[datetime | None, Query(description="Before this time")] = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_AUDIT_LIMIT)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> AuditPage:
     """Audited mutations, newest first, filtered and paginated."""
     for moment, name in ((since, "since"), (until, "until")):

@@ -17,6 +17,7 @@ RowId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
 """A row id inside a request body."""
 
 InstanceIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="Connector instance id")]
+TokenIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="Token id")]
 InstanceIdQuery = Annotated[
     int | None, Query(ge=1, le=MAX_ROW_ID, description="Only this connector instance")
 ]

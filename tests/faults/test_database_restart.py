@@ -25,6 +25,7 @@ from tests.faults.conftest import eventually, seed_file
 from tests.support.databases import empty_database, require_backend
 from tests.support.proxy import TcpProxy, tcp_proxy
 from tests.support.servers import serve_app
+from tests.support.settings import OPEN_ACCESS
 from tests.support.upstream import Upstream, running_upstream
 
 TOPIC = "kpi:onestop.backlog:75"
@@ -77,6 +78,7 @@ async def service(
                 database_url=proxied.render_as_string(hide_password=False),
                 connectors_file=seed_file(tmp_path, ("onestop-dn", upstream.url)),
                 kpi_refresh_seconds=1,
+                **OPEN_ACCESS,
             )
             engine = create_engine(postgres_url)
             try:

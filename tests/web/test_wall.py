@@ -24,6 +24,7 @@ from ioc.records.models import DossierRow
 from tests.support.browser import CHROMIUM_ARGS, chromium_path
 from tests.support.databases import empty_database
 from tests.support.servers import serve_app
+from tests.support.settings import OPEN_ACCESS
 
 START = datetime(2026, 11, 10, 3, 0, tzinfo=UTC)  # 10:00 local, Tuesday 10 November 2026
 BACKLOG = '.tile[data-visualisation="sparkline"][data-kpi="onestop.backlog"]'
@@ -102,6 +103,7 @@ async def test_the_wall_shows_live_tiles_that_follow_upstream_data(
             province=75,
             connectors_file=seed,
             kpi_refresh_seconds=1,
+            **OPEN_ACCESS,
         )
         app = create_app(settings, clock=simulator.now)
         browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
