@@ -223,21 +223,15 @@ async def _open_at(
             for i, p in enumerate(periods)
         )
     ).subquery("moments")
-    at = at_list.c.at
     opened = getattr(table, formula.opened)
-    # Strictly before the moment: a record opened exactly at a period's end (local midnight)
-    # belongs to the next day, as its local date says.
     conditions = [
         table.unit_code.in_(units),
-        opened < at,
         opened < max(moments.values()),  # lets an index on the column narrow the scan
+        *formula.conditions(table, at_list.c.at),
     ]
     if formula.closed is not None:
         closed = getattr(table, formula.closed)
-        conditions.append((closed.is_(None)) | (closed > at))
         conditions.append((closed.is_(None)) | (closed > min(moments.values())))
-    if formula.where is not None:
-        conditions.append(formula.where(table, at))
     query = (
         select(at_list.c.slot, group, func.count())
         .select_from(table)
@@ -371,14 +365,7 @@ def cell_conditions(
     if at is None:
         return [false()]
     if isinstance(formula, OpenAt):
-        opened = getattr(table, formula.opened)
-        conditions = [opened < at]
-        if formula.closed is not None:
-            closed = getattr(table, formula.closed)
-            conditions.append(closed.is_(None) | (closed > at))
-        if formula.where is not None:
-            conditions.append(formula.where(table, at))
-        return conditions
+        return formula.conditions(table, at)
     time = getattr(table, formula.time_column)
     entity = getattr(table, formula.entity)
     upto, since = _lookback(time, at, tz)

@@ -61,6 +61,38 @@ class OpenAt:
     active_to: str | None
     """Local-date column after which it no longer counts (e.g. the resolution date)."""
     where: Condition | None = None
+    """Which records count at all; must not depend on the moment (the bounds below do), so
+    that a record counts over one interval of moments and a change touches only the days
+    between its old and new interval's ends."""
+    after: str | None = None
+    """A datetime column the moment must be strictly after (overdue: past the due time)."""
+    window: tuple[str, str] | None = None
+    """Datetime columns (from, until) the moment must lie between, both included (due soon)."""
+
+    def conditions(self, table: Any, at: Any) -> list[ColumnElement[bool]]:
+        """SQL conditions: the record counts at `at` (a datetime or a column of moments)."""
+        opened = getattr(table, self.opened)
+        # Strictly before the moment: a record opened exactly at a period's end (local
+        # midnight) belongs to the next day, as its local date says.
+        found = [opened < at]
+        if self.closed is not None:
+            closed = getattr(table, self.closed)
+            found.append(closed.is_(None) | (closed > at))
+        if self.after is not None:
+            found.append(getattr(table, self.after) < at)
+        if self.window is not None:
+            start, end = self.window
+            found += [getattr(table, start) <= at, getattr(table, end) >= at]
+        if self.where is not None:
+            found.append(self.where(table, at))
+        return found
+
+    @property
+    def moment_columns(self) -> tuple[str, ...]:
+        """The datetime columns the bounds read."""
+        names = [self.opened, *([self.closed] if self.closed else [])]
+        names += [*([self.after] if self.after else []), *(self.window or ())]
+        return tuple(names)
 
 
 @dataclass(frozen=True)
