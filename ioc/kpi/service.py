@@ -17,6 +17,7 @@ from ioc.ingest.service import ChangeSet
 from ioc.kit.clock import local_date, local_midnight
 from ioc.kit.upsert import upsert
 from ioc.kpi.catalog import CATALOG, KPIS, KpiDefinition
+from ioc.kpi.delta import Differences, add_to_cells, by_difference, snapshot
 from ioc.kpi.engine import STOCK_HORIZON_DAYS, TOTAL, affected_days, compute, periods_of
 from ioc.kpi.formulas import Composite, InPeriod, MedianInPeriod, OpenAt
 from ioc.kpi.models import KpiValue
@@ -59,12 +60,44 @@ async def recompute(
     tz: ZoneInfo,
     now: datetime,
 ) -> list[CellValue]:
-    """Recompute the cells `changes` affect; returns the cells whose values changed."""
+    """Recompute the cells `changes` affect; returns the cells whose values changed.
+
+    Additive cells (in-period and stock formulas) move by the differences between the old and
+    new versions of the batch's records (`ioc.kpi.delta`) when the ingest read the old ones at
+    this same moment; composite scores follow their components' stored cells; the others, and
+    every cell when no such snapshot exists, are recomputed from the records."""
     communes = await _communes(session, province_code)
     today = local_date(now, tz)
+    differences = Differences(
+        communes=communes,
+        province_code=province_code,
+        now=now,
+        tz=tz,
+        drift_since=local_midnight(today - timedelta(days=1), tz),
+    )
+    by_delta: set[str] = set()
+    for record_type, before in changes.snapshots.items():
+        if before.judged_at != now:
+            continue
+        after = await snapshot(
+            session,
+            record_type,
+            instance_id=before.instance_id,
+            external_ids=before.external_ids,
+            at=now,
+        )
+        differences.add(before, after)
+        by_delta.add(record_type)
     wanted: Wanted = defaultdict(set)
     for record_type, facts in changes.facts.items():
-        kpis = [k for k in CATALOG if k.record_type == record_type]
+        kpis = [
+            k
+            for k in CATALOG
+            if k.record_type == record_type
+            and not (
+                record_type in by_delta and (by_difference(k) or isinstance(k.formula, Composite))
+            )
+        ]
         for fact in facts:
             unit = fact["unit_code"]
             if unit not in communes:
@@ -72,7 +105,84 @@ async def recompute(
             for kpi in kpis:
                 for period in periods_of(affected_days(kpi, fact, today)):
                     wanted[kpi.id].add((unit, period))
-    return await recompute_cells(session, wanted, province_code=province_code, tz=tz, now=now)
+    changed = await _add_differences(session, differences, now=now, tz=tz)
+    changed += await recompute_cells(session, wanted, province_code=province_code, tz=tz, now=now)
+    changed += await _composites_of(session, changed, now=now)
+    return changed
+
+
+async def _add_differences(
+    session: AsyncSession, differences: Differences, *, now: datetime, tz: ZoneInfo
+) -> list[CellValue]:
+    """Store the differences, with the day cells to recount recounted from the records."""
+    recount: dict[str, set[tuple[str, Period]]] = defaultdict(set)
+    for kpi_id, unit, day in differences.recount:
+        recount[kpi_id].add((unit, Period(PeriodKind.DAY, day)))
+    for kpi_id, wanted in recount.items():
+        # Whatever the pairs added to these day cells is replaced by a count from the records.
+        kpi = KPIS[kpi_id]
+        for unit, period in wanted:
+            differences.days.pop((kpi_id, unit, period.start), None)
+        computed = await compute(
+            session, kpi, {u for u, _ in wanted}, {p for _, p in wanted}, now=now, tz=tz
+        )
+        stored = await _stored(session, [CellValue(kpi, u, p, 0.0, None, now) for u, p in wanted])
+        for unit, period in wanted:
+            numerator, denominator = computed.get((unit, period), _zero(kpi))
+            before_n, before_d = stored.get((unit, period), _zero(kpi))
+            difference = [
+                numerator - before_n,
+                None if denominator is None else denominator - (before_d or 0.0),
+            ]
+            differences.days[(kpi_id, unit, period.start)] = difference
+    rows = await add_to_cells(session, differences.cells(), now=now)
+    return [
+        CellValue(KPIS[kpi], unit, Period(PeriodKind(kind), start), numerator, denominator, now)
+        for kpi, unit, kind, start, numerator, denominator in rows
+    ]
+
+
+async def _composites_of(
+    session: AsyncSession, changed: list[CellValue], *, now: datetime
+) -> list[CellValue]:
+    """Composite scores of the cells whose components changed, from the stored components."""
+    found: list[CellValue] = []
+    for kpi in CATALOG:
+        formula = kpi.formula
+        if not isinstance(formula, Composite):
+            continue
+        cells = {(c.unit_code, c.period) for c in changed if c.kpi.id in formula.components}
+        if not cells:
+            continue
+        rates: dict[tuple[str, Period], dict[str, float | None]] = defaultdict(dict)
+        by_kind: dict[PeriodKind, set[tuple[str, Period]]] = defaultdict(set)
+        for unit, period in cells:
+            by_kind[period.kind].add((unit, period))
+        for kind, wanted in by_kind.items():
+            starts = [p.start for _, p in wanted]
+            query = select(
+                KpiValue.kpi,
+                KpiValue.unit_code,
+                KpiValue.period_start,
+                KpiValue.numerator,
+                KpiValue.denominator,
+            ).where(
+                KpiValue.kpi.in_(formula.components),
+                KpiValue.period_kind == kind.value,
+                KpiValue.unit_code.in_({u for u, _ in wanted}),
+                KpiValue.period_start.between(min(starts), max(starts)),
+            )
+            for name, unit, start, numerator, denominator in (await session.execute(query)).all():
+                cell = (unit, Period(kind, start))
+                if cell in wanted:
+                    rates[cell][name] = KPIS[name].value(numerator, denominator)
+        values = []
+        for unit, period in cells:
+            points = formula.combine(rates.get((unit, period), {}))
+            sums = (points, None) if points is not None else _zero(kpi)
+            values.append(CellValue(kpi, unit, period, *sums, now))
+        found += await _store_changed(session, values)
+    return found
 
 
 async def refresh(

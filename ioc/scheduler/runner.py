@@ -209,6 +209,7 @@ async def store_batch(
     record_type: str,
 ) -> StoreResult:
     """Ingest a batch and recompute the KPI cells it touches, inside the caller's transaction."""
+    kpi_now = ctx.clock()  # one moment for both, so the KPI cells move by differences
     result = await ingest_batch(
         session,
         instance_id=instance_id,
@@ -218,13 +219,14 @@ async def store_batch(
         now=utcnow(),
         record_type=record_type,
         calendar=ctx.settings.calendar,
+        kpi_now=kpi_now,
     )
     changed = await recompute(
         session,
         changes=result.changes,
         province_code=province_code_str(ctx.settings.province),
         tz=ctx.settings.tz,
-        now=ctx.clock(),
+        now=kpi_now,
     )
     return StoreResult(result.stored, result.rejected, changed)
 
