@@ -169,8 +169,9 @@ async def snapshot(
             query = query.join(ids, table.external_id == ids.c.external_id)
         else:
             query = query.where(table.external_id.in_(chunk))
-        for row in (await session.execute(query)).all():
-            found.rows[row[0]] = tuple(row[1:])
+        connection = await session.connection()  # plain rows: no ORM machinery per row
+        for external_id, *values in (await connection.execute(query)).all():
+            found.rows[external_id] = tuple(values)
     return found
 
 
@@ -195,6 +196,7 @@ class Differences:
         self.tz = tz
         self.today = local_date(now, tz)
         self.first_day = self.today - timedelta(days=HORIZON_DAYS)
+        self.local_date = _local_dates(tz, now)
         self.drift_since = drift_since
         self.days: dict[tuple[str, str, date], list[float | None]] = {}
         """In-period day deltas: (kpi, unit, day) → [numerator, denominator]."""
@@ -323,14 +325,15 @@ class Differences:
         # bound (d ≥ local date of the bound), at or after `start`, before `closed` and at or
         # before `end`.
         tick = timedelta(microseconds=1)
-        first = max(local_date(m, self.tz) for m in strict)
+        day_of = self.local_date
+        first = max(day_of(m) for m in strict)
         if start is not None:
-            first = max(first, local_date(start - tick, self.tz))
+            first = max(first, day_of(start - tick))
         last = self.today - timedelta(days=1)
         if closed is not None:
-            last = min(last, local_date(closed - tick, self.tz) - timedelta(days=1))
+            last = min(last, day_of(closed - tick) - timedelta(days=1))
         if end is not None:
-            last = min(last, local_date(end, self.tz) - timedelta(days=1))
+            last = min(last, day_of(end) - timedelta(days=1))
         first = max(first, self.first_day)
         if first > last:
             return
@@ -375,6 +378,17 @@ class Differences:
             if count:
                 add_stock(kpi, unit, self.today, count)
         return {k: v for k, v in cells.items() if v[0] or v[1]}
+
+
+def _local_dates(tz: ZoneInfo, now: datetime) -> Callable[[datetime], date]:
+    """`local_date` in `tz`; a shift by a constant offset when the zone kept one offset for
+    years around now (Asia/Ho_Chi_Minh since 1975), which is several times faster."""
+    offsets = {tz.utcoffset(now + timedelta(days=n)) for n in range(-800, 801, 15)}
+    if len(offsets) == 1:
+        (offset,) = offsets
+        if offset is not None:
+            return lambda moment: (moment + offset).date()
+    return lambda moment: local_date(moment, tz)
 
 
 # ---------------------------------------------------------------- storing
@@ -451,6 +465,7 @@ async def add_to_cells(
         ).returning(*returning)
 
     found: list[Any] = []
+    connection = await session.connection()
     if postgres:
         names = list(rows[0])
         types = {
@@ -478,11 +493,11 @@ async def add_to_cells(
             bindparam("now", now, type_=UTCDateTime()),
         )
         statement = upserted(insert.from_select(names, select_rows))
-        found = list((await session.execute(statement)).all())
+        found = (await connection.execute(statement)).all()
     else:
         for start in range(0, len(rows), 400):
             statement = upserted(insert.values(rows[start : start + 400]))
-            found += (await session.execute(statement)).all()
+            found += (await connection.execute(statement)).all()
     return [tuple(r) for r in found]
 
 

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ioc.kit.clock import add_months, local_date
 from ioc.kpi.catalog import Direction, KpiDefinition, ValueKind
@@ -29,10 +29,8 @@ from ioc.kpi.schemas import (
     BreakdownRow,
     CellRecordsPage,
     KpiDeclarationRead,
-    SeriesPoint,
-    SeriesRead,
 )
-from ioc.kpi.service import CellValue, cell_value, to_read
+from ioc.kpi.service import CellValue, cell_value
 from ioc.records.service import (
     DEFAULT_LIMIT,
     RecordQuery,
@@ -315,65 +313,85 @@ class SeriesCache:
 
 
 async def series(
-    session: AsyncSession, kpi: KpiDefinition, unit: str, periods: Sequence[Period]
-) -> SeriesRead:
-    """The stored cells of `kpi` for `unit` in `periods`; a missing cell reads as zero."""
-    await require_unit(session, unit)
+    connection: AsyncConnection, kpi: KpiDefinition, unit: str, periods: Sequence[Period]
+) -> dict[str, Any]:
+    """The stored cells of `kpi` for `unit` in `periods`, shaped as `SeriesRead` (a missing
+    cell reads as zero); one statement that also tells an unknown unit (`UnknownUnit`)."""
     first, last = periods[0], periods[-1]
-    stored = await session.scalars(
-        select(KpiValue).where(
-            KpiValue.kpi == kpi.id,
-            KpiValue.unit_code == unit,
-            KpiValue.period_kind == first.kind.value,
-            KpiValue.period_start.between(first.start, last.start),
+    cells = KpiValue.__table__
+    units = AdminUnit.__table__
+    query = (
+        select(
+            units.c.code,
+            cells.c.period_start,
+            cells.c.numerator,
+            cells.c.denominator,
+            cells.c.computed_at,
         )
+        .select_from(units)
+        .outerjoin(
+            cells,
+            (cells.c.unit_code == units.c.code)
+            & (cells.c.kpi == kpi.id)
+            & (cells.c.period_kind == first.kind.value)
+            & cells.c.period_start.between(first.start, last.start),
+        )
+        .where(units.c.code == unit)
     )
-    cells = {cell.period_start: cell for cell in stored}
+    rows = (await connection.execute(query)).all()
+    if not rows:
+        raise UnknownUnit(f"unknown unit code {unit!r}")
+    stored = {start: row for _, start, *row in rows if start is not None}
+    zero_denominator = 0.0 if kpi.is_ratio else None
     points = []
     for period in periods:
-        read = to_read(kpi, unit, period, cells.get(period.start))
-        points.append(
-            SeriesPoint(
-                period_start=period.start,
-                value=read.value,
-                numerator=read.numerator,
-                denominator=read.denominator,
-                computed_at=read.computed_at,
-            )
+        numerator, denominator, computed_at = stored.get(
+            period.start, (0.0, zero_denominator, None)
         )
-    return SeriesRead(
-        kpi=kpi.id,
-        unit=unit,
-        name_vi=kpi.name_vi,
-        name_en=kpi.name_en,
-        unit_of_measure=kpi.unit_of_measure,
-        good_direction=kpi.good_direction.value,
-        value_kind=kpi.value_kind.value,
-        warn=kpi.warn,
-        critical=kpi.critical,
-        period_kind=first.kind.value,
-        date_from=first.start,
-        date_to=last.last_day,
-        points=points,
-    )
+        points.append(
+            {
+                "period_start": period.start,
+                "value": kpi.value(numerator, denominator),
+                "numerator": numerator,
+                "denominator": denominator,
+                "computed_at": computed_at,
+            }
+        )
+    return {
+        "kpi": kpi.id,
+        "unit": unit,
+        "name_vi": kpi.name_vi,
+        "name_en": kpi.name_en,
+        "unit_of_measure": kpi.unit_of_measure,
+        "good_direction": kpi.good_direction.value,
+        "value_kind": kpi.value_kind.value,
+        "warn": kpi.warn,
+        "critical": kpi.critical,
+        "period_kind": first.kind.value,
+        "date_from": first.start,
+        "date_to": last.last_day,
+        "points": points,
+    }
 
 
 async def series_bytes(
-    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
     cache: SeriesCache,
     kpi: KpiDefinition,
     unit: str,
     periods: Sequence[Period],
 ) -> tuple[bytes, bool]:
-    """The series as JSON bytes, from `cache` when it holds them; and whether it did."""
+    """The series as JSON bytes (the shape of `SeriesRead`), from `cache` when it holds them;
+    and whether it did. A miss reads on an autocommit connection (no ORM, no transaction)."""
     key = SeriesKey(kpi.id, unit, periods[0].kind.value, periods[0].start, periods[-1].start)
     cached = cache.get(key)
     if cached is not None:
         return cached, True
     ticket = cache.ticket(key)
-    async with sessions() as session:
-        read = await series(session, kpi, unit, periods)
-    data = orjson.dumps(read.model_dump(mode="json"))
+    async with engine.connect() as connection:
+        connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        document = await series(connection, kpi, unit, periods)
+    data = orjson.dumps(document, option=orjson.OPT_UTC_Z)
     cache.put(key, data, ticket)
     return data, False
 

@@ -27,6 +27,7 @@ from ioc.records.stores import STORES
 from ioc.units.models import AdminUnit
 from ioc.units.service import COMMUNE_LEVEL
 
+KINDS = {k.value: k for k in PeriodKind}
 Wanted = dict[str, set[tuple[str, Period]]]
 """Commune cells to recompute, by KPI id."""
 
@@ -137,7 +138,7 @@ async def _add_differences(
             differences.days[(kpi_id, unit, period.start)] = difference
     rows = await add_to_cells(session, differences.cells(), now=now)
     return [
-        CellValue(KPIS[kpi], unit, Period(PeriodKind(kind), start), numerator, denominator, now)
+        CellValue(KPIS[kpi], unit, Period(KINDS[kind], start), numerator, denominator, now)
         for kpi, unit, kind, start, numerator, denominator in rows
     ]
 
@@ -158,6 +159,7 @@ async def _composites_of(
         by_kind: dict[PeriodKind, set[tuple[str, Period]]] = defaultdict(set)
         for unit, period in cells:
             by_kind[period.kind].add((unit, period))
+        connection = await session.connection()  # plain rows: no ORM machinery per row
         for kind, wanted in by_kind.items():
             starts = [p.start for _, p in wanted]
             query = select(
@@ -172,7 +174,9 @@ async def _composites_of(
                 KpiValue.unit_code.in_({u for u, _ in wanted}),
                 KpiValue.period_start.between(min(starts), max(starts)),
             )
-            for name, unit, start, numerator, denominator in (await session.execute(query)).all():
+            for name, unit, start, numerator, denominator in (
+                await connection.execute(query)
+            ).all():
                 cell = (unit, Period(kind, start))
                 if cell in wanted:
                     rates[cell][name] = KPIS[name].value(numerator, denominator)
@@ -446,7 +450,8 @@ async def _stored(
     kpi = values[0].kpi.id
     units = sorted({v.unit_code for v in values})
     starts = [v.period.start for v in values]
-    result = await session.execute(
+    connection = await session.connection()  # plain rows: no ORM machinery per row
+    result = await connection.execute(
         select(
             KpiValue.unit_code,
             KpiValue.period_kind,
@@ -460,7 +465,7 @@ async def _stored(
         )
     )
     return {
-        (unit, Period(PeriodKind(kind), start)): (numerator, denominator)
+        (unit, Period(KINDS[kind], start)): (numerator, denominator)
         for unit, kind, start, numerator, denominator in result.all()
     }
 
