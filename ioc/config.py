@@ -7,10 +7,11 @@ from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ioc.kpi.calendar import WorkingCalendar, calendar_from_settings
+from ioc.kpi.service_index import parse_weights
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./ioc.db"
 
@@ -51,10 +52,33 @@ class Settings(BaseSettings):
     ws_client_queue: int = Field(
         default=256, ge=1, description="Topics a slow client may have pending before it is dropped"
     )
+    service_index_weights: dict[str, float | tuple[float, float]] | None = Field(
+        default=None,
+        description=(
+            "Decision 766 service index weights (JSON): indicator → points or [points, "
+            "full-points rate %]; the points sum to 100. Defaults in ioc/kpi/service_index.py"
+        ),
+    )
     log_level: str = "INFO"
     demo: bool = Field(
         default=False, description="Demo mode: open access, announced on the wall display"
     )
+
+    @field_validator("service_index_weights")
+    @classmethod
+    def _valid_weights(
+        cls, value: dict[str, float | tuple[float, float]] | None
+    ) -> dict[str, float | tuple[float, float]] | None:
+        if value is not None:
+            parse_weights(value)  # raises ValueError with what is wrong
+        return value
+
+    @property
+    def service_index(self) -> dict[str, tuple[float, float]] | None:
+        """The configured service index weights (None: the defaults)."""
+        if self.service_index_weights is None:
+            return None
+        return parse_weights(self.service_index_weights)
 
     @cached_property
     def tz(self) -> ZoneInfo:

@@ -12,6 +12,7 @@ from ioc.config import Settings
 from ioc.db import create_engine, create_sessionmaker
 from ioc.ingest.registry import ConnectorRegistry
 from ioc.kit.clock import Clock, utcnow
+from ioc.kpi import service_index
 from ioc.kpi.reads import SeriesCache
 from ioc.live.hub import Hub
 
@@ -42,6 +43,7 @@ def build_context(
     """Engine, sessions, registry and a live hub wired together; dispose `ctx.engine` after."""
     from ioc.live.topics import snapshot_provider  # topics read the context: import late
 
+    service_index.use_weights(settings.service_index)  # a deployment constant, set at start
     engine = create_engine(settings.database_url)
     ctx = AppContext(
         settings=settings,
