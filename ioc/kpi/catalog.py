@@ -20,6 +20,7 @@ from ioc.kpi.formulas import (
     LatestPerEntity,
     MedianInPeriod,
     OpenAt,
+    SourceLag,
     Tally,
     column,
 )
@@ -44,6 +45,7 @@ class ValueKind(StrEnum):
     PERCENT = "percent"  # 100 × numerator ÷ denominator
     MEDIAN = "median"  # the numerator; the denominator counts the records
     MEAN = "mean"  # numerator ÷ denominator (a sum over a count)
+    MAXIMUM = "maximum"  # the numerator (the largest); the denominator counts the items
     COUNT = "count"  # the numerator
 
 
@@ -71,7 +73,7 @@ class KpiDefinition:
     @property
     def is_additive(self) -> bool:
         """Whether a province's cell is the sum of its communes' (all but composite scores)."""
-        return not isinstance(self.formula, Composite | MedianInPeriod)
+        return not isinstance(self.formula, Composite | MedianInPeriod | SourceLag)
 
     @property
     def is_ratio(self) -> bool:
@@ -82,7 +84,7 @@ class KpiDefinition:
         """The displayed value of a cell."""
         if self.value_kind is ValueKind.COUNT:
             return numerator
-        if self.value_kind is ValueKind.MEDIAN:
+        if self.value_kind in (ValueKind.MEDIAN, ValueKind.MAXIMUM):
             return numerator if denominator else None
         if not denominator:
             return None
@@ -568,9 +570,24 @@ CATALOG: tuple[KpiDefinition, ...] = (
         ),
         headline_period=PeriodKind.DAY,
     ),
+    KpiDefinition(
+        id="system.data_freshness_minutes",
+        name_vi="Độ trễ dữ liệu",
+        name_en="Data freshness (lag of the stalest source)",
+        domain="system",
+        unit_of_measure="min",
+        good_direction=Direction.DOWN,
+        value_kind=ValueKind.MAXIMUM,
+        formula=SourceLag(),
+        headline_period=PeriodKind.DAY,
+    ),
 )
 
 KPIS: dict[str, KpiDefinition] = {k.id: k for k in CATALOG}
+
+FRESHNESS_ALERT_INTERVALS = 3
+"""A source is stale (the freshness alert) when its lag exceeds this many polling intervals;
+per source, so it is flagged on `/api/v1/connectors` (`stale`) and in the breakdown."""
 
 
 def fact_columns(record_type: str) -> list[str]:
@@ -580,8 +597,8 @@ def fact_columns(record_type: str) -> list[str]:
         formula = kpi.formula
         if formula.record_type != record_type:
             continue
-        if isinstance(formula, Composite):
-            continue  # recomputed with its components
+        if isinstance(formula, Composite | SourceLag):
+            continue  # recomputed with its components; not over records
         if isinstance(formula, InPeriod | MedianInPeriod):
             names = [formula.time_column]
         elif isinstance(formula, OpenAt):

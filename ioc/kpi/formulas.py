@@ -10,6 +10,7 @@ record table (and of the moment `at` the value is judged at), turned into SQL by
   summed (bed census, enrolment).
 - `MedianInPeriod`: the median of a value over the records of the period (emergency waits).
 - `Composite`: a score from other KPIs' values in the same cell (the Decision 766 index).
+- `SourceLag`: not over records: how long ago each connector source last polled successfully.
 """
 
 from __future__ import annotations
@@ -131,7 +132,17 @@ class Composite:
     combine: Callable[[dict[str, float | None]], float | None]
 
 
-Formula = InPeriod | OpenAt | LatestPerEntity | MedianInPeriod | Composite
+@dataclass(frozen=True)
+class SourceLag:
+    """Minutes from each enabled connector source's last successful poll (its poll runs) to
+    the period's end (now while it runs): a province cell holds the largest (numerator) and
+    the number of sources (denominator); a source that never succeeded counts from when it
+    was added. Sources serve the whole province: communes have no cells of their own."""
+
+    record_type: str = "connector"
+
+
+Formula = InPeriod | OpenAt | LatestPerEntity | MedianInPeriod | Composite | SourceLag
 
 
 def column(name: str) -> Value:

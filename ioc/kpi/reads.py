@@ -19,9 +19,16 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ioc.kit.clock import add_months, local_date
-from ioc.kpi.catalog import Direction, KpiDefinition, ValueKind
-from ioc.kpi.engine import cell_conditions, compute
-from ioc.kpi.formulas import Composite, InPeriod, LatestPerEntity, MedianInPeriod, OpenAt
+from ioc.kpi.catalog import FRESHNESS_ALERT_INTERVALS, Direction, KpiDefinition, ValueKind
+from ioc.kpi.engine import SOURCE_AXIS, cell_conditions, compute
+from ioc.kpi.formulas import (
+    Composite,
+    InPeriod,
+    LatestPerEntity,
+    MedianInPeriod,
+    OpenAt,
+    SourceLag,
+)
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import MONTHS_IN, Period, PeriodKind
 from ioc.kpi.schemas import (
@@ -72,6 +79,7 @@ AXES: dict[str, dict[str, Axis]] = {
     "encounter": {"facility": Axis("facility_code", "facility_name")},
     "bed_census": {"facility": Axis("facility_code", "facility_name")},
     "school_day": {"school": Axis("school_code", "school_name")},
+    "connector": {"source": Axis(SOURCE_AXIS, None)},  # data freshness, per connector instance
 }
 """Breakdown axes beside `unit`, per record type; each column is a records filter too."""
 
@@ -79,6 +87,7 @@ _VALUE_IN_WORDS = {
     ValueKind.PERCENT: "100 × numerator ÷ denominator",
     ValueKind.MEAN: "numerator ÷ denominator",
     ValueKind.MEDIAN: "the median (numerator) of the denominator's records",
+    ValueKind.MAXIMUM: "the largest (numerator) of the denominator's items",
     ValueKind.COUNT: "the numerator",
 }
 
@@ -93,6 +102,13 @@ def describe_formula(kpi: KpiDefinition) -> tuple[str, str]:
     formula = kpi.formula
     if isinstance(formula, Composite):
         return "composite", f"a score combined from {', '.join(formula.components)}"
+    if isinstance(formula, SourceLag):
+        return "source_lag", (
+            "minutes from each enabled connector source's last successful poll to the period's "
+            "end (now while it runs), the largest of them; a source lagging over "
+            f"{FRESHNESS_ALERT_INTERVALS}× its polling interval is stale (each source's lag in "
+            "the breakdown by source, its stale flag on /api/v1/connectors)"
+        )
     if isinstance(formula, MedianInPeriod):
         return "median_in_period", (
             f"median {formula.value} of the {formula.record_type} records whose "
@@ -418,7 +434,7 @@ def records_path(
 ) -> str | None:
     """The path listing the records behind a cell (or a part of it): its denominator's for a
     ratio, its numerator's for a count; None for a composite score, which has none."""
-    if isinstance(kpi.formula, Composite):
+    if isinstance(kpi.formula, Composite | SourceLag):
         return None
     side = "denominator" if kpi.is_ratio else "numerator"
     params = {
@@ -627,6 +643,11 @@ async def records_behind(
 ) -> CellRecordsPage:
     """One page of the records counted in one side of a cell, filtered, sorted and paged like
     any records query (whose filters narrow them further)."""
+    if isinstance(kpi.formula, SourceLag):
+        raise InvalidKpiRead(
+            f"{kpi.id} is not counted from records: see each source's poll runs at "
+            "/api/v1/connectors/{id}/runs"
+        )
     conditions = side_conditions(kpi, period, side, now=now, tz=tz)
     query = RecordQuery(
         record_type=kpi.record_type,

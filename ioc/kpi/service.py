@@ -19,7 +19,7 @@ from ioc.kit.upsert import upsert
 from ioc.kpi.catalog import CATALOG, KPIS, KpiDefinition
 from ioc.kpi.delta import Differences, add_to_cells, by_difference, snapshot
 from ioc.kpi.engine import STOCK_HORIZON_DAYS, TOTAL, affected_days, compute, periods_of
-from ioc.kpi.formulas import Composite, InPeriod, MedianInPeriod, OpenAt
+from ioc.kpi.formulas import Composite, InPeriod, MedianInPeriod, OpenAt, SourceLag
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.schemas import KpiRead
@@ -241,7 +241,7 @@ async def rebuild(session: AsyncSession, *, province_code: str, tz: ZoneInfo, no
     today = local_date(now, tz)
     wanted: Wanted = {}
     for kpi in CATALOG:
-        days = await _days_with_records(session, kpi, today)
+        days = await _days_with_records(session, kpi, today, tz)
         wanted[kpi.id] = {(u, p) for u in communes for p in periods_of(days)}
     await recompute_cells(session, wanted, province_code=province_code, tz=tz, now=now)
     return await session.scalar(select(func.count()).select_from(KpiValue)) or 0
@@ -332,10 +332,20 @@ async def _communes(session: AsyncSession, province_code: str) -> set[str]:
     return set((await session.scalars(query)).all())
 
 
-async def _days_with_records(session: AsyncSession, kpi: KpiDefinition, today: date) -> set[date]:
+async def _days_with_records(
+    session: AsyncSession, kpi: KpiDefinition, today: date, tz: ZoneInfo
+) -> set[date]:
     """Days whose cells a rebuild computes: those records fall on, and for stocks every day
     from the first record (within the horizon) to today."""
     formula = kpi.formula
+    if isinstance(formula, SourceLag):  # from the first source's creation
+        from ioc.ingest.models import ConnectorInstance
+
+        created = await session.scalar(select(func.min(ConnectorInstance.created_at)))
+        if created is None:
+            return set()
+        first = max(local_date(created, tz), today - timedelta(days=STOCK_HORIZON_DAYS))
+        return {first + timedelta(days=n) for n in range((today - first).days + 1)}
     table = STORES[formula.record_type].model
     if isinstance(formula, InPeriod | MedianInPeriod):
         column = getattr(table, formula.time_column)
@@ -343,7 +353,7 @@ async def _days_with_records(session: AsyncSession, kpi: KpiDefinition, today: d
     if isinstance(formula, Composite):
         days: set[date] = set()
         for name in formula.components:
-            days |= await _days_with_records(session, KPIS[name], today)
+            days |= await _days_with_records(session, KPIS[name], today, tz)
         return days
     first_column = formula.active_from if isinstance(formula, OpenAt) else formula.date_column
     column = getattr(table, first_column)
