@@ -31,7 +31,7 @@ class AppContext:
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Serialises write transactions on SQLite, which allows one writer at a time."""
     kpi_cache: SeriesCache = field(default_factory=SeriesCache)
-    """Serialized KPI series, dropped as their cells change (see `publish_changes`)."""
+    """Serialized KPI series, dropped as their cells change (see `ioc.kpi.publish`)."""
 
 
 def build_context(

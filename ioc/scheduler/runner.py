@@ -21,7 +21,8 @@ from ioc.context import AppContext
 from ioc.ingest.models import ConnectorInstance, PollRun
 from ioc.ingest.service import ingest_batch
 from ioc.kit.clock import utcnow
-from ioc.kpi.service import CellValue, is_headline, recompute, refresh
+from ioc.kpi.publish import publish_changes
+from ioc.kpi.service import CellValue, recompute, refresh
 from ioc.sdk import Batch, Connector, ConnectorError, ConnectorRateLimited
 from ioc.units.service import province_code_str, unit_codes
 
@@ -187,7 +188,7 @@ async def _store_page(
         stored = await session.get(ConnectorInstance, instance.id, with_for_update=True)
         assert stored is not None
         stored.cursor = batch.cursor
-    publish_changes(ctx, result.changed_cells)
+    await publish_changes(ctx, result.changed_cells)
     return result.stored, result.rejected
 
 
@@ -240,21 +241,8 @@ async def refresh_now_based(ctx: AppContext) -> int:
             tz=ctx.settings.tz,
             now=ctx.clock(),
         )
-    publish_changes(ctx, changed)
+    await publish_changes(ctx, changed)
     return len(changed)
-
-
-def publish_changes(ctx: AppContext, changed: list[CellValue]) -> None:
-    """Push every changed headline cell to its live topic (after the commit)."""
-    ctx.kpi_cache.invalidate(changed)
-    if ctx.hub is None:
-        return
-    now = ctx.clock()
-    for cell in changed:
-        if is_headline(cell, now=now, tz=ctx.settings.tz):
-            ctx.hub.publish(
-                f"kpi:{cell.kpi.id}:{cell.unit_code}", cell.read().model_dump(mode="json")
-            )
 
 
 async def _record_run(
