@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ioc.ingest.service import ChangeSet
 from ioc.kit.clock import local_date, local_midnight
 from ioc.kit.upsert import upsert
+from ioc.kpi import bulk
 from ioc.kpi.catalog import CATALOG, KPIS, KpiDefinition
 from ioc.kpi.delta import Differences, add_to_cells, by_difference, snapshot
 from ioc.kpi.engine import STOCK_HORIZON_DAYS, TOTAL, affected_days, compute, periods_of
@@ -153,40 +154,48 @@ async def _composites_of(
         if not isinstance(formula, Composite):
             continue
         cells = {(c.unit_code, c.period) for c in changed if c.kpi.id in formula.components}
-        if not cells:
-            continue
-        rates: dict[tuple[str, Period], dict[str, float | None]] = defaultdict(dict)
-        by_kind: dict[PeriodKind, set[tuple[str, Period]]] = defaultdict(set)
-        for unit, period in cells:
-            by_kind[period.kind].add((unit, period))
-        connection = await session.connection()  # plain rows: no ORM machinery per row
-        for kind, wanted in by_kind.items():
-            starts = [p.start for _, p in wanted]
-            query = select(
-                KpiValue.kpi,
-                KpiValue.unit_code,
-                KpiValue.period_start,
-                KpiValue.numerator,
-                KpiValue.denominator,
-            ).where(
-                KpiValue.kpi.in_(formula.components),
-                KpiValue.period_kind == kind.value,
-                KpiValue.unit_code.in_({u for u, _ in wanted}),
-                KpiValue.period_start.between(min(starts), max(starts)),
+        if cells:
+            found += await _store_changed(
+                session, await _composite_values(session, kpi, cells, now=now)
             )
-            for name, unit, start, numerator, denominator in (
-                await connection.execute(query)
-            ).all():
-                cell = (unit, Period(kind, start))
-                if cell in wanted:
-                    rates[cell][name] = KPIS[name].value(numerator, denominator)
-        values = []
-        for unit, period in cells:
-            points = formula.combine(rates.get((unit, period), {}))
-            sums = (points, None) if points is not None else _zero(kpi)
-            values.append(CellValue(kpi, unit, period, *sums, now))
-        found += await _store_changed(session, values)
     return found
+
+
+async def _composite_values(
+    session: AsyncSession, kpi: KpiDefinition, cells: set[tuple[str, Period]], *, now: datetime
+) -> list[CellValue]:
+    """A composite KPI's cells combined from its components' stored cells."""
+    formula = kpi.formula
+    assert isinstance(formula, Composite)
+    rates: dict[tuple[str, Period], dict[str, float | None]] = defaultdict(dict)
+    by_kind: dict[PeriodKind, set[tuple[str, Period]]] = defaultdict(set)
+    for unit, period in cells:
+        by_kind[period.kind].add((unit, period))
+    connection = await session.connection()  # plain rows: no ORM machinery per row
+    for kind, wanted in by_kind.items():
+        starts = [p.start for _, p in wanted]
+        query = select(
+            KpiValue.kpi,
+            KpiValue.unit_code,
+            KpiValue.period_start,
+            KpiValue.numerator,
+            KpiValue.denominator,
+        ).where(
+            KpiValue.kpi.in_(formula.components),
+            KpiValue.period_kind == kind.value,
+            KpiValue.unit_code.in_({u for u, _ in wanted}),
+            KpiValue.period_start.between(min(starts), max(starts)),
+        )
+        for name, unit, start, numerator, denominator in (await connection.execute(query)).all():
+            cell = (unit, Period(kind, start))
+            if cell in wanted:
+                rates[cell][name] = KPIS[name].value(numerator, denominator)
+    values = []
+    for unit, period in cells:
+        points = formula.combine(rates.get((unit, period), {}))
+        sums = (points, None) if points is not None else _zero(kpi)
+        values.append(CellValue(kpi, unit, period, *sums, now))
+    return values
 
 
 async def refresh(
@@ -234,16 +243,53 @@ async def _drifted_cells(
     return cells
 
 
-async def rebuild(session: AsyncSession, *, province_code: str, tz: ZoneInfo, now: datetime) -> int:
-    """Recompute every KPI cell from the records; returns how many cells are stored."""
-    await session.execute(delete(KpiValue))
+async def rebuild(
+    session: AsyncSession,
+    *,
+    province_code: str,
+    tz: ZoneInfo,
+    now: datetime,
+    kpis: Iterable[KpiDefinition] = CATALOG,
+) -> int:
+    """Recompute every cell of `kpis` (all by default) from the records; returns how many cells
+    are stored. In-period KPIs (and stocks on PostgreSQL) in a few set-based statements
+    (`ioc.kpi.bulk`), composite scores from their components' cells, the others cell by cell."""
+    chosen = list(kpis)
+    await session.execute(delete(KpiValue).where(KpiValue.kpi.in_([k.id for k in chosen])))
     communes = await _communes(session, province_code)
     today = local_date(now, tz)
+    postgres = session.bind.dialect.name == "postgresql"
+    in_bulk = [
+        k
+        for k in chosen
+        if isinstance(k.formula, InPeriod) or (postgres and isinstance(k.formula, OpenAt))
+    ]
+    by_type: dict[str, list[KpiDefinition]] = defaultdict(list)
+    for kpi in in_bulk:
+        if isinstance(kpi.formula, InPeriod):
+            by_type[kpi.record_type].append(kpi)
+        else:
+            await bulk.stocks(session, kpi, communes, now=now, tz=tz, today=today)
+    for group in by_type.values():
+        await bulk.in_period(session, group, communes, now=now)
+    await bulk.longer_periods(session, in_bulk, now=now, today=today)
+    await bulk.province(session, in_bulk, province_code, now=now)
     wanted: Wanted = {}
-    for kpi in CATALOG:
+    for kpi in chosen:
+        if kpi in in_bulk or isinstance(kpi.formula, Composite):
+            continue
         days = await _days_with_records(session, kpi, today, tz)
         wanted[kpi.id] = {(u, p) for u in communes for p in periods_of(days)}
     await recompute_cells(session, wanted, province_code=province_code, tz=tz, now=now)
+    for kpi in chosen:
+        if isinstance(kpi.formula, Composite):
+            rows = await session.execute(
+                select(KpiValue.unit_code, KpiValue.period_kind, KpiValue.period_start)
+                .where(KpiValue.kpi.in_(kpi.formula.components))
+                .distinct()
+            )
+            cells = {(unit, Period(KINDS[kind], start)) for unit, kind, start in rows.all()}
+            await _store_changed(session, await _composite_values(session, kpi, cells, now=now))
     return await session.scalar(select(func.count()).select_from(KpiValue)) or 0
 
 
