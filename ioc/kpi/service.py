@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import case, delete, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.ingest.service import ChangeSet
@@ -142,6 +142,50 @@ async def _add_differences(
         CellValue(KPIS[kpi], unit, Period(KINDS[kind], start), numerator, denominator, now)
         for kpi, unit, kind, start, numerator, denominator in rows
     ]
+
+
+async def _rebuild_composite(session: AsyncSession, kpi: KpiDefinition, *, now: datetime) -> None:
+    """Every cell of a composite KPI from its components' stored cells, read pivoted (one row
+    per cell) and combined here, as an incremental recompute combines them."""
+    formula = kpi.formula
+    assert isinstance(formula, Composite)
+    cells = KpiValue.__table__.c
+    sides = []
+    for name in formula.components:
+        sides += [
+            func.max(case((cells.kpi == name, cells.numerator))),
+            func.max(case((cells.kpi == name, cells.denominator))),
+        ]
+    query = (
+        select(cells.unit_code, cells.period_kind, cells.period_start, *sides)
+        .where(cells.kpi.in_(formula.components))
+        .group_by(cells.unit_code, cells.period_kind, cells.period_start)
+    )
+    components = [KPIS[name] for name in formula.components]
+    rows = []
+    connection = await session.connection()
+    for unit, kind, start, *values in (await connection.execute(query)).all():
+        rates = {
+            component.id: component.value(values[2 * i] or 0.0, values[2 * i + 1])
+            for i, component in enumerate(components)
+            if values[2 * i] is not None
+        }
+        points = formula.combine(rates)
+        if points is None:
+            continue
+        rows.append(
+            {
+                "kpi": kpi.id,
+                "unit_code": unit,
+                "period_kind": kind,
+                "period_start": start,
+                "numerator": points,
+                "denominator": None,
+                "value": points,
+                "computed_at": now,
+            }
+        )
+    await upsert(session, KpiValue, rows, keys=("kpi", "unit_code", "period_kind", "period_start"))
 
 
 async def _composites_of(
@@ -283,13 +327,7 @@ async def rebuild(
     await recompute_cells(session, wanted, province_code=province_code, tz=tz, now=now)
     for kpi in chosen:
         if isinstance(kpi.formula, Composite):
-            rows = await session.execute(
-                select(KpiValue.unit_code, KpiValue.period_kind, KpiValue.period_start)
-                .where(KpiValue.kpi.in_(kpi.formula.components))
-                .distinct()
-            )
-            cells = {(unit, Period(KINDS[kind], start)) for unit, kind, start in rows.all()}
-            await _store_changed(session, await _composite_values(session, kpi, cells, now=now))
+            await _rebuild_composite(session, kpi, now=now)
     return await session.scalar(select(func.count()).select_from(KpiValue)) or 0
 
 
