@@ -41,6 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ioc.kit.clock import local_midnight
 from ioc.kit.types import UTCDateTime
 from ioc.kpi.catalog import KpiDefinition, ValueKind
 from ioc.kpi.delta import HORIZON_DAYS, _rounded, _value_expression
@@ -147,100 +148,110 @@ def _before(column: Any) -> Any:
 
 async def stocks(
     session: AsyncSession,
-    kpi: KpiDefinition,
+    kpis: list[KpiDefinition],
     communes: set[str],
     *,
     now: datetime,
     tz: ZoneInfo,
     today: date,
 ) -> None:
-    """Insert the day cells of a stock KPI from +1/−1 events (PostgreSQL only)."""
-    formula = kpi.formula
-    assert isinstance(formula, OpenAt)
-    table = STORES[formula.record_type].model
+    """Insert the day cells of stock KPIs over one record table from +1/−1 events, one scan
+    for all of them (PostgreSQL only)."""
+    formulas = [k.formula for k in kpis]
+    assert all(isinstance(f, OpenAt) for f in formulas)
+    table = STORES[kpis[0].record_type].model
     first_day = today - timedelta(days=HORIZON_DAYS)
     yesterday = today - timedelta(days=1)
-    opened = getattr(table, formula.opened)
-    firsts = [_local_day(opened, tz)]
-    lasts = [literal(yesterday, Date)]
-    conditions = [table.unit_code.in_(sorted(communes)), opened.is_not(None)]
-    if formula.where is not None:
-        conditions.append(formula.where(table, now))
-    if formula.after is not None:
-        after = getattr(table, formula.after)
-        firsts.append(_local_day(after, tz))
-        conditions.append(after.is_not(None))
-    if formula.closed is not None:
-        closed = getattr(table, formula.closed)
-        lasts.append(_local_day(_before(closed), tz) - 1)
-    if formula.window is not None:
-        start, end = (getattr(table, n) for n in formula.window)
-        firsts.append(_local_day(_before(start), tz))
-        lasts.append(_local_day(end, tz) - 1)
-        conditions += [start.is_not(None), end.is_not(None)]
-    spans = (
-        select(
-            table.unit_code.label("unit_code"),
-            func.greatest(literal(first_day, Date), *firsts).label("first"),
-            func.least(*lasts).label("last"),
-            case((and_(*formula.conditions(table, _now(now))), 1), else_=0).label("now"),
+    columns = [table.unit_code.label("unit_code")]
+    for i, formula in enumerate(formulas):
+        assert isinstance(formula, OpenAt)
+        opened = getattr(table, formula.opened)
+        firsts = [_local_day(opened, tz)]
+        lasts = [literal(yesterday, Date)]
+        counts = [opened.is_not(None)]
+        if formula.where is not None:
+            counts.append(formula.where(table, now))
+        if formula.after is not None:
+            after = getattr(table, formula.after)
+            firsts.append(_local_day(after, tz))
+            counts.append(after.is_not(None))
+        if formula.closed is not None:
+            lasts.append(_local_day(_before(getattr(table, formula.closed)), tz) - 1)
+        if formula.window is not None:
+            start, end = (getattr(table, n) for n in formula.window)
+            firsts.append(_local_day(_before(start), tz))
+            lasts.append(_local_day(end, tz) - 1)
+            counts += [start.is_not(None), end.is_not(None)]
+        counted = and_(*counts)
+        columns += [
+            case((counted, func.greatest(literal(first_day, Date), *firsts))).label(f"first{i}"),
+            func.least(*lasts).label(f"last{i}"),
+            case((and_(*formula.conditions(table, _now(now))), 1), else_=0).label(f"now{i}"),
+        ]
+    conditions = [table.unit_code.in_(sorted(communes))]
+    closing = {f.closed for f in formulas if isinstance(f, OpenAt)}
+    if len(closing) == 1 and None not in closing:
+        # Records closed before the horizon's first day count on none of its days.
+        closed = getattr(table, closing.pop())
+        horizon = local_midnight(first_day, tz)
+        conditions.append(or_(closed.is_(None), closed > horizon))
+    spans = select(*columns).where(*conditions).cte("spans")
+    parts = []
+    for i, kpi in enumerate(kpis):
+        first, last, at_now = spans.c[f"first{i}"], spans.c[f"last{i}"], spans.c[f"now{i}"]
+        counted = first <= last
+        events = union_all(
+            select(spans.c.unit_code, first.label("day"), literal(1).label("change")).where(
+                counted
+            ),
+            select(spans.c.unit_code, (last + 1).label("day"), literal(-1)).where(counted),
+        ).subquery(f"events{i}")
+        per_day = (
+            select(events.c.unit_code, events.c.day, func.sum(events.c.change).label("change"))
+            .group_by(events.c.unit_code, events.c.day)
+            .subquery(f"per_day{i}")
         )
-        .where(*conditions)
-        .cte("spans")
-    )
-    counted = spans.c.first <= spans.c.last
-    events = union_all(
-        select(spans.c.unit_code, spans.c.first.label("day"), literal(1).label("change")).where(
-            counted
-        ),
-        select(spans.c.unit_code, (spans.c.last + 1).label("day"), literal(-1)).where(counted),
-    ).subquery("events")
-    per_day = (
-        select(events.c.unit_code, events.c.day, func.sum(events.c.change).label("change"))
-        .group_by(events.c.unit_code, events.c.day)
-        .subquery("per_day")
-    )
-    window = {"partition_by": per_day.c.unit_code, "order_by": per_day.c.day}
-    running = select(
-        per_day.c.unit_code,
-        per_day.c.day,
-        func.sum(per_day.c.change).over(**window).label("count"),
-        func.lead(per_day.c.day).over(**window).label("next"),
-    ).subquery("running")
-    days = (
-        func.generate_series(running.c.day, running.c.next - 1, text("interval '1 day'"))
-        .table_valued("day")
-        .render_derived(name="days")
-    )
-    past = (
-        select(
-            literal(kpi.id, String),
-            running.c.unit_code,
-            literal(PeriodKind.DAY.value, String),
-            cast(days.c.day, Date),
-            cast(running.c.count, Float),
-            cast(null(), Float),
-            cast(running.c.count, Float),
-            _now(now),
+        window = {"partition_by": per_day.c.unit_code, "order_by": per_day.c.day}
+        running = select(
+            per_day.c.unit_code,
+            per_day.c.day,
+            func.sum(per_day.c.change).over(**window).label("count"),
+            func.lead(per_day.c.day).over(**window).label("next"),
+        ).subquery(f"running{i}")
+        days = (
+            func.generate_series(running.c.day, running.c.next - 1, text("interval '1 day'"))
+            .table_valued("day")
+            .render_derived(name=f"days{i}")
         )
-        .select_from(running.join(days, literal(True)))
-        .where(running.c.count != 0, running.c.next.is_not(None))
-    )
-    current = (
-        select(
-            literal(kpi.id, String),
-            spans.c.unit_code,
-            literal(PeriodKind.DAY.value, String),
-            literal(today, Date),
-            cast(func.sum(spans.c.now), Float),
-            cast(null(), Float),
-            cast(func.sum(spans.c.now), Float),
-            _now(now),
+        parts.append(
+            select(
+                literal(kpi.id, String),
+                running.c.unit_code,
+                literal(PeriodKind.DAY.value, String),
+                cast(days.c.day, Date),
+                cast(running.c.count, Float),
+                cast(null(), Float),
+                cast(running.c.count, Float),
+                _now(now),
+            )
+            .select_from(running.join(days, literal(True)))
+            .where(running.c.count != 0, running.c.next.is_not(None))
         )
-        .group_by(spans.c.unit_code)
-        .having(func.sum(spans.c.now) != 0)
-    )
-    await session.execute(insert(KpiValue).from_select(COLUMNS, union_all(past, current)))
+        parts.append(
+            select(
+                literal(kpi.id, String),
+                spans.c.unit_code,
+                literal(PeriodKind.DAY.value, String),
+                literal(today, Date),
+                cast(func.sum(at_now), Float),
+                cast(null(), Float),
+                cast(func.sum(at_now), Float),
+                _now(now),
+            )
+            .group_by(spans.c.unit_code)
+            .having(func.sum(at_now) != 0)
+        )
+    await session.execute(insert(KpiValue).from_select(COLUMNS, union_all(*parts)))
 
 
 def _period_start(kind: PeriodKind, day: Any, postgres: bool) -> Any:

@@ -8,9 +8,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, delete, func, select, tuple_
+from sqlalchemy import ARRAY, Date, String, bindparam, case, delete, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.ingest.service import ChangeSet
@@ -29,6 +30,8 @@ from ioc.units.models import AdminUnit
 from ioc.units.service import COMMUNE_LEVEL
 
 KINDS = {k.value: k for k in PeriodKind}
+BULK_WORK_MEM = "256MB"
+"""PostgreSQL's memory for one sort or hash during a rebuild (the default 4 MB spills)."""
 Wanted = dict[str, set[tuple[str, Period]]]
 """Commune cells to recompute, by KPI id."""
 
@@ -212,28 +215,21 @@ async def _composite_values(
     formula = kpi.formula
     assert isinstance(formula, Composite)
     rates: dict[tuple[str, Period], dict[str, float | None]] = defaultdict(dict)
-    by_kind: dict[PeriodKind, set[tuple[str, Period]]] = defaultdict(set)
-    for unit, period in cells:
-        by_kind[period.kind].add((unit, period))
+    table = KpiValue.__table__
+    query = select(
+        table.c.kpi,
+        table.c.unit_code,
+        table.c.period_kind,
+        table.c.period_start,
+        table.c.numerator,
+        table.c.denominator,
+    ).where(table.c.kpi.in_(formula.components))
+    query = _only_cells(session, query, cells)
     connection = await session.connection()  # plain rows: no ORM machinery per row
-    for kind, wanted in by_kind.items():
-        starts = [p.start for _, p in wanted]
-        query = select(
-            KpiValue.kpi,
-            KpiValue.unit_code,
-            KpiValue.period_start,
-            KpiValue.numerator,
-            KpiValue.denominator,
-        ).where(
-            KpiValue.kpi.in_(formula.components),
-            KpiValue.period_kind == kind.value,
-            KpiValue.unit_code.in_({u for u, _ in wanted}),
-            KpiValue.period_start.between(min(starts), max(starts)),
-        )
-        for name, unit, start, numerator, denominator in (await connection.execute(query)).all():
-            cell = (unit, Period(kind, start))
-            if cell in wanted:
-                rates[cell][name] = KPIS[name].value(numerator, denominator)
+    for name, unit, kind, start, numerator, denominator in (await connection.execute(query)).all():
+        cell = (unit, Period(KINDS[kind], start))
+        if cell in cells:
+            rates[cell][name] = KPIS[name].value(numerator, denominator)
     values = []
     for unit, period in cells:
         points = formula.combine(rates.get((unit, period), {}))
@@ -308,14 +304,17 @@ async def rebuild(
         for k in chosen
         if isinstance(k.formula, InPeriod) or (postgres and isinstance(k.formula, OpenAt))
     ]
-    by_type: dict[str, list[KpiDefinition]] = defaultdict(list)
+    if postgres:
+        # Large groupings stay in memory instead of spilling to disk (this transaction only).
+        await session.execute(text(f"SET LOCAL work_mem = '{BULK_WORK_MEM}'"))
+    by_type: dict[tuple[str, bool], list[KpiDefinition]] = defaultdict(list)
     for kpi in in_bulk:
-        if isinstance(kpi.formula, InPeriod):
-            by_type[kpi.record_type].append(kpi)
+        by_type[(kpi.record_type, isinstance(kpi.formula, InPeriod))].append(kpi)
+    for (_, summed), group in by_type.items():
+        if summed:
+            await bulk.in_period(session, group, communes, now=now)
         else:
-            await bulk.stocks(session, kpi, communes, now=now, tz=tz, today=today)
-    for group in by_type.values():
-        await bulk.in_period(session, group, communes, now=now)
+            await bulk.stocks(session, group, communes, now=now, tz=tz, today=today)
     await bulk.longer_periods(session, in_bulk, now=now, today=today)
     await bulk.province(session, in_bulk, province_code, now=now)
     wanted: Wanted = {}
@@ -538,29 +537,50 @@ async def _store_changed(session: AsyncSession, values: list[CellValue]) -> list
     return changed
 
 
+def _only_cells(session: AsyncSession, query: Any, cells: Iterable[tuple[str, Period]]) -> Any:
+    """`query` over kpi_values narrowed to these (unit, period) cells: on PostgreSQL a join
+    with three array parameters, elsewhere the units and the range of starts they span."""
+    cells = list(cells)
+    table = KpiValue.__table__
+    if session.bind.dialect.name != "postgresql":
+        starts = [p.start for _, p in cells]
+        return query.where(
+            table.c.unit_code.in_(sorted({u for u, _ in cells})),
+            table.c.period_start.between(min(starts), max(starts)),
+        )
+    keys = (
+        func.unnest(
+            bindparam("cell_units", [u for u, _ in cells], type_=ARRAY(String)),
+            bindparam("cell_kinds", [p.kind.value for _, p in cells], type_=ARRAY(String)),
+            bindparam("cell_starts", [p.start for _, p in cells], type_=ARRAY(Date)),
+        )
+        .table_valued("unit_code", "period_kind", "period_start")
+        .render_derived(name="wanted")
+    )
+    return query.join(
+        keys,
+        (table.c.unit_code == keys.c.unit_code)
+        & (table.c.period_kind == keys.c.period_kind)
+        & (table.c.period_start == keys.c.period_start),
+    )
+
+
 async def _stored(
     session: AsyncSession, values: list[CellValue]
 ) -> dict[tuple[str, Period], tuple[float, float | None]]:
-    kpi = values[0].kpi.id
-    units = sorted({v.unit_code for v in values})
-    starts = [v.period.start for v in values]
+    table = KpiValue.__table__
+    query = select(
+        table.c.unit_code,
+        table.c.period_kind,
+        table.c.period_start,
+        table.c.numerator,
+        table.c.denominator,
+    ).where(table.c.kpi == values[0].kpi.id)
+    query = _only_cells(session, query, {(v.unit_code, v.period) for v in values})
     connection = await session.connection()  # plain rows: no ORM machinery per row
-    result = await connection.execute(
-        select(
-            KpiValue.unit_code,
-            KpiValue.period_kind,
-            KpiValue.period_start,
-            KpiValue.numerator,
-            KpiValue.denominator,
-        ).where(
-            KpiValue.kpi == kpi,
-            KpiValue.unit_code.in_(units),
-            KpiValue.period_start.between(min(starts), max(starts)),
-        )
-    )
     return {
         (unit, Period(KINDS[kind], start)): (numerator, denominator)
-        for unit, kind, start, numerator, denominator in result.all()
+        for unit, kind, start, numerator, denominator in (await connection.execute(query)).all()
     }
 
 
