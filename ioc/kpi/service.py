@@ -327,6 +327,9 @@ async def rebuild(
     for kpi in chosen:
         if isinstance(kpi.formula, Composite):
             await _rebuild_composite(session, kpi, now=now)
+    if postgres:
+        # Fresh statistics, so that the next recomputes join the cells by their key.
+        await session.execute(text("ANALYZE kpi_values"))
     return await session.scalar(select(func.count()).select_from(KpiValue)) or 0
 
 
