@@ -44,7 +44,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ioc.kit.clock import local_midnight
 from ioc.kit.types import UTCDateTime
 from ioc.kpi.catalog import KpiDefinition, ValueKind
-from ioc.kpi.delta import HORIZON_DAYS, _rounded, _value_expression
+from ioc.kpi.delta import rounded_sql, value_sql
+from ioc.kpi.engine import STOCK_HORIZON_DAYS
 from ioc.kpi.formulas import InPeriod, OpenAt, Tally
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import LONGER_KINDS, PeriodKind
@@ -69,9 +70,9 @@ def _postgres(session: AsyncSession) -> bool:
 def _value(kpi: KpiDefinition, numerator: Any, denominator: Any, postgres: bool) -> Any:
     divisor = func.nullif(denominator, 0.0)
     if kpi.value_kind is ValueKind.PERCENT:
-        return _rounded(100.0 * numerator / divisor, postgres)
+        return rounded_sql(100.0 * numerator / divisor, postgres)
     if kpi.value_kind is ValueKind.MEAN:
-        return _rounded(numerator / divisor, postgres)
+        return rounded_sql(numerator / divisor, postgres)
     return numerator
 
 
@@ -160,7 +161,7 @@ async def stocks(
     formulas = [k.formula for k in kpis]
     assert all(isinstance(f, OpenAt) for f in formulas)
     table = STORES[kpis[0].record_type].model
-    first_day = today - timedelta(days=HORIZON_DAYS)
+    first_day = today - timedelta(days=STOCK_HORIZON_DAYS)
     yesterday = today - timedelta(days=1)
     columns = [table.unit_code.label("unit_code")]
     for i, formula in enumerate(formulas):
@@ -293,7 +294,7 @@ async def longer_periods(
                     start,
                     numerator,
                     denominator,
-                    _value_expression(cells.kpi, numerator, denominator, postgres),
+                    value_sql(cells.kpi, numerator, denominator, postgres),
                     _now(now),
                 )
                 .where(cells.kpi.in_(summed), cells.period_kind == PeriodKind.DAY.value)
@@ -338,7 +339,7 @@ async def province(
             cells.period_start,
             numerator,
             denominator,
-            _value_expression(cells.kpi, numerator, denominator, postgres),
+            value_sql(cells.kpi, numerator, denominator, postgres),
             _now(now),
         )
         .where(cells.kpi.in_([k.id for k in kpis]), cells.unit_code != province_code)

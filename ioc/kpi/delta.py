@@ -26,7 +26,7 @@ now; a record whose moment passed since the last refresh is caught by the next r
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from itertools import pairwise
@@ -52,6 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ioc.kit.clock import local_date
 from ioc.kit.types import UTCDateTime
 from ioc.kpi.catalog import CATALOG, KpiDefinition, ValueKind, fact_columns
+from ioc.kpi.engine import STOCK_HORIZON_DAYS
 from ioc.kpi.formulas import InPeriod, OpenAt, Tally
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import LONGER_KINDS, Period, PeriodKind
@@ -59,8 +60,6 @@ from ioc.records.stores import STORES
 
 LOOKUP_CHUNK = 500
 """Ids per lookup on SQLite (bound parameters); PostgreSQL joins one array."""
-HORIZON_DAYS = 400
-"""How far back a stock KPI's day cells are kept (as `engine.STOCK_HORIZON_DAYS`)."""
 
 Cell = tuple[str, str, PeriodKind, date]
 """(kpi, unit, period kind, period start)."""
@@ -195,7 +194,7 @@ class Differences:
         self.now = now
         self.tz = tz
         self.today = local_date(now, tz)
-        self.first_day = self.today - timedelta(days=HORIZON_DAYS)
+        self.first_day = self.today - timedelta(days=STOCK_HORIZON_DAYS)
         self.local_date = _local_dates(tz, now)
         self.drift_since = drift_since
         self.days: dict[tuple[str, str, date], list[float | None]] = {}
@@ -394,20 +393,21 @@ def _local_dates(tz: ZoneInfo, now: datetime) -> Callable[[datetime], date]:
 # ---------------------------------------------------------------- storing
 
 
-def _rounded(value: Any, postgres: bool) -> Any:
+def rounded_sql(value: Any, postgres: bool) -> Any:
+    """`value` rounded to 4 decimals in SQL, as `KpiDefinition.value` rounds."""
     if postgres:
         return cast(func.round(cast(value, Numeric), 4), Float)
     return func.round(value, 4)
 
 
-def _value_expression(kpi: Any, numerator: Any, denominator: Any, postgres: bool) -> Any:
+def value_sql(kpi: Any, numerator: Any, denominator: Any, postgres: bool) -> Any:
     """A cell's displayed value in SQL, as `KpiDefinition.value` computes it."""
     percent = [k.id for k in CATALOG if k.value_kind is ValueKind.PERCENT]
     mean = [k.id for k in CATALOG if k.value_kind is ValueKind.MEAN]
     divisor = func.nullif(denominator, 0.0)
     return case(
-        (kpi.in_(percent), _rounded(100.0 * numerator / divisor, postgres)),
-        (kpi.in_(mean), _rounded(numerator / divisor, postgres)),
+        (kpi.in_(percent), rounded_sql(100.0 * numerator / divisor, postgres)),
+        (kpi.in_(mean), rounded_sql(numerator / divisor, postgres)),
         else_=numerator,
     )
 
@@ -459,7 +459,7 @@ async def add_to_cells(
             set_={
                 "numerator": numerator,
                 "denominator": denominator,
-                "value": _value_expression(table.c.kpi, numerator, denominator, postgres),
+                "value": value_sql(table.c.kpi, numerator, denominator, postgres),
                 "computed_at": excluded.computed_at,
             },
         ).returning(*returning)
@@ -499,8 +499,3 @@ async def add_to_cells(
             statement = upserted(insert.values(rows[start : start + 400]))
             found += (await connection.execute(statement)).all()
     return [tuple(r) for r in found]
-
-
-def periods_touched(cells: Iterable[Cell]) -> set[tuple[str, Period]]:
-    """(unit, period) of cells."""
-    return {(unit, Period(kind, start)) for _, unit, kind, start in cells}
