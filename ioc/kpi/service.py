@@ -223,8 +223,8 @@ async def _composite_values(
         table.c.period_start,
         table.c.numerator,
         table.c.denominator,
-    ).where(table.c.kpi.in_(formula.components))
-    query = _only_cells(session, query, cells)
+    )
+    query = _only_cells(session, query, formula.components, cells)
     connection = await session.connection()  # plain rows: no ORM machinery per row
     for name, unit, kind, start, numerator, denominator in (await connection.execute(query)).all():
         cell = (unit, Period(KINDS[kind], start))
@@ -540,29 +540,38 @@ async def _store_changed(session: AsyncSession, values: list[CellValue]) -> list
     return changed
 
 
-def _only_cells(session: AsyncSession, query: Any, cells: Iterable[tuple[str, Period]]) -> Any:
-    """`query` over kpi_values narrowed to these (unit, period) cells: on PostgreSQL a join
-    with three array parameters, elsewhere the units and the range of starts they span."""
-    cells = list(cells)
+def _only_cells(
+    session: AsyncSession, query: Any, kpis: Iterable[str], cells: Iterable[tuple[str, Period]]
+) -> Any:
+    """`query` over kpi_values narrowed to the cells of `kpis` at these (unit, period): on
+    PostgreSQL a join with the whole primary keys as array parameters (so that a few
+    thousand cells are found by key, never by sorting the table), elsewhere the units and the
+    range of starts they span."""
+    kpis, cells = list(kpis), list(cells)
     table = KpiValue.__table__
     if session.bind.dialect.name != "postgresql":
         starts = [p.start for _, p in cells]
         return query.where(
+            table.c.kpi.in_(kpis),
             table.c.unit_code.in_(sorted({u for u, _ in cells})),
             table.c.period_start.between(min(starts), max(starts)),
         )
     keys = (
         func.unnest(
-            bindparam("cell_units", [u for u, _ in cells], type_=ARRAY(String)),
-            bindparam("cell_kinds", [p.kind.value for _, p in cells], type_=ARRAY(String)),
-            bindparam("cell_starts", [p.start for _, p in cells], type_=ARRAY(Date)),
+            bindparam("cell_kpis", [k for k in kpis for _ in cells], type_=ARRAY(String)),
+            bindparam("cell_units", [u for _ in kpis for u, _ in cells], type_=ARRAY(String)),
+            bindparam(
+                "cell_kinds", [p.kind.value for _ in kpis for _, p in cells], type_=ARRAY(String)
+            ),
+            bindparam("cell_starts", [p.start for _ in kpis for _, p in cells], type_=ARRAY(Date)),
         )
-        .table_valued("unit_code", "period_kind", "period_start")
+        .table_valued("kpi", "unit_code", "period_kind", "period_start")
         .render_derived(name="wanted")
     )
     return query.join(
         keys,
-        (table.c.unit_code == keys.c.unit_code)
+        (table.c.kpi == keys.c.kpi)
+        & (table.c.unit_code == keys.c.unit_code)
         & (table.c.period_kind == keys.c.period_kind)
         & (table.c.period_start == keys.c.period_start),
     )
@@ -578,8 +587,10 @@ async def _stored(
         table.c.period_start,
         table.c.numerator,
         table.c.denominator,
-    ).where(table.c.kpi == values[0].kpi.id)
-    query = _only_cells(session, query, {(v.unit_code, v.period) for v in values})
+    )
+    query = _only_cells(
+        session, query, [values[0].kpi.id], {(v.unit_code, v.period) for v in values}
+    )
     connection = await session.connection()  # plain rows: no ORM machinery per row
     return {
         (unit, Period(KINDS[kind], start)): (numerator, denominator)
