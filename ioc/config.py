@@ -9,10 +9,11 @@ from typing import Literal, Self
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ioc.kpi.calendar import WorkingCalendar, calendar_from_settings
+from ioc.kpi.service_index import parse_weights
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./ioc.db"
 
@@ -79,6 +80,13 @@ class Settings(BaseSettings):
     )
     ws_client_queue: int = Field(
         default=256, ge=1, description="Topics a slow client may have pending before it is dropped"
+    )
+    service_index_weights: dict[str, float | tuple[float, float]] | None = Field(
+        default=None,
+        description=(
+            "Decision 766 service index weights (JSON): indicator → points or [points, "
+            "full-points rate %]; the points sum to 100. Defaults in ioc/kpi/service_index.py"
+        ),
     )
     layout_refresh_seconds: float = Field(
         default=30.0,
@@ -179,6 +187,22 @@ class Settings(BaseSettings):
     def oidc_enabled(self) -> bool:
         """Whether JWTs from an OpenID Connect provider are accepted."""
         return self.oidc_jwks_url is not None or self.oidc_jwks_file is not None
+
+    @field_validator("service_index_weights")
+    @classmethod
+    def _valid_weights(
+        cls, value: dict[str, float | tuple[float, float]] | None
+    ) -> dict[str, float | tuple[float, float]] | None:
+        if value is not None:
+            parse_weights(value)  # raises ValueError with what is wrong
+        return value
+
+    @property
+    def service_index(self) -> dict[str, tuple[float, float]] | None:
+        """The configured service index weights (None: the defaults)."""
+        if self.service_index_weights is None:
+            return None
+        return parse_weights(self.service_index_weights)
 
     @cached_property
     def tz(self) -> ZoneInfo:

@@ -15,6 +15,7 @@ from ioc.config import Settings
 from ioc.db import create_engine, create_sessionmaker
 from ioc.ingest.registry import ConnectorRegistry
 from ioc.kit.clock import Clock, utcnow
+from ioc.kpi import service_index
 from ioc.kpi.reads import SeriesCache
 from ioc.live.hub import Hub
 from ioc.ops.metrics import Metrics
@@ -38,7 +39,7 @@ class AppContext:
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Serialises write transactions on SQLite, which allows one writer at a time."""
     kpi_cache: SeriesCache = field(default_factory=SeriesCache)
-    """Serialized KPI series, dropped as their cells change (see `publish_changes`)."""
+    """Serialized KPI series, dropped as their cells change (see `ioc.kpi.publish`)."""
     auth: Authenticator | None = None
     """Turns bearer credentials into principals; owns the token cache and rate limits."""
     metrics: Metrics = field(default_factory=Metrics)
@@ -61,6 +62,7 @@ def build_context(
     from ioc.layouts.live import LayoutFeed
     from ioc.live.topics import register_core_topics
 
+    service_index.use_weights(settings.service_index)  # a deployment constant, set at start
     pool = (
         {
             "pool_size": settings.db_pool_size,

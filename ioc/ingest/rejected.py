@@ -13,7 +13,8 @@ from ioc.ingest.models import MAPPING_STAGE, ConnectorInstance, RejectedRecord
 from ioc.ingest.schemas import ReingestRequest, ReingestResult
 from ioc.ingest.service import validate_records
 from ioc.kit.clock import utcnow
-from ioc.scheduler.runner import publish_changes, store_batch, write_transaction
+from ioc.kpi.publish import publish_changes
+from ioc.scheduler.runner import store_batch, write_transaction
 from ioc.sdk import RECORD_TYPES, Batch, Connector, Record, RecordRejected
 from ioc.sdk.batch import describe_validation_error
 from ioc.units.service import unit_codes
@@ -78,7 +79,7 @@ async def reingest(ctx: AppContext, request: ReingestRequest) -> ReingestResult:
         for connector in connectors.values():
             if connector is not None:
                 await connector.aclose()
-    publish_changes(ctx, changed)
+    await publish_changes(ctx, changed)
     return ReingestResult(tried=tried, stored=stored, still_rejected=tried - stored)
 
 

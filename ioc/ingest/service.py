@@ -11,20 +11,15 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, bindparam, func, select
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.ingest.models import MAPPING_STAGE, VALIDATION_STAGE, RejectedRecord
 from ioc.kit.upsert import upsert
 from ioc.kpi.calendar import WorkingCalendar
 from ioc.kpi.catalog import fact_columns
-from ioc.records.models import RecordColumns
+from ioc.kpi.delta import Snapshot, snapshot
 from ioc.records.stores import STORES
 from ioc.sdk import Batch, Dossier, Record
-
-LOOKUP_CHUNK = 500
-
 
 Facts = dict[str, Any]
 """Of one version of a record: its unit and the local dates the KPI formulas read."""
@@ -36,6 +31,8 @@ class ChangeSet:
     by record type."""
 
     facts: dict[str, list[Facts]] = field(default_factory=dict)
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    """The stored versions before the batch, by record type (see `ioc.kpi.delta`)."""
 
     def add(self, record_type: str, facts: Iterable[Facts]) -> None:
         """Add facts of one record type."""
@@ -64,11 +61,13 @@ async def ingest_batch(
     now: datetime,
     record_type: str = Dossier.record_type,
     calendar: WorkingCalendar | None = None,
+    kpi_now: datetime | None = None,
 ) -> IngestResult:
     """Store a batch's valid records and its rejects; nothing is committed here.
 
     `record_type` labels the rejects that never became records (those the connector could
-    not map); `now` stamps the rows (operational time).
+    not map); `now` stamps the rows (operational time); `kpi_now` is the moment the KPI
+    recompute will judge at (the context's clock; `now` by default).
     """
     accepted, rejected = validate_records(batch.records, known_units)
     changes = ChangeSet()
@@ -78,10 +77,17 @@ async def ingest_batch(
         latest = _latest_versions(records)
         columns = ["unit_code", *fact_columns(type_name)]
         if len(columns) > 1:
-            old = await _existing_facts(
-                session, store.model, instance_id, [r.external_id for r in latest], columns
+            # The stored versions as the KPI formulas read them: the KPI service pairs them
+            # with the new ones to add only the differences to the cells.
+            before = await snapshot(
+                session,
+                type_name,
+                instance_id=instance_id,
+                external_ids=[r.external_id for r in latest],
+                at=kpi_now or now,
             )
-            changes.add(type_name, old)
+            changes.snapshots[type_name] = before
+            changes.add(type_name, before.facts())
         rows = [
             store.to_row(r, instance_id=instance_id, tz=tz, now=now, calendar=calendar)
             for r in latest
@@ -161,35 +167,3 @@ def _latest_versions(records: Sequence[Record]) -> list[Record]:
         if seen is None or seen.source_updated_at <= record.source_updated_at:
             latest[record.external_id] = record
     return list(latest.values())
-
-
-async def _existing_facts(
-    session: AsyncSession,
-    model: type[RecordColumns],
-    instance_id: int,
-    external_ids: list[str],
-    columns: list[str],
-) -> list[Facts]:
-    """Facts of the stored versions of these records (the cells they counted in change too)."""
-    facts: list[Facts] = []
-    postgres = session.bind.dialect.name == "postgresql"
-    chunk_size = len(external_ids) if postgres else LOOKUP_CHUNK
-    for start in range(0, len(external_ids), chunk_size or 1):
-        chunk = external_ids[start : start + chunk_size]
-        query = select(*(getattr(model, c) for c in columns)).where(
-            model.instance_id == instance_id
-        )
-        if postgres:
-            # A join with one array parameter: a hash join even before the table has
-            # statistics, where `= ANY(array)` would compare every row with every id.
-            ids = (
-                func.unnest(bindparam("ids", chunk, type_=ARRAY(String)))
-                .table_valued("external_id")
-                .render_derived(name="incoming")
-            )
-            query = query.join(ids, model.external_id == ids.c.external_id)
-        else:
-            query = query.where(model.external_id.in_(chunk))
-        result = await session.execute(query)
-        facts.extend(dict(zip(columns, row, strict=True)) for row in result.all())
-    return facts

@@ -120,7 +120,7 @@ async def get_series(
         kind = period or definition.headline_period.value
         periods = reads.series_periods(kind, date_from, date_to, today=today)
         data, hit = await reads.series_bytes(
-            ctx.sessionmaker, ctx.kpi_cache, definition, _unit(ctx, unit), periods
+            ctx.engine, ctx.kpi_cache, definition, _unit(ctx, unit), periods
         )
     return Response(
         data, media_type="application/json", headers={"X-Cache": "hit" if hit else "miss"}

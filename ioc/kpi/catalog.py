@@ -20,6 +20,7 @@ from ioc.kpi.formulas import (
     LatestPerEntity,
     MedianInPeriod,
     OpenAt,
+    SourceLag,
     Tally,
     column,
 )
@@ -44,6 +45,7 @@ class ValueKind(StrEnum):
     PERCENT = "percent"  # 100 × numerator ÷ denominator
     MEDIAN = "median"  # the numerator; the denominator counts the records
     MEAN = "mean"  # numerator ÷ denominator (a sum over a count)
+    MAXIMUM = "maximum"  # the numerator (the largest); the denominator counts the items
     COUNT = "count"  # the numerator
 
 
@@ -71,7 +73,7 @@ class KpiDefinition:
     @property
     def is_additive(self) -> bool:
         """Whether a province's cell is the sum of its communes' (all but composite scores)."""
-        return not isinstance(self.formula, Composite | MedianInPeriod)
+        return not isinstance(self.formula, Composite | MedianInPeriod | SourceLag)
 
     @property
     def is_ratio(self) -> bool:
@@ -82,7 +84,7 @@ class KpiDefinition:
         """The displayed value of a cell."""
         if self.value_kind is ValueKind.COUNT:
             return numerator
-        if self.value_kind is ValueKind.MEDIAN:
+        if self.value_kind in (ValueKind.MEDIAN, ValueKind.MAXIMUM):
             return numerator if denominator else None
         if not denominator:
             return None
@@ -174,7 +176,8 @@ CATALOG: tuple[KpiDefinition, ...] = (
             closed="resolved_at",
             active_from="due_date",
             active_to="resolved_date",
-            where=lambda t, at: and_(not_cancelled(t, at), t.due_at < at),
+            where=not_cancelled,
+            after="due_at",
         ),
         headline_period=PeriodKind.DAY,
         warn=0.0,
@@ -193,8 +196,9 @@ CATALOG: tuple[KpiDefinition, ...] = (
             closed="resolved_at",
             active_from="received_date",
             active_to="due_date",
+            where=not_cancelled,
             # due by the end of the next working day (see records.stores.due_soon_from)
-            where=lambda t, at: and_(not_cancelled(t, at), t.due_soon_from <= at, t.due_at >= at),
+            window=("due_soon_from", "due_at"),
         ),
         headline_period=PeriodKind.DAY,
     ),
@@ -379,7 +383,7 @@ CATALOG: tuple[KpiDefinition, ...] = (
             closed="closed_at",
             active_from="expected_date",
             active_to="closed_date",
-            where=lambda t, at: and_(t.expected_at.is_not(None), t.expected_at < at),
+            after="expected_at",
         ),
         headline_period=PeriodKind.DAY,
         warn=0.0,
@@ -566,9 +570,24 @@ CATALOG: tuple[KpiDefinition, ...] = (
         ),
         headline_period=PeriodKind.DAY,
     ),
+    KpiDefinition(
+        id="system.data_freshness_minutes",
+        name_vi="Độ trễ dữ liệu",
+        name_en="Data freshness (lag of the stalest source)",
+        domain="system",
+        unit_of_measure="min",
+        good_direction=Direction.DOWN,
+        value_kind=ValueKind.MAXIMUM,
+        formula=SourceLag(),
+        headline_period=PeriodKind.DAY,
+    ),
 )
 
 KPIS: dict[str, KpiDefinition] = {k.id: k for k in CATALOG}
+
+FRESHNESS_ALERT_INTERVALS = 3
+"""A source is stale (the freshness alert) when its lag exceeds this many polling intervals;
+per source, so it is flagged on `/api/v1/connectors` (`stale`) and in the breakdown."""
 
 
 def fact_columns(record_type: str) -> list[str]:
@@ -578,8 +597,8 @@ def fact_columns(record_type: str) -> list[str]:
         formula = kpi.formula
         if formula.record_type != record_type:
             continue
-        if isinstance(formula, Composite):
-            continue  # recomputed with its components
+        if isinstance(formula, Composite | SourceLag):
+            continue  # recomputed with its components; not over records
         if isinstance(formula, InPeriod | MedianInPeriod):
             names = [formula.time_column]
         elif isinstance(formula, OpenAt):

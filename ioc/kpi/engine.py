@@ -30,7 +30,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ioc.kit.clock import local_date
 from ioc.kit.types import UTCDateTime
 from ioc.kpi.catalog import KpiDefinition
-from ioc.kpi.formulas import Composite, InPeriod, LatestPerEntity, MedianInPeriod, OpenAt, Tally
+from ioc.kpi.formulas import (
+    Composite,
+    InPeriod,
+    LatestPerEntity,
+    MedianInPeriod,
+    OpenAt,
+    SourceLag,
+    Tally,
+)
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.records.stores import STORES
 
@@ -77,6 +85,8 @@ async def compute(
     if isinstance(formula, MedianInPeriod):
         return await _median(session, formula, units, periods, now=now, key=by)
     moments = {p: at for p in periods if (at := judged_at(p, now=now, tz=tz)) is not None}
+    if isinstance(formula, SourceLag):
+        return await _source_lag(session, moments, by=by)
     if isinstance(formula, OpenAt):
         return await _open_at(session, formula, units, moments, key=by)
     cells: dict[tuple[str, Period], Sums] = {}
@@ -223,21 +233,15 @@ async def _open_at(
             for i, p in enumerate(periods)
         )
     ).subquery("moments")
-    at = at_list.c.at
     opened = getattr(table, formula.opened)
-    # Strictly before the moment: a record opened exactly at a period's end (local midnight)
-    # belongs to the next day, as its local date says.
     conditions = [
         table.unit_code.in_(units),
-        opened < at,
         opened < max(moments.values()),  # lets an index on the column narrow the scan
+        *formula.conditions(table, at_list.c.at),
     ]
     if formula.closed is not None:
         closed = getattr(table, formula.closed)
-        conditions.append((closed.is_(None)) | (closed > at))
         conditions.append((closed.is_(None)) | (closed > min(moments.values())))
-    if formula.where is not None:
-        conditions.append(formula.where(table, at))
     query = (
         select(at_list.c.slot, group, func.count())
         .select_from(table)
@@ -249,6 +253,53 @@ async def _open_at(
         (value, periods[slot]): (float(count), None)
         for slot, value, count in (await session.execute(query)).all()
     }
+
+
+SOURCE_AXIS = "name"
+"""The breakdown of `SourceLag` cells: by connector instance name."""
+
+
+async def _source_lag(
+    session: AsyncSession, moments: dict[Period, datetime], *, by: str | None
+) -> dict[tuple[str, Period], Sums]:
+    """Each enabled source's minutes since its last successful poll at each moment: the largest
+    and the count of sources as one total (`by=None`), or per source (`by="name"`); none per
+    commune."""
+    from ioc.ingest.models import ConnectorInstance, PollRun  # poll history, not records
+
+    if by not in (None, SOURCE_AXIS) or not moments:
+        return {}
+    sources = (
+        await session.execute(
+            select(
+                ConnectorInstance.id, ConnectorInstance.name, ConnectorInstance.created_at
+            ).where(ConnectorInstance.enabled.is_(True))
+        )
+    ).all()
+    cells: dict[tuple[str, Period], Sums] = {}
+    for period, at in moments.items():
+        last_ok = dict(
+            (
+                await session.execute(
+                    select(PollRun.instance_id, func.max(PollRun.finished_at))
+                    .where(PollRun.outcome == "ok", PollRun.finished_at <= at)
+                    .group_by(PollRun.instance_id)
+                )
+            ).all()
+        )
+        lags = {
+            name: max(0.0, (at - (last_ok.get(id_) or created)).total_seconds() / 60)
+            for id_, name, created in sources
+            if created is not None and created < at
+        }
+        if not lags:
+            continue
+        if by is None:
+            cells[(TOTAL, period)] = (round(max(lags.values()), 2), float(len(lags)))
+        else:
+            for name, lag in lags.items():
+                cells[(name, period)] = (round(lag, 2), 1.0)
+    return cells
 
 
 async def _latest(
@@ -307,6 +358,8 @@ def _sums(values: list[Any]) -> Sums:
 def affected_days(kpi: KpiDefinition, facts: dict[str, Any], today: date) -> list[date]:
     """The days whose cells of `kpi` a version of a record (its facts) counts in."""
     formula = kpi.formula
+    if isinstance(formula, SourceLag):
+        return []
     if isinstance(formula, Composite):
         from ioc.kpi.catalog import KPIS
 
@@ -351,9 +404,9 @@ def cell_conditions(
     """Conditions on the record table that select exactly the records behind a cell: those
     counted in its numerator (`side="numerator"`) or its denominator."""
     formula = kpi.formula
-    table = STORES[formula.record_type].model
-    if isinstance(formula, Composite):
+    if isinstance(formula, Composite | SourceLag):
         return [false()]  # a score has no records of its own; see its components
+    table = STORES[formula.record_type].model
     if isinstance(formula, MedianInPeriod):
         time = getattr(table, formula.time_column)
         where = formula.where(table, now) if formula.where is not None else true()
@@ -371,14 +424,7 @@ def cell_conditions(
     if at is None:
         return [false()]
     if isinstance(formula, OpenAt):
-        opened = getattr(table, formula.opened)
-        conditions = [opened < at]
-        if formula.closed is not None:
-            closed = getattr(table, formula.closed)
-            conditions.append(closed.is_(None) | (closed > at))
-        if formula.where is not None:
-            conditions.append(formula.where(table, at))
-        return conditions
+        return formula.conditions(table, at)
     time = getattr(table, formula.time_column)
     entity = getattr(table, formula.entity)
     upto, since = _lookback(time, at, tz)

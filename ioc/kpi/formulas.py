@@ -10,6 +10,7 @@ record table (and of the moment `at` the value is judged at), turned into SQL by
   summed (bed census, enrolment).
 - `MedianInPeriod`: the median of a value over the records of the period (emergency waits).
 - `Composite`: a score from other KPIs' values in the same cell (the Decision 766 index).
+- `SourceLag`: not over records: how long ago each connector source last polled successfully.
 """
 
 from __future__ import annotations
@@ -61,6 +62,38 @@ class OpenAt:
     active_to: str | None
     """Local-date column after which it no longer counts (e.g. the resolution date)."""
     where: Condition | None = None
+    """Which records count at all; must not depend on the moment (the bounds below do), so
+    that a record counts over one interval of moments and a change touches only the days
+    between its old and new interval's ends."""
+    after: str | None = None
+    """A datetime column the moment must be strictly after (overdue: past the due time)."""
+    window: tuple[str, str] | None = None
+    """Datetime columns (from, until) the moment must lie between, both included (due soon)."""
+
+    def conditions(self, table: Any, at: Any) -> list[ColumnElement[bool]]:
+        """SQL conditions: the record counts at `at` (a datetime or a column of moments)."""
+        opened = getattr(table, self.opened)
+        # Strictly before the moment: a record opened exactly at a period's end (local
+        # midnight) belongs to the next day, as its local date says.
+        found = [opened < at]
+        if self.closed is not None:
+            closed = getattr(table, self.closed)
+            found.append(closed.is_(None) | (closed > at))
+        if self.after is not None:
+            found.append(getattr(table, self.after) < at)
+        if self.window is not None:
+            start, end = self.window
+            found += [getattr(table, start) <= at, getattr(table, end) >= at]
+        if self.where is not None:
+            found.append(self.where(table, at))
+        return found
+
+    @property
+    def moment_columns(self) -> tuple[str, ...]:
+        """The datetime columns the bounds read."""
+        names = [self.opened, *([self.closed] if self.closed else [])]
+        names += [*([self.after] if self.after else []), *(self.window or ())]
+        return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -99,7 +132,17 @@ class Composite:
     combine: Callable[[dict[str, float | None]], float | None]
 
 
-Formula = InPeriod | OpenAt | LatestPerEntity | MedianInPeriod | Composite
+@dataclass(frozen=True)
+class SourceLag:
+    """Minutes from each enabled connector source's last successful poll (its poll runs) to
+    the period's end (now while it runs): a province cell holds the largest (numerator) and
+    the number of sources (denominator); a source that never succeeded counts from when it
+    was added. Sources serve the whole province: communes have no cells of their own."""
+
+    record_type: str = "connector"
+
+
+Formula = InPeriod | OpenAt | LatestPerEntity | MedianInPeriod | Composite | SourceLag
 
 
 def column(name: str) -> Value:

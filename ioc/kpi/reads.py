@@ -16,12 +16,19 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from ioc.kit.clock import add_months, local_date
-from ioc.kpi.catalog import Direction, KpiDefinition, ValueKind
-from ioc.kpi.engine import cell_conditions, compute
-from ioc.kpi.formulas import Composite, InPeriod, LatestPerEntity, MedianInPeriod, OpenAt
+from ioc.kpi.catalog import FRESHNESS_ALERT_INTERVALS, Direction, KpiDefinition, ValueKind
+from ioc.kpi.engine import SOURCE_AXIS, cell_conditions, compute
+from ioc.kpi.formulas import (
+    Composite,
+    InPeriod,
+    LatestPerEntity,
+    MedianInPeriod,
+    OpenAt,
+    SourceLag,
+)
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import MONTHS_IN, Period, PeriodKind
 from ioc.kpi.schemas import (
@@ -29,10 +36,8 @@ from ioc.kpi.schemas import (
     BreakdownRow,
     CellRecordsPage,
     KpiDeclarationRead,
-    SeriesPoint,
-    SeriesRead,
 )
-from ioc.kpi.service import CellValue, cell_value, to_read
+from ioc.kpi.service import CellValue, cell_value
 from ioc.records.service import (
     DEFAULT_LIMIT,
     RecordQuery,
@@ -74,6 +79,7 @@ AXES: dict[str, dict[str, Axis]] = {
     "encounter": {"facility": Axis("facility_code", "facility_name")},
     "bed_census": {"facility": Axis("facility_code", "facility_name")},
     "school_day": {"school": Axis("school_code", "school_name")},
+    "connector": {"source": Axis(SOURCE_AXIS, None)},  # data freshness, per connector instance
 }
 """Breakdown axes beside `unit`, per record type; each column is a records filter too."""
 
@@ -81,6 +87,7 @@ _VALUE_IN_WORDS = {
     ValueKind.PERCENT: "100 × numerator ÷ denominator",
     ValueKind.MEAN: "numerator ÷ denominator",
     ValueKind.MEDIAN: "the median (numerator) of the denominator's records",
+    ValueKind.MAXIMUM: "the largest (numerator) of the denominator's items",
     ValueKind.COUNT: "the numerator",
 }
 
@@ -95,6 +102,13 @@ def describe_formula(kpi: KpiDefinition) -> tuple[str, str]:
     formula = kpi.formula
     if isinstance(formula, Composite):
         return "composite", f"a score combined from {', '.join(formula.components)}"
+    if isinstance(formula, SourceLag):
+        return "source_lag", (
+            "minutes from each enabled connector source's last successful poll to the period's "
+            "end (now while it runs), the largest of them; a source lagging over "
+            f"{FRESHNESS_ALERT_INTERVALS}× its polling interval is stale (each source's lag in "
+            "the breakdown by source, its stale flag on /api/v1/connectors)"
+        )
     if isinstance(formula, MedianInPeriod):
         return "median_in_period", (
             f"median {formula.value} of the {formula.record_type} records whose "
@@ -314,66 +328,121 @@ class SeriesCache:
                 del self._keys_of[(key.kpi, key.unit)]
 
 
-async def series(
-    session: AsyncSession, kpi: KpiDefinition, unit: str, periods: Sequence[Period]
-) -> SeriesRead:
-    """The stored cells of `kpi` for `unit` in `periods`; a missing cell reads as zero."""
-    await require_unit(session, unit)
-    first, last = periods[0], periods[-1]
-    stored = await session.scalars(
-        select(KpiValue).where(
-            KpiValue.kpi == kpi.id,
-            KpiValue.unit_code == unit,
-            KpiValue.period_kind == first.kind.value,
-            KpiValue.period_start.between(first.start, last.start),
+def _series_query(kpi: KpiDefinition, unit: str, first: Period, last: Period) -> Any:
+    """The unit (to tell an unknown one) outer-joined with its stored cells of the range."""
+    cells = KpiValue.__table__
+    units = AdminUnit.__table__
+    return (
+        select(
+            units.c.code,
+            cells.c.period_start,
+            cells.c.numerator,
+            cells.c.denominator,
+            cells.c.computed_at,
         )
+        .select_from(units)
+        .outerjoin(
+            cells,
+            (cells.c.unit_code == units.c.code)
+            & (cells.c.kpi == kpi.id)
+            & (cells.c.period_kind == first.kind.value)
+            & cells.c.period_start.between(first.start, last.start),
+        )
+        .where(units.c.code == unit)
     )
-    cells = {cell.period_start: cell for cell in stored}
+
+
+_SERIES_SQL = (
+    f"SELECT u.code, v.period_start, v.numerator, v.denominator, v.computed_at "
+    f"FROM {AdminUnit.__tablename__} AS u LEFT OUTER JOIN {KpiValue.__tablename__} AS v "
+    "ON v.unit_code = u.code AND v.kpi = $1 AND v.period_kind = $2 "
+    "AND v.period_start BETWEEN $3 AND $4 WHERE u.code = $5"
+)
+"""`_series_query` for asyncpg itself: one round trip, no transaction, a prepared statement."""
+
+
+async def _series_rows(
+    engine: AsyncEngine, kpi: KpiDefinition, unit: str, first: Period, last: Period
+) -> list[Any]:
+    async with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            # Straight to the driver: SQLAlchemy would add a BEGIN and a ROLLBACK round trip.
+            raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            return list(
+                await driver.fetch(
+                    _SERIES_SQL, kpi.id, first.kind.value, first.start, last.start, unit
+                )
+            )
+        return list((await connection.execute(_series_query(kpi, unit, first, last))).all())
+
+
+def series_document(
+    kpi: KpiDefinition, unit: str, periods: Sequence[Period], rows: list[Any]
+) -> dict[str, Any]:
+    """The stored cells of `kpi` for `unit` in `periods` (rows of `_series_query`), shaped as
+    `SeriesRead`; a missing cell reads as zero. No row: `UnknownUnit`."""
+    if not rows:
+        raise UnknownUnit(f"unknown unit code {unit!r}")
+    first, last = periods[0], periods[-1]
+    stored = {row[1]: row[2:] for row in rows if row[1] is not None}
+    zero_denominator = 0.0 if kpi.is_ratio else None
     points = []
     for period in periods:
-        read = to_read(kpi, unit, period, cells.get(period.start))
-        points.append(
-            SeriesPoint(
-                period_start=period.start,
-                value=read.value,
-                numerator=read.numerator,
-                denominator=read.denominator,
-                computed_at=read.computed_at,
-            )
+        numerator, denominator, computed_at = stored.get(
+            period.start, (0.0, zero_denominator, None)
         )
-    return SeriesRead(
-        kpi=kpi.id,
-        unit=unit,
-        name_vi=kpi.name_vi,
-        name_en=kpi.name_en,
-        unit_of_measure=kpi.unit_of_measure,
-        good_direction=kpi.good_direction.value,
-        value_kind=kpi.value_kind.value,
-        warn=kpi.warn,
-        critical=kpi.critical,
-        period_kind=first.kind.value,
-        date_from=first.start,
-        date_to=last.last_day,
-        points=points,
-    )
+        points.append(
+            {
+                "period_start": period.start,
+                "value": kpi.value(numerator, denominator),
+                "numerator": numerator,
+                "denominator": denominator,
+                "computed_at": computed_at,
+            }
+        )
+    return {
+        "kpi": kpi.id,
+        "unit": unit,
+        "name_vi": kpi.name_vi,
+        "name_en": kpi.name_en,
+        "unit_of_measure": kpi.unit_of_measure,
+        "good_direction": kpi.good_direction.value,
+        "value_kind": kpi.value_kind.value,
+        "warn": kpi.warn,
+        "critical": kpi.critical,
+        "period_kind": first.kind.value,
+        "date_from": first.start,
+        "date_to": last.last_day,
+        "points": points,
+    }
+
+
+async def series(
+    session: AsyncSession, kpi: KpiDefinition, unit: str, periods: Sequence[Period]
+) -> dict[str, Any]:
+    """The series as `series_document` shapes it, read in the caller's session."""
+    rows = (await session.execute(_series_query(kpi, unit, periods[0], periods[-1]))).all()
+    return series_document(kpi, unit, periods, list(rows))
 
 
 async def series_bytes(
-    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
     cache: SeriesCache,
     kpi: KpiDefinition,
     unit: str,
     periods: Sequence[Period],
 ) -> tuple[bytes, bool]:
-    """The series as JSON bytes, from `cache` when it holds them; and whether it did."""
+    """The series as JSON bytes (the shape of `SeriesRead`), from `cache` when it holds them;
+    and whether it did. A miss is one statement (on PostgreSQL one round trip)."""
     key = SeriesKey(kpi.id, unit, periods[0].kind.value, periods[0].start, periods[-1].start)
     cached = cache.get(key)
     if cached is not None:
         return cached, True
     ticket = cache.ticket(key)
-    async with sessions() as session:
-        read = await series(session, kpi, unit, periods)
-    data = orjson.dumps(read.model_dump(mode="json"))
+    rows = await _series_rows(engine, kpi, unit, periods[0], periods[-1])
+    data = orjson.dumps(series_document(kpi, unit, periods, rows), option=orjson.OPT_UTC_Z)
     cache.put(key, data, ticket)
     return data, False
 
@@ -400,7 +469,7 @@ def records_path(
 ) -> str | None:
     """The path listing the records behind a cell (or a part of it): its denominator's for a
     ratio, its numerator's for a count; None for a composite score, which has none."""
-    if isinstance(kpi.formula, Composite):
+    if isinstance(kpi.formula, Composite | SourceLag):
         return None
     side = "denominator" if kpi.is_ratio else "numerator"
     params = {
@@ -609,6 +678,11 @@ async def records_behind(
 ) -> CellRecordsPage:
     """One page of the records counted in one side of a cell, filtered, sorted and paged like
     any records query (whose filters narrow them further)."""
+    if isinstance(kpi.formula, SourceLag):
+        raise InvalidKpiRead(
+            f"{kpi.id} is not counted from records: see each source's poll runs at "
+            "/api/v1/connectors/{id}/runs"
+        )
     conditions = side_conditions(kpi, period, side, now=now, tz=tz)
     query = RecordQuery(
         record_type=kpi.record_type,

@@ -8,17 +8,20 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import ARRAY, Date, String, bindparam, case, delete, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.ingest.service import ChangeSet
 from ioc.kit.clock import local_date, local_midnight
 from ioc.kit.upsert import upsert
+from ioc.kpi import bulk
 from ioc.kpi.catalog import CATALOG, KPIS, KpiDefinition
+from ioc.kpi.delta import Differences, add_to_cells, by_difference, snapshot
 from ioc.kpi.engine import STOCK_HORIZON_DAYS, TOTAL, affected_days, compute, periods_of
-from ioc.kpi.formulas import Composite, InPeriod, MedianInPeriod, OpenAt
+from ioc.kpi.formulas import Composite, InPeriod, MedianInPeriod, OpenAt, SourceLag
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.schemas import KpiRead
@@ -26,6 +29,9 @@ from ioc.records.stores import STORES
 from ioc.units.models import AdminUnit
 from ioc.units.service import COMMUNE_LEVEL
 
+KINDS = {k.value: k for k in PeriodKind}
+BULK_WORK_MEM = "256MB"
+"""PostgreSQL's memory for one sort or hash during a rebuild (the default 4 MB spills)."""
 Wanted = dict[str, set[tuple[str, Period]]]
 """Commune cells to recompute, by KPI id."""
 
@@ -59,12 +65,44 @@ async def recompute(
     tz: ZoneInfo,
     now: datetime,
 ) -> list[CellValue]:
-    """Recompute the cells `changes` affect; returns the cells whose values changed."""
+    """Recompute the cells `changes` affect; returns the cells whose values changed.
+
+    Additive cells (in-period and stock formulas) move by the differences between the old and
+    new versions of the batch's records (`ioc.kpi.delta`) when the ingest read the old ones at
+    this same moment; composite scores follow their components' stored cells; the others, and
+    every cell when no such snapshot exists, are recomputed from the records."""
     communes = await _communes(session, province_code)
     today = local_date(now, tz)
+    differences = Differences(
+        communes=communes,
+        province_code=province_code,
+        now=now,
+        tz=tz,
+        drift_since=local_midnight(today - timedelta(days=1), tz),
+    )
+    by_delta: set[str] = set()
+    for record_type, before in changes.snapshots.items():
+        if before.judged_at != now:
+            continue
+        after = await snapshot(
+            session,
+            record_type,
+            instance_id=before.instance_id,
+            external_ids=before.external_ids,
+            at=now,
+        )
+        differences.add(before, after)
+        by_delta.add(record_type)
     wanted: Wanted = defaultdict(set)
     for record_type, facts in changes.facts.items():
-        kpis = [k for k in CATALOG if k.record_type == record_type]
+        kpis = [
+            k
+            for k in CATALOG
+            if k.record_type == record_type
+            and not (
+                record_type in by_delta and (by_difference(k) or isinstance(k.formula, Composite))
+            )
+        ]
         for fact in facts:
             unit = fact["unit_code"]
             if unit not in communes:
@@ -72,7 +110,132 @@ async def recompute(
             for kpi in kpis:
                 for period in periods_of(affected_days(kpi, fact, today)):
                     wanted[kpi.id].add((unit, period))
-    return await recompute_cells(session, wanted, province_code=province_code, tz=tz, now=now)
+    changed = await _add_differences(session, differences, now=now, tz=tz)
+    changed += await recompute_cells(session, wanted, province_code=province_code, tz=tz, now=now)
+    changed += await _composites_of(session, changed, now=now)
+    return changed
+
+
+async def _add_differences(
+    session: AsyncSession, differences: Differences, *, now: datetime, tz: ZoneInfo
+) -> list[CellValue]:
+    """Store the differences, with the day cells to recount recounted from the records."""
+    recount: dict[str, set[tuple[str, Period]]] = defaultdict(set)
+    for kpi_id, unit, day in differences.recount:
+        recount[kpi_id].add((unit, Period(PeriodKind.DAY, day)))
+    for kpi_id, wanted in recount.items():
+        # Whatever the pairs added to these day cells is replaced by a count from the records.
+        kpi = KPIS[kpi_id]
+        for unit, period in wanted:
+            differences.days.pop((kpi_id, unit, period.start), None)
+        computed = await compute(
+            session, kpi, {u for u, _ in wanted}, {p for _, p in wanted}, now=now, tz=tz
+        )
+        stored = await _stored(session, [CellValue(kpi, u, p, 0.0, None, now) for u, p in wanted])
+        for unit, period in wanted:
+            numerator, denominator = computed.get((unit, period), _zero(kpi))
+            before_n, before_d = stored.get((unit, period), _zero(kpi))
+            difference = [
+                numerator - before_n,
+                None if denominator is None else denominator - (before_d or 0.0),
+            ]
+            differences.days[(kpi_id, unit, period.start)] = difference
+    rows = await add_to_cells(session, differences.cells(), now=now)
+    return [
+        CellValue(KPIS[kpi], unit, Period(KINDS[kind], start), numerator, denominator, now)
+        for kpi, unit, kind, start, numerator, denominator in rows
+    ]
+
+
+async def _rebuild_composite(session: AsyncSession, kpi: KpiDefinition, *, now: datetime) -> None:
+    """Every cell of a composite KPI from its components' stored cells, read pivoted (one row
+    per cell) and combined here, as an incremental recompute combines them."""
+    formula = kpi.formula
+    assert isinstance(formula, Composite)
+    cells = KpiValue.__table__.c
+    sides = []
+    for name in formula.components:
+        sides += [
+            func.max(case((cells.kpi == name, cells.numerator))),
+            func.max(case((cells.kpi == name, cells.denominator))),
+        ]
+    query = (
+        select(cells.unit_code, cells.period_kind, cells.period_start, *sides)
+        .where(cells.kpi.in_(formula.components))
+        .group_by(cells.unit_code, cells.period_kind, cells.period_start)
+    )
+    components = [KPIS[name] for name in formula.components]
+    rows = []
+    connection = await session.connection()
+    for unit, kind, start, *values in (await connection.execute(query)).all():
+        rates = {
+            component.id: component.value(values[2 * i] or 0.0, values[2 * i + 1])
+            for i, component in enumerate(components)
+            if values[2 * i] is not None
+        }
+        points = formula.combine(rates)
+        if points is None:
+            continue
+        rows.append(
+            {
+                "kpi": kpi.id,
+                "unit_code": unit,
+                "period_kind": kind,
+                "period_start": start,
+                "numerator": points,
+                "denominator": None,
+                "value": points,
+                "computed_at": now,
+            }
+        )
+    await upsert(session, KpiValue, rows, keys=("kpi", "unit_code", "period_kind", "period_start"))
+
+
+async def _composites_of(
+    session: AsyncSession, changed: list[CellValue], *, now: datetime
+) -> list[CellValue]:
+    """Composite scores of the cells whose components changed, from the stored components."""
+    found: list[CellValue] = []
+    for kpi in CATALOG:
+        formula = kpi.formula
+        if not isinstance(formula, Composite):
+            continue
+        cells = {(c.unit_code, c.period) for c in changed if c.kpi.id in formula.components}
+        if cells:
+            found += await _store_changed(
+                session, await _composite_values(session, kpi, cells, now=now)
+            )
+    return found
+
+
+async def _composite_values(
+    session: AsyncSession, kpi: KpiDefinition, cells: set[tuple[str, Period]], *, now: datetime
+) -> list[CellValue]:
+    """A composite KPI's cells combined from its components' stored cells."""
+    formula = kpi.formula
+    assert isinstance(formula, Composite)
+    rates: dict[tuple[str, Period], dict[str, float | None]] = defaultdict(dict)
+    table = KpiValue.__table__
+    query = select(
+        table.c.kpi,
+        table.c.unit_code,
+        table.c.period_kind,
+        table.c.period_start,
+        table.c.numerator,
+        table.c.denominator,
+    )
+    query = _only_cells(session, query, formula.components, cells)
+    connection = await session.connection()  # plain rows: no ORM machinery per row
+    for name, unit, kind, start, numerator, denominator in (await connection.execute(query)).all():
+        cell = (unit, Period(KINDS[kind], start))
+        if cell in cells:
+            rates[cell][name] = KPIS[name].value(numerator, denominator)
+    values = []
+    for unit, period in cells:
+        points = formula.combine(rates.get((unit, period), {}))
+        sums = (points, None) if points is not None else _zero(kpi)
+        values.append(CellValue(kpi, unit, period, *sums, now))
+    return values
 
 
 async def refresh(
@@ -120,16 +283,53 @@ async def _drifted_cells(
     return cells
 
 
-async def rebuild(session: AsyncSession, *, province_code: str, tz: ZoneInfo, now: datetime) -> int:
-    """Recompute every KPI cell from the records; returns how many cells are stored."""
-    await session.execute(delete(KpiValue))
+async def rebuild(
+    session: AsyncSession,
+    *,
+    province_code: str,
+    tz: ZoneInfo,
+    now: datetime,
+    kpis: Iterable[KpiDefinition] = CATALOG,
+) -> int:
+    """Recompute every cell of `kpis` (all by default) from the records; returns how many cells
+    are stored. In-period KPIs (and stocks on PostgreSQL) in a few set-based statements
+    (`ioc.kpi.bulk`), composite scores from their components' cells, the others cell by cell."""
+    chosen = list(kpis)
+    await session.execute(delete(KpiValue).where(KpiValue.kpi.in_([k.id for k in chosen])))
     communes = await _communes(session, province_code)
     today = local_date(now, tz)
+    postgres = session.bind.dialect.name == "postgresql"
+    in_bulk = [
+        k
+        for k in chosen
+        if isinstance(k.formula, InPeriod) or (postgres and isinstance(k.formula, OpenAt))
+    ]
+    if postgres:
+        # Large groupings stay in memory instead of spilling to disk (this transaction only).
+        await session.execute(text(f"SET LOCAL work_mem = '{BULK_WORK_MEM}'"))
+    by_type: dict[tuple[str, bool], list[KpiDefinition]] = defaultdict(list)
+    for kpi in in_bulk:
+        by_type[(kpi.record_type, isinstance(kpi.formula, InPeriod))].append(kpi)
+    for (_, summed), group in by_type.items():
+        if summed:
+            await bulk.in_period(session, group, communes, now=now)
+        else:
+            await bulk.stocks(session, group, communes, now=now, tz=tz, today=today)
+    await bulk.longer_periods(session, in_bulk, now=now, today=today)
+    await bulk.province(session, in_bulk, province_code, now=now)
     wanted: Wanted = {}
-    for kpi in CATALOG:
-        days = await _days_with_records(session, kpi, today)
+    for kpi in chosen:
+        if kpi in in_bulk or isinstance(kpi.formula, Composite):
+            continue
+        days = await _days_with_records(session, kpi, today, tz)
         wanted[kpi.id] = {(u, p) for u in communes for p in periods_of(days)}
     await recompute_cells(session, wanted, province_code=province_code, tz=tz, now=now)
+    for kpi in chosen:
+        if isinstance(kpi.formula, Composite):
+            await _rebuild_composite(session, kpi, now=now)
+    if postgres:
+        # Fresh statistics, so that the next recomputes join the cells by their key.
+        await session.execute(text("ANALYZE kpi_values"))
     return await session.scalar(select(func.count()).select_from(KpiValue)) or 0
 
 
@@ -218,10 +418,20 @@ async def _communes(session: AsyncSession, province_code: str) -> set[str]:
     return set((await session.scalars(query)).all())
 
 
-async def _days_with_records(session: AsyncSession, kpi: KpiDefinition, today: date) -> set[date]:
+async def _days_with_records(
+    session: AsyncSession, kpi: KpiDefinition, today: date, tz: ZoneInfo
+) -> set[date]:
     """Days whose cells a rebuild computes: those records fall on, and for stocks every day
     from the first record (within the horizon) to today."""
     formula = kpi.formula
+    if isinstance(formula, SourceLag):  # from the first source's creation
+        from ioc.ingest.models import ConnectorInstance
+
+        created = await session.scalar(select(func.min(ConnectorInstance.created_at)))
+        if created is None:
+            return set()
+        first = max(local_date(created, tz), today - timedelta(days=STOCK_HORIZON_DAYS))
+        return {first + timedelta(days=n) for n in range((today - first).days + 1)}
     table = STORES[formula.record_type].model
     if isinstance(formula, InPeriod | MedianInPeriod):
         column = getattr(table, formula.time_column)
@@ -229,7 +439,7 @@ async def _days_with_records(session: AsyncSession, kpi: KpiDefinition, today: d
     if isinstance(formula, Composite):
         days: set[date] = set()
         for name in formula.components:
-            days |= await _days_with_records(session, KPIS[name], today)
+            days |= await _days_with_records(session, KPIS[name], today, tz)
         return days
     first_column = formula.active_from if isinstance(formula, OpenAt) else formula.date_column
     column = getattr(table, first_column)
@@ -330,28 +540,61 @@ async def _store_changed(session: AsyncSession, values: list[CellValue]) -> list
     return changed
 
 
+def _only_cells(
+    session: AsyncSession, query: Any, kpis: Iterable[str], cells: Iterable[tuple[str, Period]]
+) -> Any:
+    """`query` over kpi_values narrowed to the cells of `kpis` at these (unit, period): on
+    PostgreSQL a join with the whole primary keys as array parameters (so that a few
+    thousand cells are found by key, never by sorting the table), elsewhere the units and the
+    range of starts they span."""
+    kpis, cells = list(kpis), list(cells)
+    table = KpiValue.__table__
+    if session.bind.dialect.name != "postgresql":
+        starts = [p.start for _, p in cells]
+        return query.where(
+            table.c.kpi.in_(kpis),
+            table.c.unit_code.in_(sorted({u for u, _ in cells})),
+            table.c.period_start.between(min(starts), max(starts)),
+        )
+    keys = (
+        func.unnest(
+            bindparam("cell_kpis", [k for k in kpis for _ in cells], type_=ARRAY(String)),
+            bindparam("cell_units", [u for _ in kpis for u, _ in cells], type_=ARRAY(String)),
+            bindparam(
+                "cell_kinds", [p.kind.value for _ in kpis for _, p in cells], type_=ARRAY(String)
+            ),
+            bindparam("cell_starts", [p.start for _ in kpis for _, p in cells], type_=ARRAY(Date)),
+        )
+        .table_valued("kpi", "unit_code", "period_kind", "period_start")
+        .render_derived(name="wanted")
+    )
+    return query.join(
+        keys,
+        (table.c.kpi == keys.c.kpi)
+        & (table.c.unit_code == keys.c.unit_code)
+        & (table.c.period_kind == keys.c.period_kind)
+        & (table.c.period_start == keys.c.period_start),
+    )
+
+
 async def _stored(
     session: AsyncSession, values: list[CellValue]
 ) -> dict[tuple[str, Period], tuple[float, float | None]]:
-    kpi = values[0].kpi.id
-    units = sorted({v.unit_code for v in values})
-    starts = [v.period.start for v in values]
-    result = await session.execute(
-        select(
-            KpiValue.unit_code,
-            KpiValue.period_kind,
-            KpiValue.period_start,
-            KpiValue.numerator,
-            KpiValue.denominator,
-        ).where(
-            KpiValue.kpi == kpi,
-            KpiValue.unit_code.in_(units),
-            KpiValue.period_start.between(min(starts), max(starts)),
-        )
+    table = KpiValue.__table__
+    query = select(
+        table.c.unit_code,
+        table.c.period_kind,
+        table.c.period_start,
+        table.c.numerator,
+        table.c.denominator,
     )
+    query = _only_cells(
+        session, query, [values[0].kpi.id], {(v.unit_code, v.period) for v in values}
+    )
+    connection = await session.connection()  # plain rows: no ORM machinery per row
     return {
-        (unit, Period(PeriodKind(kind), start)): (numerator, denominator)
-        for unit, kind, start, numerator, denominator in result.all()
+        (unit, Period(KINDS[kind], start)): (numerator, denominator)
+        for unit, kind, start, numerator, denominator in (await connection.execute(query)).all()
     }
 
 

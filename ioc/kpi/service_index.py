@@ -4,8 +4,9 @@ from dossiers.
 The official index has 100 points in five groups: publicity and transparency 18, progress and
 results 20, digitisation 22, online service 22, satisfaction 18. The IOC estimates the parts it
 can compute from dossiers; each indicator earns its points in proportion to its rate, up to the
-rate that earns full points. DOMAIN.md marks the per-indicator points "(check)": they live in
-`DEFAULT_WEIGHTS` below, one line each (an override from the environment is still to come).
+rate that earns full points. DOMAIN.md marks the per-indicator points "(check)": the defaults
+are `DEFAULT_WEIGHTS` below, one line each; a deployment overrides them with
+`IOC_SERVICE_INDEX_WEIGHTS` (JSON, validated by `parse_weights`: the points sum to 100).
 
 | group | indicator (KPI) | points | full points at |
 |---|---|---:|---:|
@@ -25,8 +26,10 @@ others earned, so a missing indicator neither rewards nor punishes.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 SATISFACTION = "satisfaction"
+TOTAL_POINTS = 100.0
 
 DEFAULT_WEIGHTS: dict[str, tuple[float, float]] = {
     "onestop.portal_sync_rate": (18.0, 100.0),
@@ -43,12 +46,57 @@ DEFAULT_WEIGHTS: dict[str, tuple[float, float]] = {
 COMPONENTS = tuple(k for k in DEFAULT_WEIGHTS if k != SATISFACTION)
 """The KPIs the index reads."""
 
+Weights = dict[str, tuple[float, float]]
+
+_weights: Weights = dict(DEFAULT_WEIGHTS)
+"""The deployment's weights: set once at start from the settings (`use_weights`)."""
+
+
+def parse_weights(raw: Mapping[str, Any]) -> Weights:
+    """Weights from configuration: indicator → points, or → [points, rate in % that earns
+    full points] (the default rate when only points are given). Every indicator must be one
+    of `DEFAULT_WEIGHTS`; points are ≥ 0 and sum to 100; a rate is in (0, 100]. An indicator
+    left out earns no points. Raises ValueError with what is wrong."""
+    weights: Weights = {}
+    for name, given in raw.items():
+        if name not in DEFAULT_WEIGHTS:
+            known = ", ".join(DEFAULT_WEIGHTS)
+            raise ValueError(f"unknown service index indicator {name!r}; known: {known}")
+        if isinstance(given, int | float):
+            points, full_at = float(given), DEFAULT_WEIGHTS[name][1]
+        elif isinstance(given, list | tuple) and len(given) == 2:
+            points, full_at = float(given[0]), float(given[1])
+        else:
+            raise ValueError(f"{name}: give points, or [points, full-points rate in %]")
+        if points < 0:
+            raise ValueError(f"{name}: points must not be negative, not {points:g}")
+        if not 0 < full_at <= 100:
+            raise ValueError(f"{name}: the full-points rate must be in (0, 100] %, not {full_at:g}")
+        weights[name] = (points, full_at)
+    total = sum(points for points, _ in weights.values())
+    if abs(total - TOTAL_POINTS) > 1e-6:
+        raise ValueError(f"service index points must sum to {TOTAL_POINTS:g}, not {total:g}")
+    return weights
+
+
+def use_weights(weights: Mapping[str, tuple[float, float]] | None) -> None:
+    """Make `weights` (validated by `parse_weights`) the deployment's; None: the defaults."""
+    _weights.clear()
+    _weights.update(weights if weights is not None else DEFAULT_WEIGHTS)
+
+
+def current_weights() -> Weights:
+    """The weights scores are computed with."""
+    return dict(_weights)
+
 
 def score(
     rates: Mapping[str, float | None],
-    weights: Mapping[str, tuple[float, float]] = DEFAULT_WEIGHTS,
+    weights: Mapping[str, tuple[float, float]] | None = None,
 ) -> float | None:
-    """The index in points from the component rates (in %); None when no rate is known."""
+    """The index in points from the component rates (in %); None when no rate is known.
+    With no `weights`, the deployment's (see `use_weights`)."""
+    weights = _weights if weights is None else weights
     values = dict(rates)
     # satisfaction = 100 % − (late % + complaint %); late % = 100 % − on-time %
     values[SATISFACTION] = rates.get("onestop.on_time_rate")

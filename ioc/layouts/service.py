@@ -378,12 +378,12 @@ class Renderer:
                 "yesterday": await self._hourly(kpi, unit, yesterday, until=None),
             }
         periods = [Period(PeriodKind.DAY, today - timedelta(days=n)) for n in range(13, -1, -1)]
-        read = await series(self.session, kpi, unit, periods)
+        points = (await series(self.session, kpi, unit, periods))["points"]
         return {
             "mode": "daily",
-            "days": [{"date": p.period_start.isoformat(), "value": p.value} for p in read.points],
-            "today_value": read.points[-1].value,
-            "yesterday_value": read.points[-2].value,
+            "days": [{"date": p["period_start"].isoformat(), "value": p["value"]} for p in points],
+            "today_value": points[-1]["value"],
+            "yesterday_value": points[-2]["value"],
         }
 
     async def _hourly(

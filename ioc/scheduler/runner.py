@@ -23,7 +23,8 @@ from ioc.context import AppContext
 from ioc.ingest.models import ConnectorInstance, PollRun
 from ioc.ingest.service import ingest_batch
 from ioc.kit.clock import utcnow
-from ioc.kpi.service import CellValue, is_headline, recompute, refresh
+from ioc.kpi.publish import publish_changes
+from ioc.kpi.service import CellValue, recompute, refresh
 from ioc.live.topics import publish_connectors
 from ioc.ops.logs import log_context
 from ioc.sdk import Batch, Connector, ConnectorError, ConnectorRateLimited
@@ -210,7 +211,7 @@ async def _store_page(
         stored = await session.get(ConnectorInstance, instance.id, with_for_update=True)
         assert stored is not None
         stored.cursor = batch.cursor
-    publish_changes(ctx, result.changed_cells)
+    await publish_changes(ctx, result.changed_cells)
     ctx.metrics.records_stored.labels(instance.name, instance.kind).inc(result.stored)
     ctx.metrics.records_rejected.labels(instance.name, instance.kind).inc(result.rejected)
     return result.stored, result.rejected
@@ -234,6 +235,7 @@ async def store_batch(
     record_type: str,
 ) -> StoreResult:
     """Ingest a batch and recompute the KPI cells it touches, inside the caller's transaction."""
+    kpi_now = ctx.clock()  # one moment for both, so the KPI cells move by differences
     result = await ingest_batch(
         session,
         instance_id=instance_id,
@@ -243,6 +245,7 @@ async def store_batch(
         now=utcnow(),
         record_type=record_type,
         calendar=ctx.settings.calendar,
+        kpi_now=kpi_now,
     )
     with ctx.metrics.kpi_recompute.labels("ingest").time():
         changed = await recompute(
@@ -250,7 +253,7 @@ async def store_batch(
             changes=result.changes,
             province_code=province_code_str(ctx.settings.province),
             tz=ctx.settings.tz,
-            now=ctx.clock(),
+            now=kpi_now,
         )
     return StoreResult(result.stored, result.rejected, changed)
 
@@ -265,21 +268,8 @@ async def refresh_now_based(ctx: AppContext) -> int:
                 tz=ctx.settings.tz,
                 now=ctx.clock(),
             )
-    publish_changes(ctx, changed)
+    await publish_changes(ctx, changed)
     return len(changed)
-
-
-def publish_changes(ctx: AppContext, changed: list[CellValue]) -> None:
-    """Push every changed headline cell to its live topic (after the commit)."""
-    ctx.kpi_cache.invalidate(changed)
-    if ctx.hub is None:
-        return
-    now = ctx.clock()
-    for cell in changed:
-        if is_headline(cell, now=now, tz=ctx.settings.tz):
-            ctx.hub.publish(
-                f"kpi:{cell.kpi.id}:{cell.unit_code}", cell.read().model_dump(mode="json")
-            )
 
 
 async def _record_run(

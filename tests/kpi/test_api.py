@@ -15,9 +15,10 @@ from ioc.app import create_app
 from ioc.context import AppContext
 from ioc.kpi.catalog import CATALOG
 from ioc.kpi.models import KpiValue
+from ioc.kpi.publish import publish_changes
 from ioc.kpi.reads import SeriesCache, SeriesKey
 from ioc.kpi.service import CellValue
-from ioc.scheduler.runner import publish_changes, store_batch, write_transaction
+from ioc.scheduler.runner import store_batch, write_transaction
 from ioc.sdk import Batch, Dossier, DossierStatus
 from tests.support.factories import BIEN_HOA, TRAN_BIEN, make_dossier, make_instance
 
@@ -119,7 +120,7 @@ async def ingest(ctx: AppContext, app: FastAPI) -> Any:
                 batch=Batch(records=records),
                 record_type="dossier",
             )
-        publish_changes(service, result.changed_cells)
+        await publish_changes(service, result.changed_cells)
         return result.changed_cells
 
     return _ingest

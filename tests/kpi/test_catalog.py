@@ -25,7 +25,7 @@ DOMAIN_TABLE = {  # the KPI catalogue of DOMAIN.md, first version
     "feedback.overdue_open", "feedback.mean_close_hours", "health.bed_occupancy",
     "health.inpatients", "health.outpatient_visits", "health.alos_days",
     "health.referral_out_rate", "education.attendance_rate", "education.enrolment",
-    "education.pupils_per_teacher",
+    "education.pupils_per_teacher", "system.data_freshness_minutes",
 }  # fmt: skip
 
 

@@ -11,7 +11,9 @@ from ioc.ingest.service import ingest_batch
 from ioc.kpi.catalog import KPIS
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import Period, PeriodKind
-from ioc.kpi.service import CellValue, current_value, recompute
+from ioc.kpi.reads import breakdown
+from ioc.kpi.service import CellValue, current_value, recompute, refresh
+from ioc.models import PollRun
 from ioc.sdk import Batch, Dossier, DossierStatus
 from ioc.units.service import COMMUNE_LEVEL, unit_codes
 from tests.support.factories import BIEN_HOA, TRAN_BIEN, make_dossier, make_instance
@@ -179,3 +181,50 @@ async def test_a_period_not_yet_recomputed_is_computed_on_read_not_shown_as_zero
         )
     assert (str(overdue.period_start), overdue.value) == ("2026-11-21", 1)
     assert commune.value == 1
+
+
+async def test_data_freshness_is_the_stalest_sources_minutes_since_its_last_successful_poll(
+    ctx: AppContext,
+) -> None:
+    now = datetime.now(UTC) + timedelta(hours=1)  # the sources were added just now
+    fresh = await make_instance(ctx, name="fresh-source")
+    stale = await make_instance(ctx, name="stale-source")
+    await make_instance(ctx, name="disabled-source", enabled=False)
+    async with ctx.sessionmaker() as session, session.begin():
+        session.add_all(
+            [
+                PollRun(
+                    instance_id=fresh,
+                    started_at=now - timedelta(minutes=2),
+                    finished_at=now - timedelta(minutes=1),
+                    outcome="ok",
+                ),
+                PollRun(
+                    instance_id=stale,
+                    started_at=now - timedelta(minutes=46),
+                    finished_at=now - timedelta(minutes=45),
+                    outcome="ok",
+                ),
+                PollRun(  # a failed poll is not a fresh one
+                    instance_id=stale,
+                    started_at=now - timedelta(minutes=6),
+                    finished_at=now - timedelta(minutes=5),
+                    outcome="failed",
+                ),
+            ]
+        )
+    tz = ctx.settings.tz
+    async with ctx.sessionmaker() as session, session.begin():
+        changed = await refresh(session, province_code="75", tz=tz, now=now)
+    kpi = KPIS["system.data_freshness_minutes"]
+    today = Period(PeriodKind.DAY, now.astimezone(tz).date())
+    published = {(c.unit_code, c.period) for c in changed if c.kpi is kpi}
+    assert ("75", today) in published
+    async with ctx.sessionmaker() as session:
+        headline = await current_value(session, kpi, "75", now=now, tz=tz)
+        by_source = await breakdown(session, kpi, "75", today, by="source", now=now, tz=tz)
+    assert (headline.value, headline.numerator, headline.denominator) == (45.0, 45.0, 2.0)
+    assert [(r.key, r.numerator) for r in by_source.rows] == [
+        ("stale-source", 45.0),
+        ("fresh-source", 1.0),
+    ]

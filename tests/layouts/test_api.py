@@ -13,7 +13,8 @@ from fastapi import FastAPI
 
 from ioc.app import create_app
 from ioc.context import AppContext
-from ioc.scheduler.runner import publish_changes, store_batch, write_transaction
+from ioc.kpi.publish import publish_changes
+from ioc.scheduler.runner import store_batch, write_transaction
 from ioc.sdk import Batch, Dossier, DossierStatus
 from tests.support.factories import BIEN_HOA, TRAN_BIEN, make_dossier, make_instance
 
@@ -46,7 +47,7 @@ async def ingest(app: FastAPI, records: list[Dossier]) -> None:
             batch=Batch(records=records),
             record_type="dossier",
         )
-    publish_changes(service, result.changed_cells)
+    await publish_changes(service, result.changed_cells)
 
 
 def due_dossier(unit: str, *, late: bool, n: int) -> Dossier:

@@ -15,7 +15,8 @@ import websockets
 from ioc.app import create_app
 from ioc.config import Settings
 from ioc.context import AppContext
-from ioc.scheduler.runner import publish_changes, store_batch, write_transaction
+from ioc.kpi.publish import publish_changes
+from ioc.scheduler.runner import store_batch, write_transaction
 from ioc.sdk import Batch
 from tests.support.factories import make_dossier, make_instance
 from tests.support.servers import serve_app
@@ -118,7 +119,7 @@ async def ingest_backlog(service: AppContext, count: int) -> None:
             batch=Batch(records=records),
             record_type="dossier",
         )
-    publish_changes(service, result.changed_cells)
+    await publish_changes(service, result.changed_cells)
 
 
 def tile_of(layout: dict[str, Any], kpi: str, visualisation: str) -> dict[str, Any]:
