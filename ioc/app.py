@@ -13,6 +13,8 @@ from fastapi.staticfiles import StaticFiles
 
 from ioc.config import Settings
 from ioc.context import AppContext, build_context
+from ioc.incidents import api as incidents_api
+from ioc.incidents.service import seed_default_rules
 from ioc.ingest import api as connectors_api
 from ioc.ingest.instances import read_seed_file, upsert_instance
 from ioc.ingest.registry import ConnectorRegistry
@@ -62,6 +64,8 @@ def create_app(
     app.include_router(kpi_api.router)
     app.include_router(records_api.router)
     app.include_router(connectors_api.router)
+    app.include_router(incidents_api.router)
+    app.include_router(incidents_api.rules_router)
     app.include_router(live_api.router)
     app.include_router(system_api.router)
 
@@ -75,7 +79,8 @@ def create_app(
 
 
 async def _prepare_database(ctx: AppContext) -> None:
-    """Load the province's units and seed connector instances from the TOML file, if any."""
+    """Load the province's units, seed connector instances from the TOML file, if any, and
+    store the default incident rules not stored yet."""
     seeds = (
         read_seed_file(ctx.settings.connectors_file, ctx.registry)
         if ctx.settings.connectors_file is not None
@@ -85,3 +90,4 @@ async def _prepare_database(ctx: AppContext) -> None:
         await sync_units(session, ctx.settings.province)
         for seed in seeds:
             await upsert_instance(session, seed, now=ctx.clock())
+        await seed_default_rules(session, now=ctx.clock())

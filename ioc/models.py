@@ -1,6 +1,13 @@
 """Every ORM model, imported in one place for Alembic and the test fixtures."""
 
 from ioc.db import Base
+from ioc.incidents.models import (
+    Incident,
+    IncidentEvent,
+    IncidentRecord,
+    IncidentRule,
+    RuleState,
+)
 from ioc.ingest.models import ConnectorInstance, PollRun, RejectedRecord
 from ioc.kpi.models import KpiValue
 from ioc.records.models import (
@@ -21,9 +28,14 @@ __all__ = [
     "DossierRow",
     "EncounterRow",
     "FeedbackRow",
+    "Incident",
+    "IncidentEvent",
+    "IncidentRecord",
+    "IncidentRule",
     "KpiValue",
     "ObservationRow",
     "PollRun",
     "RejectedRecord",
+    "RuleState",
     "SchoolDayRow",
 ]

@@ -11,7 +11,15 @@ from sqlalchemy import delete
 from ioc.config import Settings
 from ioc.context import AppContext, build_context
 from ioc.migrations import upgrade
-from ioc.models import ConnectorInstance, DossierRow, KpiValue, PollRun, RejectedRecord
+from ioc.models import (
+    ConnectorInstance,
+    DossierRow,
+    Incident,
+    IncidentRule,
+    KpiValue,
+    PollRun,
+    RejectedRecord,
+)
 from ioc.units.service import sync_units
 from tests.support.databases import BACKENDS, empty_database, require_backend
 
@@ -41,7 +49,9 @@ async def ctx(settings: Settings) -> AsyncIterator[AppContext]:
     """A service context on a clean database holding only the province's units."""
     context = build_context(settings)
     async with context.sessionmaker() as session, session.begin():
-        for model in (KpiValue, DossierRow, RejectedRecord, PollRun, ConnectorInstance):
+        # Incidents cascade to their events and records, rules to their pending states.
+        models = (Incident, IncidentRule, KpiValue, DossierRow, RejectedRecord, PollRun)
+        for model in (*models, ConnectorInstance):
             await session.execute(delete(model))
         await sync_units(session, PROVINCE)
     try:

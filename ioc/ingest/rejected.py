@@ -62,6 +62,7 @@ async def reingest(ctx: AppContext, request: ReingestRequest) -> ReingestResult:
                 continue
             by_instance.setdefault(row.instance_id, []).append((row, record))
         changed = []
+        judged = []
         for instance_id, pairs in by_instance.items():
             result = await store_batch(
                 ctx,
@@ -71,6 +72,7 @@ async def reingest(ctx: AppContext, request: ReingestRequest) -> ReingestResult:
                 record_type=pairs[0][1].record_type,
             )
             changed.extend(result.changed_cells)
+            judged.append(result.incidents)
             now = utcnow()
             for row, _ in pairs:
                 row.resolved_at = now
@@ -79,6 +81,8 @@ async def reingest(ctx: AppContext, request: ReingestRequest) -> ReingestResult:
             if connector is not None:
                 await connector.aclose()
     publish_changes(ctx, changed)
+    for incidents in judged:
+        publish_changes(ctx, [], incidents)
     return ReingestResult(tried=tried, stored=stored, still_rejected=tried - stored)
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ioc.context import AppContext
+from ioc.incidents.live import incidents_snapshot
 from ioc.kpi.catalog import UnknownKpi, get_kpi
 from ioc.kpi.service import current_value
 from ioc.live.hub import UnknownTopic
@@ -39,6 +40,8 @@ def snapshot_provider(ctx: AppContext):
     """A provider that reads a topic's current state from the database."""
 
     async def snapshot(topic: str) -> Any:
+        if topic == "incidents" or topic.startswith("kpi:incidents."):
+            return await incidents_snapshot(ctx, topic)
         parsed = parse_topic(topic)
         try:
             kpi = get_kpi(parsed.kpi_id)

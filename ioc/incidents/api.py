@@ -1,0 +1,323 @@
+"""Routes for incidents and their rules: list, detail, records, actions, counts, response times.
+
+Mutations (acknowledge, assign, notes, resolve, rules) name their `actor` in the body until
+tokens and roles identify the caller; each is its own route so that it can be role-gated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+
+from ioc.context import AppContext
+from ioc.deps import ContextDep, SessionDep
+from ioc.incidents import service
+from ioc.incidents.schemas import (
+    AcknowledgeRequest,
+    AssignRequest,
+    CountsRead,
+    EvaluationRead,
+    IncidentDetail,
+    IncidentPage,
+    IncidentRecordsPage,
+    NoteRequest,
+    ResolveRequest,
+    RuleCreate,
+    RuleRead,
+    RuleUpdate,
+    StatsRead,
+)
+from ioc.incidents.tasks import evaluate_now
+from ioc.kpi.reads import InvalidKpiRead
+from ioc.records.api import QUERY_PARAMETERS
+from ioc.records.service import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    InvalidRecordQuery,
+    UnknownRecordType,
+    UnknownUnit,
+)
+from ioc.units.service import province_code_str
+
+router = APIRouter(prefix="/api/v1/incidents", tags=["incidents"])
+rules_router = APIRouter(prefix="/api/v1/incident-rules", tags=["incidents"])
+
+T = TypeVar("T")
+ListParam = Annotated[list[str] | None, Query()]
+
+
+@contextmanager
+def _answering_errors() -> Iterator[None]:
+    """Unknown things are 404, impossible actions 409, bad questions 422."""
+    try:
+        yield
+    except (service.IncidentNotFound, UnknownRecordType) as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except service.Conflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except (service.InvalidRule, InvalidRecordQuery, InvalidKpiRead, UnknownUnit) as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+# ---------------------------------------------------------------- incidents
+
+
+@router.get("", response_model=IncidentPage)
+async def get_incidents(
+    session: SessionDep,
+    incident_status: Annotated[
+        list[str] | None,
+        Query(alias="status", description="open, acknowledged, resolved or active (both first)"),
+    ] = None,
+    severity: Annotated[list[str] | None, Query(description="warn or critical")] = None,
+    domain: Annotated[
+        list[str] | None, Query(description="onestop, feedback, health, education, system")
+    ] = None,
+    unit: Annotated[str | None, Query(description="A unit code: it and every unit below")] = None,
+    agency: Annotated[list[str] | None, Query(description="Responsible agency code")] = None,
+    kpi: Annotated[list[str] | None, Query(description="KPI id")] = None,
+    rule_id: int | None = None,
+    date_from: Annotated[
+        datetime | None, Query(alias="from", description="Active at or after this moment")
+    ] = None,
+    date_to: Annotated[
+        datetime | None, Query(alias="to", description="Opened at or before this moment")
+    ] = None,
+    sort: Annotated[
+        str, Query(description="opened_at, last_seen_at, resolved_at or id; - first to descend")
+    ] = "-last_seen_at",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> IncidentPage:
+    """Incidents matching every filter given, one page at a time, with the total."""
+    with _answering_errors():
+        return await service.list_incidents(
+            session,
+            service.IncidentFilter(
+                status=incident_status or (),
+                severity=severity or (),
+                domain=domain or (),
+                unit=unit,
+                agency=agency or (),
+                kpi=kpi or (),
+                rule_id=rule_id,
+                active_from=_aware(date_from),
+                active_to=_aware(date_to),
+            ),
+            sort=sort,
+            limit=limit,
+            offset=offset,
+        )
+
+
+@router.get("/counts", response_model=CountsRead)
+async def get_counts(
+    session: SessionDep,
+    incident_status: Annotated[
+        list[str] | None, Query(alias="status", description="active by default")
+    ] = None,
+) -> CountsRead:
+    """Incidents by unit and severity (the active ones by default)."""
+    with _answering_errors():
+        return await service.counts(session, statuses=incident_status or ["active"])
+
+
+@router.get("/stats", response_model=StatsRead)
+async def get_stats(
+    session: SessionDep,
+    by: Annotated[str, Query(description="unit or agency")] = "unit",
+    date_from: Annotated[datetime | None, Query(alias="from", description="Opened from")] = None,
+    date_to: Annotated[datetime | None, Query(alias="to", description="Opened until")] = None,
+) -> StatsRead:
+    """Mean time to acknowledge (MTTA) and to resolve (MTTR) by unit or agency."""
+    with _answering_errors():
+        return await service.stats(
+            session, by=by, date_from=_aware(date_from), date_to=_aware(date_to)
+        )
+
+
+@router.post("/evaluate", response_model=EvaluationRead)
+async def evaluate(ctx: ContextDep) -> EvaluationRead:
+    """Judge every enabled rule now (what the periodic refresh does) and publish the changes."""
+    changes = await evaluate_now(ctx)
+    return EvaluationRead(changed=len(changes.incidents), open=len(changes.active))
+
+
+@router.get("/{incident_id}", response_model=IncidentDetail)
+async def get_incident(incident_id: int, session: SessionDep) -> IncidentDetail:
+    """An incident with its subject, evidence and timeline."""
+    with _answering_errors():
+        return await service.detail(session, await service.get_incident(session, incident_id))
+
+
+@router.get(
+    "/{incident_id}/records",
+    response_model=IncidentRecordsPage,
+    description=(
+        "The records behind the incident, paged, sorted and filtered like "
+        "`/api/v1/records/{record_type}` (any other query parameter filters a column): the "
+        "records its last breach found, or for a KPI incident the records behind its cell."
+    ),
+)
+async def get_incident_records(
+    incident_id: int,
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    q: Annotated[str | None, Query(description="Text searched in the names, any case")] = None,
+    sort: Annotated[str | None, Query(description="Columns separated by commas")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> IncidentRecordsPage:
+    """One page of the records behind an incident, with the total."""
+    params = request.query_params
+    filters = {name: params.getlist(name) for name in params if name not in QUERY_PARAMETERS}
+    with _answering_errors():
+        incident = await service.get_incident(session, incident_id)
+        return await service.incident_records(
+            session,
+            incident,
+            now=ctx.clock(),
+            tz=ctx.settings.tz,
+            filters=filters,
+            q=q,
+            sort=sort or (),
+            limit=limit,
+            offset=offset,
+        )
+
+
+async def _act(
+    ctx: AppContext,
+    session: Any,
+    action: Callable[[datetime], Awaitable[Any]],
+) -> IncidentDetail:
+    """Run an action, commit, then publish the incident and the response times it moved."""
+    now = ctx.clock()
+    with _answering_errors():
+        incident = await action(now)
+        changes = await service.action_changes(
+            session,
+            incident,
+            province=province_code_str(ctx.settings.province),
+            tz=ctx.settings.tz,
+            now=now,
+        )
+        read = await service.detail(session, incident)
+    await session.commit()
+    service.publish(ctx.hub, changes)
+    return read
+
+
+@router.post("/{incident_id}/acknowledge", response_model=IncidentDetail)
+async def acknowledge(
+    incident_id: int, body: AcknowledgeRequest, session: SessionDep, ctx: ContextDep
+) -> IncidentDetail:
+    """Acknowledge an open incident (someone is on it)."""
+    return await _act(
+        ctx,
+        session,
+        lambda now: service.acknowledge(
+            session, incident_id, actor=body.actor, note=body.note, now=now
+        ),
+    )
+
+
+@router.post("/{incident_id}/assign", response_model=IncidentDetail)
+async def assign(
+    incident_id: int, body: AssignRequest, session: SessionDep, ctx: ContextDep
+) -> IncidentDetail:
+    """Assign an active incident to a person or an agency."""
+    return await _act(
+        ctx,
+        session,
+        lambda now: service.assign(
+            session,
+            incident_id,
+            actor=body.actor,
+            assignee=body.assignee,
+            agency_code=body.agency_code,
+            now=now,
+        ),
+    )
+
+
+@router.post("/{incident_id}/notes", response_model=IncidentDetail)
+async def add_note(
+    incident_id: int, body: NoteRequest, session: SessionDep, ctx: ContextDep
+) -> IncidentDetail:
+    """Add a note to an incident's timeline."""
+    return await _act(
+        ctx,
+        session,
+        lambda now: service.add_note(
+            session, incident_id, actor=body.actor, text=body.text, now=now
+        ),
+    )
+
+
+@router.post("/{incident_id}/resolve", response_model=IncidentDetail)
+async def resolve(
+    incident_id: int, body: ResolveRequest, session: SessionDep, ctx: ContextDep
+) -> IncidentDetail:
+    """Resolve an incident by hand."""
+    return await _act(
+        ctx,
+        session,
+        lambda now: service.resolve(
+            session, incident_id, actor=body.actor, note=body.note, now=now
+        ),
+    )
+
+
+# ---------------------------------------------------------------- rules
+
+
+@rules_router.get("", response_model=list[RuleRead])
+async def get_rules(session: SessionDep) -> list[RuleRead]:
+    """Every rule with its effective thresholds."""
+    return [service.rule_read(r) for r in await service.list_rules(session)]
+
+
+@rules_router.post("", response_model=RuleRead, status_code=status.HTTP_201_CREATED)
+async def create_rule(body: RuleCreate, session: SessionDep, ctx: ContextDep) -> RuleRead:
+    """Add a rule; it is judged from the next evaluation on."""
+    with _answering_errors():
+        return service.rule_read(await service.create_rule(session, body, now=ctx.clock()))
+
+
+@rules_router.get("/{rule_id}", response_model=RuleRead)
+async def get_rule(rule_id: int, session: SessionDep) -> RuleRead:
+    """One rule."""
+    with _answering_errors():
+        return service.rule_read(await service.get_rule(session, rule_id))
+
+
+@rules_router.patch("/{rule_id}", response_model=RuleRead)
+async def update_rule(
+    rule_id: int, body: RuleUpdate, session: SessionDep, ctx: ContextDep
+) -> RuleRead:
+    """Change a rule (fields left out keep their value)."""
+    with _answering_errors():
+        return service.rule_read(await service.update_rule(session, rule_id, body, now=ctx.clock()))
+
+
+@rules_router.delete("/{rule_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_rule(rule_id: int, session: SessionDep) -> Response:
+    """Delete a rule (its incidents stay); default rules can only be disabled."""
+    with _answering_errors():
+        await service.delete_rule(session, rule_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """A query moment without an offset is taken as UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    from datetime import UTC
+
+    return moment.replace(tzinfo=UTC)
