@@ -591,15 +591,18 @@ async def apply_observations(
             if state is not None:
                 await session.delete(state)
             continue
+        breaches = (state.breaches if state is not None else 0) + 1
+        if breaches >= rule.pending_evaluations:
+            if state is not None:
+                await session.delete(state)
+            to_open[key] = (observation, severity)
+            continue
         if state is None:
-            state = RuleState(rule_id=rule.id, dedup_key=key, breaches=0, updated_at=now)
+            state = RuleState(rule_id=rule.id, dedup_key=key, updated_at=now)
             session.add(state)
-        state.breaches += 1
+        state.breaches = breaches
         state.last_value = observation.value
         state.updated_at = now
-        if state.breaches >= rule.pending_evaluations:
-            await session.delete(state)
-            to_open[key] = (observation, severity)
     if to_open:
         touched += await _open_or_reopen(session, rule, to_open, limits, now=now)
     await session.flush()
