@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -46,9 +46,9 @@ async def next_update(ws: Any, matches: Callable[[dict[str, Any]], bool]) -> dic
     """The next `incidents` update whose data `matches`."""
     while True:
         message = json.loads(await asyncio.wait_for(ws.recv(), 20))
-        if message["type"] == "update" and message["topic"] == "incidents":
-            if matches(message["data"]):
-                return message
+        is_update = message["type"] == "update" and message["topic"] == "incidents"
+        if is_update and matches(message["data"]):
+            return message
 
 
 async def all_records(http: httpx.AsyncClient, path: str) -> list[dict[str, Any]]:
