@@ -90,4 +90,5 @@ async def _prepare_database(ctx: AppContext) -> None:
         await sync_units(session, ctx.settings.province)
         for seed in seeds:
             await upsert_instance(session, seed, now=ctx.clock())
-        await seed_default_rules(session, now=ctx.clock())
+        if ctx.settings.incident_default_rules:
+            await seed_default_rules(session, now=ctx.clock())

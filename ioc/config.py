@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     extra_days_off: list[date] = Field(
         default_factory=list, description="Extra days off decided by the province"
     )
+    incident_default_rules: bool = Field(
+        default=True,
+        description="Store the default incident rules (from the KPI catalogue) at start",
+    )
     ws_ping_seconds: float = Field(default=20.0, gt=0)
     ws_client_queue: int = Field(
         default=256, ge=1, description="Topics a slow client may have pending before it is dropped"

@@ -641,7 +641,34 @@ def _follow(
     *,
     now: datetime,
 ) -> bool:
-    """Update an active incident from a new observation; True if anything visible changed."""
+    """Update an active incident from a new observation; True if anything shown changed (a
+    repeated breach of the same value only counts and stamps, and is not published)."""
+    before = _shown(incident)
+    _update(session, incident, observation, severity, limits, rule, now=now)
+    return _shown(incident) != before
+
+
+def _shown(incident: Incident) -> tuple[Any, ...]:
+    """What a screen shows of an incident, beside its counters."""
+    return (
+        incident.status,
+        incident.severity,
+        incident.value,
+        incident.cleared_since is None,
+        incident.title,
+    )
+
+
+def _update(
+    session: AsyncSession,
+    incident: Incident,
+    observation: Observation,
+    severity: str | None,
+    limits: Thresholds,
+    rule: IncidentRule,
+    *,
+    now: datetime,
+) -> None:
     if severity is not None:
         incident.value = observation.value
         incident.peak_value = limits.worse(incident.peak_value, observation.value)
@@ -665,14 +692,14 @@ def _follow(
                 f"escalated to critical: {_value_words(observation)}",
                 {"value": observation.value},
             )
-        return True
+        return
     if observation.value is None:
-        return False  # no data: neither a breach nor a recovery
+        return  # no data: neither a breach nor a recovery
     incident.value = observation.value
     incident.updated_at = now
     if not limits.recovered(observation.value):
         incident.cleared_since = None  # between the threshold and the recovery level
-        return True
+        return
     if incident.cleared_since is None:
         incident.cleared_since = now
         _event(session, incident, now, "cleared", SYSTEM, _value_words(observation))
@@ -689,7 +716,6 @@ def _follow(
             SYSTEM,
             f"resolved automatically after {rule.quiet_minutes:g} quiet minutes",
         )
-    return True
 
 
 async def _open_or_reopen(
