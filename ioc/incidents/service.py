@@ -8,6 +8,7 @@ commit. Every moment comes from the caller's clock.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -577,14 +578,17 @@ async def apply_observations(
             del states[key]
     touched: list[Incident] = []
     to_open: dict[str, tuple[Observation, str]] = {}
+    evidence: list[tuple[Incident, Observation]] = []
     for key, observation in seen.items():
         severity = limits.severity(observation.value)
         incident = active.get(key)
         if incident is not None:
+            digest = incident.evidence.get("records_digest")
             if _follow(session, incident, observation, severity, limits, rule, now=now):
                 touched.append(incident)
-            if severity is not None and observation.record_ids is not None:
-                await _replace_records(session, incident, observation)
+            moved = digest != incident.evidence.get("records_digest")
+            if severity is not None and observation.record_ids is not None and moved:
+                evidence.append((incident, observation))
             continue
         state = states.get(key)
         if severity is None:
@@ -604,7 +608,14 @@ async def apply_observations(
         state.last_value = observation.value
         state.updated_at = now
     if to_open:
-        touched += await _open_or_reopen(session, rule, to_open, limits, now=now)
+        opened = await _open_or_reopen(session, rule, to_open, limits, now=now)
+        touched += opened
+        evidence += [
+            (incident, observation)
+            for incident, (observation, _) in zip(opened, to_open.values(), strict=True)
+            if observation.record_ids is not None
+        ]
+    await _replace_records(session, evidence)
     await session.flush()
     return touched
 
@@ -739,7 +750,8 @@ async def _open_or_reopen(
         .order_by(Incident.resolved_at)
     ):
         recent[incident.dedup_key] = incident  # the latest resolution wins
-    opened = []
+    opened: list[Incident] = []
+    created: list[tuple[Incident, Observation, str]] = []
     for key, (observation, severity) in to_open.items():
         incident = recent.get(key)
         if incident is not None:
@@ -784,20 +796,21 @@ async def _open_or_reopen(
                 updated_at=now,
             )
             session.add(incident)
-            await session.flush()
-            incident.evidence = _evidence(incident, observation)
-            _event(
-                session,
-                incident,
-                now,
-                "opened",
-                SYSTEM,
-                f"{severity}: {_value_words(observation)} (rule {rule.name})",
-                {"value": observation.value, "threshold": incident.threshold},
-            )
-        if observation.record_ids is not None:
-            await _replace_records(session, incident, observation)
+            created.append((incident, observation, severity))
         opened.append(incident)
+    if created:
+        await session.flush()  # one round trip gives every new incident its id
+    for incident, observation, severity in created:
+        incident.evidence = _evidence(incident, observation)
+        _event(
+            session,
+            incident,
+            now,
+            "opened",
+            SYSTEM,
+            f"{severity}: {_value_words(observation)} (rule {rule.name})",
+            {"value": observation.value, "threshold": incident.threshold},
+        )
     return opened
 
 
@@ -805,22 +818,28 @@ def _evidence(incident: Incident, observation: Observation) -> dict[str, Any]:
     evidence = dict(observation.evidence)
     if evidence.get("record_type"):
         evidence["records_url"] = f"/api/v1/incidents/{incident.id}/records"
+    if observation.record_ids is not None:
+        ids = ",".join(map(str, sorted(observation.record_ids)))
+        evidence["records_digest"] = hashlib.sha1(ids.encode()).hexdigest()[:16]
     return evidence
 
 
 async def _replace_records(
-    session: AsyncSession, incident: Incident, observation: Observation
+    session: AsyncSession, changed: Sequence[tuple[Incident, Observation]]
 ) -> None:
-    """The incident's evidence records become those of this observation."""
-    await session.execute(delete(IncidentRecord).where(IncidentRecord.incident_id == incident.id))
+    """These incidents' evidence records become those of their observations (two statements
+    for them all)."""
+    if not changed:
+        return
+    await session.execute(
+        delete(IncidentRecord).where(IncidentRecord.incident_id.in_([i.id for i, _ in changed]))
+    )
     rows = [
         {"incident_id": incident.id, "record_type": observation.record_type, "record_id": rid}
+        for incident, observation in changed
         for rid in observation.record_ids or []
     ]
-    if rows:
-        await upsert(
-            session, IncidentRecord, rows, keys=("incident_id", "record_type", "record_id")
-        )
+    await upsert(session, IncidentRecord, rows, keys=("incident_id", "record_type", "record_id"))
 
 
 def _value_words(observation: Observation) -> str:
