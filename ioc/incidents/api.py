@@ -301,17 +301,47 @@ async def get_rule(rule_id: int, session: SessionDep) -> RuleRead:
 async def update_rule(
     rule_id: int, body: RuleUpdate, session: SessionDep, ctx: ContextDep
 ) -> RuleRead:
-    """Change a rule (fields left out keep their value)."""
+    """Change a rule (fields left out keep their value); disabling it resolves its incidents."""
+    now = ctx.clock()
     with _answering_errors():
-        return service.rule_read(await service.update_rule(session, rule_id, body, now=ctx.clock()))
+        rule, closed = await service.update_rule(session, rule_id, body, now=now)
+        read = service.rule_read(rule)
+        changes = await _closed(ctx, session, closed, now)
+    await session.commit()
+    service.publish(ctx.hub, changes)
+    return read
 
 
 @rules_router.delete("/{rule_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_rule(rule_id: int, session: SessionDep) -> Response:
-    """Delete a rule (its incidents stay); default rules can only be disabled."""
+async def delete_rule(rule_id: int, session: SessionDep, ctx: ContextDep) -> Response:
+    """Delete a rule (its incidents stay, resolved); default rules can only be disabled."""
+    now = ctx.clock()
     with _answering_errors():
-        await service.delete_rule(session, rule_id)
+        closed = await service.delete_rule(session, rule_id, now=now)
+        changes = await _closed(ctx, session, closed, now)
+    await session.commit()
+    service.publish(ctx.hub, changes)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _closed(
+    ctx: AppContext, session: Any, closed: list[Any], now: datetime
+) -> service.IncidentChanges:
+    """What to publish after a rule change resolved `closed`."""
+    if not closed:
+        return service.IncidentChanges()
+    cells = await service.update_response_kpis(
+        session,
+        incidents=closed,
+        province=province_code_str(ctx.settings.province),
+        tz=ctx.settings.tz,
+        now=now,
+    )
+    return service.IncidentChanges(
+        incidents=[service.item(i) for i in closed],
+        active=await service.active_items(session),
+        response_cells=cells,
+    )
 
 
 def _aware(moment: datetime | None) -> datetime | None:

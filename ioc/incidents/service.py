@@ -227,8 +227,10 @@ async def create_rule(session: AsyncSession, data: RuleCreate, *, now: datetime)
 
 async def update_rule(
     session: AsyncSession, rule_id: int, data: RuleUpdate, *, now: datetime
-) -> IncidentRule:
-    """Change a rule; its open incidents follow the new thresholds at the next evaluation."""
+) -> tuple[IncidentRule, list[Incident]]:
+    """Change a rule; its open incidents follow the new thresholds at the next evaluation
+    (disabling it resolves them: nothing would judge them any more). Returns the rule and the
+    incidents it resolved."""
     rule = await get_rule(session, rule_id)
     changes = data.model_dump(exclude_unset=True)
     if "name" in changes:
@@ -238,20 +240,49 @@ async def update_rule(
     _apply_fields(rule, changes)
     rule.updated_at = now
     await _validate(session, rule)
+    closed = []
+    if not rule.enabled:
+        closed = await close_rule_incidents(session, rule, now=now, reason="rule disabled")
     await session.flush()
-    return rule
+    return rule, closed
 
 
-async def delete_rule(session: AsyncSession, rule_id: int) -> None:
-    """Delete a rule; its incidents stay (without their rule). Default rules are disabled."""
+async def delete_rule(session: AsyncSession, rule_id: int, *, now: datetime) -> list[Incident]:
+    """Delete a rule; its incidents stay, the active ones resolved (returned). Default rules are
+    disabled instead."""
     rule = await get_rule(session, rule_id)
     if rule.is_default:
         raise Conflict(
             f"rule {rule.name!r} is a default rule and would come back at the next start; "
             "disable it instead (PATCH with enabled=false)"
         )
+    closed = await close_rule_incidents(session, rule, now=now, reason="rule deleted")
     await session.delete(rule)
     await session.flush()
+    return closed
+
+
+async def close_rule_incidents(
+    session: AsyncSession, rule: IncidentRule, *, now: datetime, reason: str
+) -> list[Incident]:
+    """Resolve a rule's active incidents (the rule no longer judges them)."""
+    closing = list(
+        (
+            await session.scalars(
+                select(Incident).where(
+                    Incident.rule_id == rule.id, Incident.status.in_(ACTIVE_STATUSES)
+                )
+            )
+        ).all()
+    )
+    for incident in closing:
+        incident.status = RESOLVED
+        incident.resolved_at, incident.resolved_by = now, SYSTEM
+        incident.cleared_since = None
+        incident.updated_at = now
+        _event(session, incident, now, "resolved", SYSTEM, f"{reason}: {rule.name}")
+    await session.execute(delete(RuleState).where(RuleState.rule_id == rule.id))
+    return closing
 
 
 def _apply_fields(rule: IncidentRule, changes: Mapping[str, Any]) -> None:

@@ -269,3 +269,21 @@ class Recorder:
 
     async def send_text(self, data: str) -> None:
         self.frames.append(data)
+
+
+async def test_disabling_a_rule_resolves_its_incidents_and_deleting_keeps_them(
+    app: FastAPI, http: httpx.AsyncClient
+) -> None:
+    await per_commune_rule(http)
+    await open_incidents(app, {"26068": 94.0})
+    (incident,) = (await http.get("/api/v1/incidents")).json()["items"]
+    rule_id = incident["rule_id"]
+    disabled = await http.patch(f"/api/v1/incident-rules/{rule_id}", json={"enabled": False})
+    assert disabled.status_code == 200
+    detail = (await http.get(f"/api/v1/incidents/{incident['id']}")).json()
+    assert (detail["status"], detail["resolved_by"]) == ("resolved", "system")
+    assert detail["timeline"][-1]["message"] == "rule disabled: on-time-by-commune"
+    assert await evaluate(app) == 0  # a disabled rule judges nothing
+    assert (await http.delete(f"/api/v1/incident-rules/{rule_id}")).status_code == 204
+    kept = (await http.get(f"/api/v1/incidents/{incident['id']}")).json()
+    assert (kept["status"], kept["rule_id"]) == ("resolved", None)
