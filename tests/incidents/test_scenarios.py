@@ -203,3 +203,40 @@ async def test_late_land_surge_and_an_outage_open_and_resolve_incidents(
             assert back["data"]["items"] == []
         counts = (await http.get("/api/v1/incidents", params={"status": "resolved"})).json()
         assert counts["total"] == 2
+
+
+async def test_a_flapping_upstream_opens_one_incident_that_stays_open(
+    settings: Settings, ctx: object
+) -> None:
+    simulator_app = create_simulator(seed=3, rate_per_day=5, history_days=1, start=START, speed=0)
+    app = create_app(settings.model_copy(update={"incident_default_rules": False}))
+    async with (
+        serve_app(simulator_app) as sim_url,
+        serve_app(app) as ioc_url,
+        httpx.AsyncClient(base_url=ioc_url, timeout=60) as http,
+        httpx.AsyncClient(base_url=sim_url) as sim,
+    ):
+        assert (await http.get("/api/v1/incident-rules")).json() == []
+        rule = {"name": "outage", "kind": "connector_health", "warn": 0, "quiet_minutes": 30}
+        assert (await http.post("/api/v1/incident-rules", json=rule)).status_code == 201
+        connector = await http.post(
+            "/api/v1/connectors",
+            json={"name": "flaky", "kind": "onestop", "config": {"base_url": sim_url}},
+        )
+        run = f"/api/v1/connectors/{connector.json()['id']}/run"
+        outcomes = []
+        for mode in ("error", None, "error", None, "error", None):
+            (await sim.post("/_sim/faults", json={"mode": mode})).raise_for_status()
+            outcomes.append((await http.post(run)).json()["ok"])
+        assert outcomes == [False, True, False, True, False, True]
+        (incident,) = (await http.get("/api/v1/incidents")).json()["items"]
+        assert incident["status"] == "open"  # never quiet for 30 minutes
+        timeline = (await http.get(f"/api/v1/incidents/{incident['id']}")).json()["timeline"]
+        assert [e["kind"] for e in timeline] == [
+            "opened",
+            "cleared",
+            "condition_returned",
+            "cleared",
+            "condition_returned",
+            "cleared",
+        ]
