@@ -403,11 +403,14 @@ async def observe_records(
 
 
 def missed_intervals(instance: ConnectorInstance, *, real_now: datetime) -> float:
-    """How many polling intervals a source has been failing, or without a successful poll."""
+    """How many polling intervals a source has been failing, or without a successful poll
+    since its last one (a source still on its first run is judged by its failures alone)."""
     if not instance.enabled:
         return 0.0
-    since = instance.last_success_at or instance.created_at
-    stale = math.floor(max((real_now - since).total_seconds(), 0) / instance.interval_seconds)
+    stale = 0
+    if instance.last_success_at is not None:
+        age = max((real_now - instance.last_success_at).total_seconds(), 0)
+        stale = math.floor(age / instance.interval_seconds)
     failures = instance.consecutive_failures if instance.health == "failing" else 0
     return float(max(failures, stale))
 

@@ -198,5 +198,7 @@ def test_a_connector_misses_the_intervals_it_failed_or_went_without_success() ->
     assert missed_intervals(instance, real_now=now) == 5
     instance.health, instance.consecutive_failures = "failing", 7
     assert missed_intervals(instance, real_now=now) == 7
+    instance.last_success_at, instance.consecutive_failures = None, 0
+    assert missed_intervals(instance, real_now=now) == 0  # its first run is still going
     instance.enabled = False
     assert missed_intervals(instance, real_now=now) == 0
