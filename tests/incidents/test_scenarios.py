@@ -66,7 +66,7 @@ async def all_records(http: httpx.AsyncClient, path: str) -> list[dict[str, Any]
 async def test_late_land_surge_and_an_outage_open_and_resolve_incidents(
     settings: Settings, ctx: object
 ) -> None:
-    simulator_app = create_simulator(seed=5, rate_per_day=40, history_days=10, start=START, speed=0)
+    simulator_app = create_simulator(seed=5, rate_per_day=20, history_days=3, start=START, speed=0)
     simulator = simulator_app.state.simulator
     app = create_app(settings, clock=simulator.now)
     async with (
