@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.context import AppContext
 from ioc.deps import ContextDep, SessionDep
 from ioc.incidents import service
+from ioc.incidents.models import Incident
 from ioc.incidents.schemas import (
     AcknowledgeRequest,
     AssignRequest,
@@ -193,7 +195,7 @@ async def get_incident_records(
 
 async def _act(
     ctx: AppContext,
-    session: Any,
+    session: AsyncSession,
     action: Callable[[datetime], Awaitable[Any]],
 ) -> IncidentDetail:
     """Run an action, commit, then publish the incident and the response times it moved."""
@@ -325,7 +327,7 @@ async def delete_rule(rule_id: int, session: SessionDep, ctx: ContextDep) -> Res
 
 
 async def _closed(
-    ctx: AppContext, session: Any, closed: list[Any], now: datetime
+    ctx: AppContext, session: AsyncSession, closed: list[Incident], now: datetime
 ) -> service.IncidentChanges:
     """What to publish after a rule change resolved `closed`."""
     if not closed:
@@ -348,6 +350,4 @@ def _aware(moment: datetime | None) -> datetime | None:
     """A query moment without an offset is taken as UTC."""
     if moment is None or moment.tzinfo is not None:
         return moment
-    from datetime import UTC
-
     return moment.replace(tzinfo=UTC)

@@ -159,6 +159,18 @@ async def test_incidents_are_listed_filtered_and_counted_by_unit_and_severity(
     ]
     bad = await http.get("/api/v1/incidents", params={"status": "closed"})
     assert bad.status_code == 422 and "status must be" in bad.json()["detail"]
+    bad_sort = await http.get("/api/v1/incidents", params={"sort": "-value"})
+    assert bad_sort.status_code == 422 and "sort must be" in bad_sort.json()["detail"]
+    later = (NOW + timedelta(hours=1)).isoformat()
+    assert (await http.get("/api/v1/incidents", params={"to": later})).json()["total"] == 2
+    earlier = (NOW - timedelta(hours=1)).isoformat()
+    assert (await http.get("/api/v1/incidents", params={"to": earlier})).json()["total"] == 0
+    stats = (await http.get("/api/v1/incidents/stats", params={"by": "unit"})).json()
+    assert {(r["key"], r["label"], r["opened"]) for r in stats["rows"]} == {
+        ("26041", "Phường Trấn Biên", 1),
+        ("26068", "Phường Biên Hòa", 1),
+    }
+    assert (await http.get("/api/v1/incidents/stats", params={"by": "field"})).status_code == 422
     detail = (await http.get(f"/api/v1/incidents/{critical['items'][0]['id']}")).json()
     assert detail["evidence"]["cells"][0]["value"] == 80.0
     assert detail["evidence"]["query"].startswith("/api/v1/kpis/onestop.on_time_rate/records?")
