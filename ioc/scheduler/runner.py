@@ -237,8 +237,7 @@ async def store_batch(
 
 
 async def refresh_now_based(ctx: AppContext) -> int:
-    """Recompute the cells that drift with time alone (open dossiers becoming overdue), then
-    judge every incident rule (time alone breaches, clears and ends quiet periods)."""
+    """Recompute the cells that drift with time alone (open dossiers becoming overdue)."""
     async with write_transaction(ctx) as session:
         changed = await refresh(
             session,
@@ -246,8 +245,7 @@ async def refresh_now_based(ctx: AppContext) -> int:
             tz=ctx.settings.tz,
             now=ctx.clock(),
         )
-        judged = await incidents.evaluate_all(session, env=environment(ctx))
-    publish_changes(ctx, changed, judged)
+    publish_changes(ctx, changed)
     return len(changed)
 
 
