@@ -18,6 +18,8 @@ from ioc.auth.limits import BodySizeLimit
 from ioc.auth.permissions import Permission
 from ioc.config import Settings
 from ioc.context import AppContext, build_context
+from ioc.incidents import api as incidents_api
+from ioc.incidents.service import seed_default_rules
 from ioc.ingest import api as connectors_api
 from ioc.ingest.instances import read_seed_file, upsert_instance
 from ioc.ingest.registry import ConnectorRegistry
@@ -86,6 +88,8 @@ def create_app(
     app.include_router(kpi_api.router, dependencies=read)
     app.include_router(records_api.router, dependencies=[require(Permission.RECORDS)])
     app.include_router(connectors_api.router, dependencies=read)
+    app.include_router(incidents_api.router, dependencies=read)  # actions gated on their routes
+    app.include_router(incidents_api.rules_router, dependencies=read)
     app.include_router(layouts_api.router, dependencies=read)  # edits gated on their routes
     app.include_router(auth_api.router, dependencies=[require(Permission.ADMIN)])
     app.include_router(live_api.router)  # /ws authenticates its handshake (accept_websocket)
@@ -104,7 +108,8 @@ def create_app(
 
 
 async def _prepare_database(ctx: AppContext) -> None:
-    """Load the province's units and seed connector instances from the TOML file, if any."""
+    """Load the province's units, seed connector instances from the TOML file, if any, and
+    store the default incident rules not stored yet."""
     seeds = (
         read_seed_file(ctx.settings.connectors_file, ctx.registry)
         if ctx.settings.connectors_file is not None
@@ -121,6 +126,8 @@ async def _prepare_database(ctx: AppContext) -> None:
         await ensure_default_layout(
             session, province_code=province_code_str(ctx.settings.province), now=utcnow()
         )
+        if ctx.settings.incident_default_rules:
+            await seed_default_rules(session, now=ctx.clock())
 
 
 async def _start_live(ctx: AppContext) -> None:

@@ -95,8 +95,8 @@ def demo(
     """
     from ioc.app import create_app
 
-    # Replayed time moves fast: refresh time-driven KPIs as often as the demo polls.
-    settings = Settings(environment="demo", kpi_refresh_seconds=3)
+    # Replayed time moves fast: refresh time-driven KPIs and judge incidents as often as it polls.
+    settings = Settings(environment="demo", kpi_refresh_seconds=3, incident_evaluate_seconds=3)
     _configure_logging(settings)
     simulators = {
         kind: _simulator_app(kind, seed=7, speed=speed, catch_up=True)

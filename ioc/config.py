@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     extra_days_off: list[date] = Field(
         default_factory=list, description="Extra days off decided by the province"
     )
+    incident_evaluate_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often every incident rule is judged (time alone makes dossiers "
+        "overdue, connectors stale and quiet periods end)",
+    )
+    incident_default_rules: bool = Field(
+        default=True,
+        description="Store the default incident rules (from the KPI catalogue) at start",
+    )
     ws_ping_seconds: float = Field(
         default=20.0, gt=0, description="How often the server pings each WebSocket client"
     )

@@ -2,6 +2,13 @@
 
 from ioc.auth.models import ApiToken, AuditEntry
 from ioc.db import Base
+from ioc.incidents.models import (
+    Incident,
+    IncidentEvent,
+    IncidentRecord,
+    IncidentRule,
+    RuleState,
+)
 from ioc.ingest.models import ConnectorInstance, PollRun, RejectedRecord
 from ioc.kpi.models import KpiValue
 from ioc.layouts.models import WallLayout
@@ -25,10 +32,15 @@ __all__ = [
     "DossierRow",
     "EncounterRow",
     "FeedbackRow",
+    "Incident",
+    "IncidentEvent",
+    "IncidentRecord",
+    "IncidentRule",
     "KpiValue",
     "ObservationRow",
     "PollRun",
     "RejectedRecord",
+    "RuleState",
     "SchoolDayRow",
     "WallLayout",
 ]

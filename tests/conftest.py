@@ -16,6 +16,8 @@ from ioc.models import (
     AuditEntry,
     ConnectorInstance,
     DossierRow,
+    Incident,
+    IncidentRule,
     KpiValue,
     PollRun,
     RejectedRecord,
@@ -61,7 +63,10 @@ async def ctx(settings: Settings) -> AsyncIterator[AppContext]:
     """A service context on a clean database holding only the province's units."""
     context = build_context(settings)
     async with context.sessionmaker() as session, session.begin():
+        # Incidents cascade to their events and records, rules to their pending states.
         for model in (
+            Incident,
+            IncidentRule,
             KpiValue,
             DossierRow,
             RejectedRecord,

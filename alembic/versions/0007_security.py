@@ -1,7 +1,7 @@
 """api tokens and the audit log
 
 Revision ID: 0007
-Revises: 0005 (0006 once incidents land)
+Revises: 0006
 Create Date: 2026-11-25
 """
 
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

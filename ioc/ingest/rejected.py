@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.context import AppContext
+from ioc.incidents.service import publish
 from ioc.ingest.models import MAPPING_STAGE, ConnectorInstance, RejectedRecord
 from ioc.ingest.schemas import ReingestRequest, ReingestResult
 from ioc.ingest.service import validate_records
@@ -63,6 +64,7 @@ async def reingest(ctx: AppContext, request: ReingestRequest) -> ReingestResult:
                 continue
             by_instance.setdefault(row.instance_id, []).append((row, record))
         changed = []
+        judged = []
         for instance_id, pairs in by_instance.items():
             result = await store_batch(
                 ctx,
@@ -72,6 +74,7 @@ async def reingest(ctx: AppContext, request: ReingestRequest) -> ReingestResult:
                 record_type=pairs[0][1].record_type,
             )
             changed.extend(result.changed_cells)
+            judged.append(result.incidents)
             now = utcnow()
             for row, _ in pairs:
                 row.resolved_at = now
@@ -80,6 +83,8 @@ async def reingest(ctx: AppContext, request: ReingestRequest) -> ReingestResult:
             if connector is not None:
                 await connector.aclose()
     await publish_changes(ctx, changed)
+    for incidents in judged:
+        publish(ctx.hub, incidents)
     return ReingestResult(tried=tried, stored=stored, still_rejected=tried - stored)
 
 

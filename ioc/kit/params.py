@@ -17,6 +17,8 @@ RowId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
 """A row id inside a request body."""
 
 InstanceIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="Connector instance id")]
+IncidentIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="Incident id")]
+RuleIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="Incident rule id")]
 TokenIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="Token id")]
 InstanceIdQuery = Annotated[
     int | None, Query(ge=1, le=MAX_ROW_ID, description="Only this connector instance")

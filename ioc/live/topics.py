@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from ioc.context import AppContext
+from ioc.incidents.live import incidents_snapshot
 from ioc.ingest.instances import STALE_AFTER_INTERVALS, list_instances
 from ioc.ingest.models import ConnectorInstance
 from ioc.kit.clock import utcnow
@@ -48,6 +49,8 @@ def kpi_provider(ctx: AppContext) -> SnapshotProvider:
     """Reads a KPI topic's headline value from the database."""
 
     async def snapshot(topic: str) -> Any:
+        if topic.startswith("kpi:incidents."):  # response times, kept by the incidents domain
+            return await incidents_snapshot(ctx, topic)
         parsed = parse_topic(topic)
         try:
             kpi = get_kpi(parsed.kpi_id)
@@ -122,6 +125,7 @@ def register_core_topics(ctx: AppContext) -> None:
     assert ctx.hub is not None
     ctx.hub.topics.register("kpi", kpi_provider(ctx))
     ctx.hub.topics.register(CONNECTORS_TOPIC, connectors_provider(ctx))
+    ctx.hub.topics.register("incidents", lambda topic: incidents_snapshot(ctx, topic))
 
 
 def snapshot_provider(ctx: AppContext) -> SnapshotProvider:

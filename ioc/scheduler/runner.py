@@ -13,13 +13,15 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.context import AppContext
+from ioc.incidents import service as incidents
+from ioc.incidents.tasks import environment
 from ioc.ingest.models import ConnectorInstance, PollRun
 from ioc.ingest.service import ingest_batch
 from ioc.kit.clock import utcnow
@@ -212,6 +214,7 @@ async def _store_page(
         assert stored is not None
         stored.cursor = batch.cursor
     await publish_changes(ctx, result.changed_cells)
+    incidents.publish(ctx.hub, result.incidents)
     ctx.metrics.records_stored.labels(instance.name, instance.kind).inc(result.stored)
     ctx.metrics.records_rejected.labels(instance.name, instance.kind).inc(result.rejected)
     return result.stored, result.rejected
@@ -219,11 +222,12 @@ async def _store_page(
 
 @dataclass
 class StoreResult:
-    """What storing a batch did, with the KPI cells to publish after the commit."""
+    """What storing a batch did, with the KPI cells and incidents to publish after the commit."""
 
     stored: int
     rejected: int
     changed_cells: list[CellValue]
+    incidents: incidents.IncidentChanges = field(default_factory=incidents.IncidentChanges)
 
 
 async def store_batch(
@@ -234,7 +238,8 @@ async def store_batch(
     batch: Batch,
     record_type: str,
 ) -> StoreResult:
-    """Ingest a batch and recompute the KPI cells it touches, inside the caller's transaction."""
+    """Ingest a batch, recompute the KPI cells it touches and judge the incident rules on what
+    changed, inside the caller's transaction."""
     kpi_now = ctx.clock()  # one moment for both, so the KPI cells move by differences
     result = await ingest_batch(
         session,
@@ -255,7 +260,10 @@ async def store_batch(
             tz=ctx.settings.tz,
             now=kpi_now,
         )
-    return StoreResult(result.stored, result.rejected, changed)
+    judged = await incidents.evaluate_after_ingest(
+        session, changes=result.changes, cells=changed, env=environment(ctx)
+    )
+    return StoreResult(result.stored, result.rejected, changed, judged)
 
 
 async def refresh_now_based(ctx: AppContext) -> int:
@@ -275,55 +283,68 @@ async def refresh_now_based(ctx: AppContext) -> int:
 async def _record_run(
     ctx: AppContext, instance: ConnectorInstance, outcome: PollOutcome, *, started: datetime
 ) -> None:
-    """Write the poll run and the instance's health, logging a failure once and a recovery once."""
-    finished = utcnow()
+    """Write the poll run and the instance's health, logging a failure once and a recovery once;
+    judge the connector rules on the new health in the same transaction."""
     async with write_transaction(ctx) as session:
-        session.add(
-            PollRun(
-                instance_id=instance.id,
-                started_at=started,
-                finished_at=finished,
-                outcome="ok" if outcome.ok else "failed",
-                pages=outcome.pages,
-                fetched=outcome.fetched,
-                stored=outcome.stored,
-                rejected=outcome.rejected,
-                error=outcome.error,
-            )
+        await _store_run(session, instance, outcome, started=started)
+        judged = await incidents.evaluate_connectors(
+            session, instance_ids={instance.id}, env=environment(ctx)
         )
-        stored = await session.get(ConnectorInstance, instance.id)
-        if stored is None:
-            return
-        before = stored.health
-        if outcome.ok:
-            stored.health = Health.DEGRADED if outcome.rejected else Health.OK
-            stored.last_success_at = finished
-            stored.consecutive_failures = 0
-            stored.next_attempt_at = None
-            if before in (Health.FAILING, Health.DEGRADED) and stored.health == Health.OK:
-                log.info("connector %s recovered", stored.name)
-            return
-        stored.consecutive_failures += 1
-        stored.last_error = outcome.error
-        stored.last_error_at = finished
-        # Throttled is the upstream working as designed: degraded, not failing.
-        stored.health = Health.DEGRADED if outcome.rate_limited else Health.FAILING
-        delay = backoff_seconds(
-            failures=stored.consecutive_failures,
-            interval=stored.interval_seconds,
-            cap=stored.max_backoff_seconds,
-            retry_after=outcome.retry_after,
-            jitter=random.uniform(0.5, 1.0),
+    if ctx.hub is not None:
+        incidents.publish(ctx.hub, judged)
+
+
+async def _store_run(
+    session: AsyncSession, instance: ConnectorInstance, outcome: PollOutcome, *, started: datetime
+) -> None:
+    """Add the poll run and update the instance's health."""
+    finished = utcnow()
+    session.add(
+        PollRun(
+            instance_id=instance.id,
+            started_at=started,
+            finished_at=finished,
+            outcome="ok" if outcome.ok else "failed",
+            pages=outcome.pages,
+            fetched=outcome.fetched,
+            stored=outcome.stored,
+            rejected=outcome.rejected,
+            error=outcome.error,
         )
-        stored.next_attempt_at = finished + timedelta(seconds=delay)
-        if before != stored.health:
-            log.warning(
-                "connector %s is %s: %s (next attempt in %.0fs)",
-                stored.name,
-                stored.health,
-                outcome.error,
-                delay,
-            )
+    )
+    stored = await session.get(ConnectorInstance, instance.id)
+    if stored is None:
+        return
+    before = stored.health
+    if outcome.ok:
+        stored.health = Health.DEGRADED if outcome.rejected else Health.OK
+        stored.last_success_at = finished
+        stored.consecutive_failures = 0
+        stored.next_attempt_at = None
+        if before in (Health.FAILING, Health.DEGRADED) and stored.health == Health.OK:
+            log.info("connector %s recovered", stored.name)
+        return
+    stored.consecutive_failures += 1
+    stored.last_error = outcome.error
+    stored.last_error_at = finished
+    # Throttled is the upstream working as designed: degraded, not failing.
+    stored.health = Health.DEGRADED if outcome.rate_limited else Health.FAILING
+    delay = backoff_seconds(
+        failures=stored.consecutive_failures,
+        interval=stored.interval_seconds,
+        cap=stored.max_backoff_seconds,
+        retry_after=outcome.retry_after,
+        jitter=random.uniform(0.5, 1.0),
+    )
+    stored.next_attempt_at = finished + timedelta(seconds=delay)
+    if before != stored.health:
+        log.warning(
+            "connector %s is %s: %s (next attempt in %.0fs)",
+            stored.name,
+            stored.health,
+            outcome.error,
+            delay,
+        )
 
 
 async def check_instance(ctx: AppContext, instance_id: int) -> tuple[bool, str | None]:

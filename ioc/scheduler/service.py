@@ -9,6 +9,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
 
 from ioc.context import AppContext
+from ioc.incidents.tasks import evaluate_now
 from ioc.ingest.models import ConnectorInstance
 from ioc.kit.clock import utcnow
 from ioc.scheduler.runner import poll_instance, refresh_now_based
@@ -16,6 +17,7 @@ from ioc.scheduler.runner import poll_instance, refresh_now_based
 log = logging.getLogger(__name__)
 
 REFRESH_JOB_ID = "kpi-refresh-now"
+INCIDENTS_JOB_ID = "incidents-evaluate"
 
 
 POLL_JOB_PREFIX = "poll-"
@@ -49,6 +51,14 @@ async def start_scheduler(ctx: AppContext) -> AsyncIOScheduler:
         max_instances=1,
         coalesce=True,
         next_run_time=utcnow(),
+    )
+    scheduler.add_job(
+        evaluate_now,
+        IntervalTrigger(seconds=ctx.settings.incident_evaluate_seconds),
+        args=[ctx],
+        id=INCIDENTS_JOB_ID,
+        max_instances=1,
+        coalesce=True,
     )
     scheduler.start()
     return scheduler

@@ -16,6 +16,8 @@ ALL = frozenset(Role)
 RECORDS = frozenset({Role.LEADER, Role.INTEGRATOR})
 CONNECTORS = frozenset({Role.INTEGRATOR})
 ADMIN = frozenset({Role.ADMIN})
+ACKNOWLEDGE = frozenset({Role.OPERATOR, Role.LEADER})
+RESOLVE = frozenset({Role.LEADER})
 OPEN = None
 
 KPI = "onestop.on_time_rate"
@@ -72,6 +74,45 @@ TABLE: list[tuple[str, str, str, Any, frozenset[Role] | None]] = [
     ("POST", "/api/v1/tokens", "/api/v1/tokens", {"name": "x", "roles": []}, ADMIN),
     ("POST", "/api/v1/tokens/{token_id}/revoke", "/api/v1/tokens/999/revoke", None, ADMIN),
     ("GET", "/api/v1/audit", "/api/v1/audit", None, ADMIN),
+    ("GET", "/api/v1/incidents", "/api/v1/incidents", None, ALL),
+    ("GET", "/api/v1/incidents/counts", "/api/v1/incidents/counts", None, ALL),
+    ("GET", "/api/v1/incidents/stats", "/api/v1/incidents/stats", None, ALL),
+    ("POST", "/api/v1/incidents/evaluate", "/api/v1/incidents/evaluate", None, RESOLVE),
+    ("GET", "/api/v1/incidents/{incident_id}", "/api/v1/incidents/999", None, ALL),
+    (
+        "GET",
+        "/api/v1/incidents/{incident_id}/records",
+        "/api/v1/incidents/999/records",
+        None,
+        RECORDS,
+    ),
+    (
+        "POST",
+        "/api/v1/incidents/{incident_id}/acknowledge",
+        "/api/v1/incidents/999/acknowledge",
+        {},
+        ACKNOWLEDGE,
+    ),
+    (
+        "POST",
+        "/api/v1/incidents/{incident_id}/notes",
+        "/api/v1/incidents/999/notes",
+        {},
+        ACKNOWLEDGE,
+    ),
+    ("POST", "/api/v1/incidents/{incident_id}/assign", "/api/v1/incidents/999/assign", {}, RESOLVE),
+    (
+        "POST",
+        "/api/v1/incidents/{incident_id}/resolve",
+        "/api/v1/incidents/999/resolve",
+        {},
+        RESOLVE,
+    ),
+    ("GET", "/api/v1/incident-rules", "/api/v1/incident-rules", None, ALL),
+    ("POST", "/api/v1/incident-rules", "/api/v1/incident-rules", {}, ADMIN),
+    ("GET", "/api/v1/incident-rules/{rule_id}", "/api/v1/incident-rules/999", None, ALL),
+    ("PATCH", "/api/v1/incident-rules/{rule_id}", "/api/v1/incident-rules/999", {}, ADMIN),
+    ("DELETE", "/api/v1/incident-rules/{rule_id}", "/api/v1/incident-rules/999", None, ADMIN),
     ("GET", "/api/v1/layouts", "/api/v1/layouts", None, ALL),
     ("POST", "/api/v1/layouts", "/api/v1/layouts", {}, ADMIN),
     ("GET", "/api/v1/layouts/{layout_id}", "/api/v1/layouts/nope", None, ALL),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ioc.context import AppContext
 from ioc.ingest.models import ConnectorInstance
 from ioc.scheduler.service import (
+    INCIDENTS_JOB_ID,
     REFRESH_JOB_ID,
     SYNC_JOB_ID,
     poll_job_id,
@@ -22,7 +23,8 @@ async def test_each_enabled_instance_gets_one_coalescing_job(ctx: AppContext) ->
         jobs = {job.id: job for job in scheduler.get_jobs()}
     finally:
         scheduler.shutdown(wait=False)
-    assert set(jobs) == {poll_job_id(enabled), REFRESH_JOB_ID, SYNC_JOB_ID}
+    assert set(jobs) == {poll_job_id(enabled), REFRESH_JOB_ID, SYNC_JOB_ID, INCIDENTS_JOB_ID}
+    assert jobs[INCIDENTS_JOB_ID].trigger.interval.total_seconds() == 60
     assert poll_job_id(disabled) not in jobs
     job = jobs[poll_job_id(enabled)]
     assert (job.max_instances, job.coalesce) == (1, True)
