@@ -314,6 +314,9 @@ async def run_server(scenarios: list[str], seconds: float, ws: str = "auto") -> 
         scheduler_enabled=False,
         ws_ping_seconds=600,
         ws_idle_seconds=1200,
+        # Measured without tokens (bench/auth.py measures what they cost).
+        environment="development",
+        auth_disabled=True,
     )
     app = create_app(settings)
     config = uvicorn.Config(
