@@ -15,12 +15,16 @@ from ioc.app import create_app
 from ioc.context import AppContext
 from ioc.kpi.catalog import CATALOG
 from ioc.kpi.models import KpiValue
-from ioc.kpi.publish import publish_changes
 from ioc.kpi.reads import SeriesCache, SeriesKey
 from ioc.kpi.service import CellValue
-from ioc.scheduler.runner import store_batch, write_transaction
-from ioc.sdk import Batch, Dossier, DossierStatus
-from tests.support.factories import BIEN_HOA, TRAN_BIEN, make_dossier, make_instance
+from ioc.sdk import Dossier, DossierStatus
+from tests.support.factories import (
+    BIEN_HOA,
+    TRAN_BIEN,
+    ingest_dossiers,
+    make_dossier,
+    make_instance,
+)
 
 NOW = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)  # 10:00 local on 20 November
 DUE = datetime(2026, 11, 10, 10, 0, tzinfo=UTC)  # 17:00 local on 10 November
@@ -112,16 +116,7 @@ async def ingest(ctx: AppContext, app: FastAPI) -> Any:
     instance_id = await make_instance(ctx)
 
     async def _ingest(records: list[Dossier]) -> list[CellValue]:
-        async with write_transaction(service) as session:
-            result = await store_batch(
-                service,
-                session,
-                instance_id=instance_id,
-                batch=Batch(records=records),
-                record_type="dossier",
-            )
-        await publish_changes(service, result.changed_cells)
-        return result.changed_cells
+        return await ingest_dossiers(service, records, instance_id=instance_id)
 
     return _ingest
 

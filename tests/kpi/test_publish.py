@@ -8,11 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ioc.context import AppContext
-from ioc.kpi.publish import publish_changes
 from ioc.live.hub import Client
-from ioc.scheduler.runner import store_batch, write_transaction
-from ioc.sdk import Batch, Dossier, DossierStatus
-from tests.support.factories import make_dossier, make_instance
+from ioc.sdk import Dossier, DossierStatus
+from tests.support.factories import ingest_dossiers, make_dossier, make_instance
 
 NOW = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)  # 10:00 local: November is the headline month
 TOPIC = "kpi:onestop.on_time_rate:75"
@@ -37,15 +35,7 @@ async def updates_after(ctx: AppContext, records: list[Dossier]) -> list[dict[st
     writer = asyncio.create_task(client.run_writer())
     await ctx.hub.subscribe(client, [TOPIC])
     instance_id = await make_instance(ctx)
-    async with write_transaction(ctx) as session:
-        result = await store_batch(
-            ctx,
-            session,
-            instance_id=instance_id,
-            batch=Batch(records=records),
-            record_type="dossier",
-        )
-    await publish_changes(ctx, result.changed_cells)
+    await ingest_dossiers(ctx, records, instance_id=instance_id)
     for _ in range(20):
         await asyncio.sleep(0)
     writer.cancel()

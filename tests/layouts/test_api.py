@@ -13,10 +13,14 @@ from fastapi import FastAPI
 
 from ioc.app import create_app
 from ioc.context import AppContext
-from ioc.kpi.publish import publish_changes
-from ioc.scheduler.runner import store_batch, write_transaction
-from ioc.sdk import Batch, Dossier, DossierStatus
-from tests.support.factories import BIEN_HOA, TRAN_BIEN, make_dossier, make_instance
+from ioc.sdk import Dossier, DossierStatus
+from tests.support.factories import (
+    BIEN_HOA,
+    TRAN_BIEN,
+    ingest_dossiers,
+    make_dossier,
+    make_instance,
+)
 
 NOW = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)  # 10:00 local on 20 November
 
@@ -39,15 +43,7 @@ async def ingest(app: FastAPI, records: list[Dossier]) -> None:
     """Store dossiers as a poll does, then publish the changed cells."""
     service: AppContext = app.state.ctx
     instance_id = await make_instance(service)
-    async with write_transaction(service) as session:
-        result = await store_batch(
-            service,
-            session,
-            instance_id=instance_id,
-            batch=Batch(records=records),
-            record_type="dossier",
-        )
-    await publish_changes(service, result.changed_cells)
+    await ingest_dossiers(service, records, instance_id=instance_id)
 
 
 def due_dossier(unit: str, *, late: bool, n: int) -> Dossier:

@@ -15,10 +15,7 @@ import websockets
 from ioc.app import create_app
 from ioc.config import Settings
 from ioc.context import AppContext
-from ioc.kpi.publish import publish_changes
-from ioc.scheduler.runner import store_batch, write_transaction
-from ioc.sdk import Batch
-from tests.support.factories import make_dossier, make_instance
+from tests.support.factories import ingest_dossiers, make_dossier, make_instance
 from tests.support.servers import serve_app
 
 
@@ -111,15 +108,7 @@ async def ingest_backlog(service: AppContext, count: int) -> None:
         )
         for _ in range(count)
     ]
-    async with write_transaction(service) as session:
-        result = await store_batch(
-            service,
-            session,
-            instance_id=instance_id,
-            batch=Batch(records=records),
-            record_type="dossier",
-        )
-    await publish_changes(service, result.changed_cells)
+    await ingest_dossiers(service, records, instance_id=instance_id)
 
 
 def tile_of(layout: dict[str, Any], kpi: str, visualisation: str) -> dict[str, Any]:

@@ -9,7 +9,10 @@ from typing import Any
 from ioc.context import AppContext
 from ioc.ingest.instances import upsert_instance
 from ioc.ingest.schemas import ConnectorInstanceSeed
-from ioc.sdk import Channel, Dossier, DossierStatus
+from ioc.kpi.publish import publish_changes
+from ioc.kpi.service import CellValue
+from ioc.scheduler.runner import store_batch, write_transaction
+from ioc.sdk import Batch, Channel, Dossier, DossierStatus
 
 _ids = count(1)
 BIEN_HOA = "26068"
@@ -51,3 +54,20 @@ async def make_instance(ctx: AppContext, **overrides: Any) -> int:
             session, ConnectorInstanceSeed(**values), now=datetime.now(UTC)
         )
         return instance.id
+
+
+async def ingest_dossiers(
+    ctx: AppContext, records: list[Dossier], *, instance_id: int
+) -> list[CellValue]:
+    """Store dossiers as a poll page does (one transaction), then publish the changed cells;
+    returns them."""
+    async with write_transaction(ctx) as session:
+        result = await store_batch(
+            ctx,
+            session,
+            instance_id=instance_id,
+            batch=Batch(records=records),
+            record_type="dossier",
+        )
+    await publish_changes(ctx, result.changed_cells)
+    return result.changed_cells
