@@ -62,11 +62,12 @@ from ioc.kit.clock import local_date
 from ioc.kit.upsert import upsert
 from ioc.kpi.calendar import WorkingCalendar
 from ioc.kpi.catalog import CATALOG, KPIS, KpiDefinition
+from ioc.kpi.formulas import IncidentResponse
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.reads import records_behind
 from ioc.kpi.schemas import KpiRead
-from ioc.kpi.service import CellValue
+from ioc.kpi.service import CellValue, to_read
 from ioc.records.service import RecordQuery, query_records, units_under
 from ioc.records.stores import STORES
 from ioc.units.models import AdminUnit
@@ -1289,54 +1290,29 @@ async def action_changes(
 
 @dataclass(frozen=True)
 class ResponseKpi:
-    """Mean minutes from opening to a later moment of the incidents that reached it."""
+    """Mean minutes from opening to a later moment (`column`) of the incidents that reached it;
+    declared in the KPI catalogue (an `IncidentResponse` formula), stored here."""
 
     id: str
     column: str
-    name_vi: str
-    name_en: str
+
+    @property
+    def definition(self) -> KpiDefinition:
+        """The catalogue's declaration (labels, unit, direction)."""
+        return KPIS[self.id]
 
 
-RESPONSE_KPIS = (
-    ResponseKpi(
-        "incidents.mtta_minutes",
-        "acknowledged_at",
-        "Thời gian tiếp nhận sự cố trung bình",
-        "Mean time to acknowledge incidents",
-    ),
-    ResponseKpi(
-        "incidents.mttr_minutes",
-        "resolved_at",
-        "Thời gian xử lý sự cố trung bình",
-        "Mean time to resolve incidents",
-    ),
+RESPONSE_KPIS = tuple(
+    ResponseKpi(k.id, k.formula.moment) for k in CATALOG if isinstance(k.formula, IncidentResponse)
 )
 RESPONSE_KPI_IDS = {k.id: k for k in RESPONSE_KPIS}
 RESPONSE_PERIOD = PeriodKind.MONTH
-"""The period a response-time tile shows."""
+"""The period a response-time tile shows (the catalogue's headline period)."""
 
 
 def response_read(kpi: ResponseKpi, unit: str, period: Period, cell: KpiValue | None) -> KpiRead:
     """A response-time cell as KPI tiles read it (mean minutes; none without incidents)."""
-    numerator = cell.numerator if cell else 0.0
-    denominator = cell.denominator if cell else 0.0
-    return KpiRead(
-        kpi=kpi.id,
-        unit=unit,
-        name_vi=kpi.name_vi,
-        name_en=kpi.name_en,
-        domain="incidents",
-        unit_of_measure="min",
-        good_direction="down",
-        warn=None,
-        critical=None,
-        period_kind=period.kind.value,
-        period_start=period.start,
-        value=round(numerator / denominator, 4) if denominator else None,
-        numerator=numerator,
-        denominator=denominator,
-        computed_at=cell.computed_at if cell else None,
-    )
+    return to_read(kpi.definition, unit, period, cell)
 
 
 async def update_response_kpis(
@@ -1347,9 +1323,9 @@ async def update_response_kpis(
     tz: ZoneInfo,
     now: datetime,
 ) -> list[KpiRead]:
-    """Recompute the day and month MTTA/MTTR cells these incidents' acknowledgement or
-    resolution fell in, for their units and the province, into `kpi_values`; returns the
-    changed month cells (the tiles') to publish."""
+    """Recompute the MTTA/MTTR cells (day, month, quarter, year) these incidents'
+    acknowledgement or resolution fell in, for their units and the province, into
+    `kpi_values`; returns the changed month cells (the tiles') to publish."""
     wanted: dict[tuple[str, Period], set[str]] = {}
     for incident in incidents:
         for kpi in RESPONSE_KPIS:
@@ -1357,7 +1333,7 @@ async def update_response_kpis(
             if moment is None:
                 continue
             day = local_date(moment, tz)
-            for kind in (PeriodKind.DAY, PeriodKind.MONTH):
+            for kind in PeriodKind:
                 units = wanted.setdefault((kpi.id, Period.containing(kind, day)), set())
                 units |= {u for u in (incident.unit_code, province) if u}
     rows = []

@@ -16,6 +16,7 @@ from ioc.kpi import service_index
 from ioc.kpi.formulas import (
     Composite,
     Formula,
+    IncidentResponse,
     InPeriod,
     LatestPerEntity,
     MedianInPeriod,
@@ -73,7 +74,15 @@ class KpiDefinition:
     @property
     def is_additive(self) -> bool:
         """Whether a province's cell is the sum of its communes' (all but composite scores)."""
-        return not isinstance(self.formula, Composite | MedianInPeriod | SourceLag)
+        return not isinstance(
+            self.formula, Composite | MedianInPeriod | SourceLag | IncidentResponse
+        )
+
+    @property
+    def engine_computed(self) -> bool:
+        """Whether the engine's rebuild and refresh compute its cells (not incidents' response
+        times, whose cells the incidents domain stores)."""
+        return not isinstance(self.formula, IncidentResponse)
 
     @property
     def is_ratio(self) -> bool:
@@ -581,6 +590,28 @@ CATALOG: tuple[KpiDefinition, ...] = (
         formula=SourceLag(),
         headline_period=PeriodKind.DAY,
     ),
+    KpiDefinition(
+        id="incidents.mtta_minutes",
+        name_vi="Thời gian phản hồi sự cố trung bình (MTTA)",
+        name_en="Mean time to acknowledge incidents (MTTA)",
+        domain="incidents",
+        unit_of_measure="min",
+        good_direction=Direction.DOWN,
+        value_kind=ValueKind.MEAN,
+        formula=IncidentResponse("acknowledged_at"),
+        headline_period=PeriodKind.MONTH,
+    ),
+    KpiDefinition(
+        id="incidents.mttr_minutes",
+        name_vi="Thời gian xử lý sự cố trung bình (MTTR)",
+        name_en="Mean time to resolve incidents (MTTR)",
+        domain="incidents",
+        unit_of_measure="min",
+        good_direction=Direction.DOWN,
+        value_kind=ValueKind.MEAN,
+        formula=IncidentResponse("resolved_at"),
+        headline_period=PeriodKind.MONTH,
+    ),
 )
 
 KPIS: dict[str, KpiDefinition] = {k.id: k for k in CATALOG}
@@ -597,7 +628,7 @@ def fact_columns(record_type: str) -> list[str]:
         formula = kpi.formula
         if formula.record_type != record_type:
             continue
-        if isinstance(formula, Composite | SourceLag):
+        if isinstance(formula, Composite | SourceLag | IncidentResponse):
             continue  # recomputed with its components; not over records
         if isinstance(formula, InPeriod | MedianInPeriod):
             names = [formula.time_column]

@@ -32,6 +32,7 @@ from ioc.kit.types import UTCDateTime
 from ioc.kpi.catalog import KpiDefinition
 from ioc.kpi.formulas import (
     Composite,
+    IncidentResponse,
     InPeriod,
     LatestPerEntity,
     MedianInPeriod,
@@ -84,6 +85,8 @@ async def compute(
         return await _in_period(session, formula, units, periods, now=now, key=by)
     if isinstance(formula, MedianInPeriod):
         return await _median(session, formula, units, periods, now=now, key=by)
+    if isinstance(formula, IncidentResponse):
+        return await _incident_response(session, formula, units, periods, tz=tz, key=by)
     moments = {p: at for p in periods if (at := judged_at(p, now=now, tz=tz)) is not None}
     if isinstance(formula, SourceLag):
         return await _source_lag(session, moments, by=by)
@@ -302,6 +305,51 @@ async def _source_lag(
     return cells
 
 
+INCIDENT_AXIS = "agency_code"
+"""The breakdown of `IncidentResponse` cells beside units: by the incident's agency."""
+
+
+async def _incident_response(
+    session: AsyncSession,
+    formula: IncidentResponse,
+    units: list[str],
+    periods: list[Period],
+    *,
+    tz: ZoneInfo,
+    key: str | None,
+) -> dict[tuple[str, Period], Sums]:
+    """The minutes from opening to `formula.moment` summed (numerator) and the incidents
+    counted (denominator), of the incidents of these units whose moment falls in each period;
+    a province among the units also counts the incidents of no unit (system incidents)."""
+    from ioc.incidents.models import Incident  # incidents, not records
+    from ioc.units.models import AdminUnit
+
+    if key not in (None, "unit_code", INCIDENT_AXIS):
+        return {}
+    moment = getattr(Incident, formula.moment)
+    group = getattr(Incident, key) if key is not None else None
+    where = Incident.unit_code.in_(units)
+    if key != "unit_code":
+        top = await session.scalar(
+            select(func.count())
+            .select_from(AdminUnit)
+            .where(AdminUnit.code.in_(units), AdminUnit.parent_code.is_(None))
+        )
+        if top:
+            where = where | Incident.unit_code.is_(None)
+    cells: dict[tuple[str, Period], list[float]] = {}
+    for period in periods:
+        start, end = period.bounds(tz)
+        columns = [Incident.opened_at, moment, *([group] if group is not None else [])]
+        found = await session.execute(select(*columns).where(where, moment >= start, moment < end))
+        for opened, reached, *grouped in found.all():
+            name = grouped[0] if grouped else TOTAL
+            sums = cells.setdefault((name, period), [0.0, 0.0])
+            sums[0] += max((reached - opened).total_seconds() / 60, 0.0)
+            sums[1] += 1
+    return {cell: (numerator, denominator) for cell, (numerator, denominator) in cells.items()}
+
+
 async def _latest(
     session: AsyncSession,
     formula: LatestPerEntity,
@@ -358,7 +406,7 @@ def _sums(values: list[Any]) -> Sums:
 def affected_days(kpi: KpiDefinition, facts: dict[str, Any], today: date) -> list[date]:
     """The days whose cells of `kpi` a version of a record (its facts) counts in."""
     formula = kpi.formula
-    if isinstance(formula, SourceLag):
+    if isinstance(formula, SourceLag | IncidentResponse):
         return []
     if isinstance(formula, Composite):
         from ioc.kpi.catalog import KPIS
@@ -404,7 +452,7 @@ def cell_conditions(
     """Conditions on the record table that select exactly the records behind a cell: those
     counted in its numerator (`side="numerator"`) or its denominator."""
     formula = kpi.formula
-    if isinstance(formula, Composite | SourceLag):
+    if isinstance(formula, Composite | SourceLag | IncidentResponse):
         return [false()]  # a score has no records of its own; see its components
     table = STORES[formula.record_type].model
     if isinstance(formula, MedianInPeriod):

@@ -11,6 +11,8 @@ record table (and of the moment `at` the value is judged at), turned into SQL by
 - `MedianInPeriod`: the median of a value over the records of the period (emergency waits).
 - `Composite`: a score from other KPIs' values in the same cell (the Decision 766 index).
 - `SourceLag`: not over records: how long ago each connector source last polled successfully.
+- `IncidentResponse`: not over records: mean minutes from an incident's opening to its
+  acknowledgement (MTTA) or resolution (MTTR); the incidents domain stores the cells.
 """
 
 from __future__ import annotations
@@ -142,7 +144,23 @@ class SourceLag:
     record_type: str = "connector"
 
 
-Formula = InPeriod | OpenAt | LatestPerEntity | MedianInPeriod | Composite | SourceLag
+@dataclass(frozen=True)
+class IncidentResponse:
+    """Mean minutes from opening to `moment` (an `incidents` column) of the incidents whose
+    `moment` falls in the period: the numerator sums the minutes, the denominator counts the
+    incidents. The incidents domain stores the cells as incidents are acknowledged and resolved
+    (`ioc.incidents.service.update_response_kpis`); the engine leaves them alone in its rebuild
+    and refresh, and computes them only on read (a period with no stored cell, a breakdown). A
+    commune's cell counts its incidents; the province's counts every incident, including those
+    of the province itself, so it is not the sum of its communes'."""
+
+    moment: str
+    record_type: str = "incident"
+
+
+Formula = (
+    InPeriod | OpenAt | LatestPerEntity | MedianInPeriod | Composite | SourceLag | IncidentResponse
+)
 
 
 def column(name: str) -> Value:

@@ -20,9 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from ioc.kit.clock import add_months, local_date
 from ioc.kpi.catalog import FRESHNESS_ALERT_INTERVALS, Direction, KpiDefinition, ValueKind
-from ioc.kpi.engine import SOURCE_AXIS, cell_conditions, compute
+from ioc.kpi.engine import INCIDENT_AXIS, SOURCE_AXIS, cell_conditions, compute
 from ioc.kpi.formulas import (
     Composite,
+    IncidentResponse,
     InPeriod,
     LatestPerEntity,
     MedianInPeriod,
@@ -80,6 +81,7 @@ AXES: dict[str, dict[str, Axis]] = {
     "bed_census": {"facility": Axis("facility_code", "facility_name")},
     "school_day": {"school": Axis("school_code", "school_name")},
     "connector": {"source": Axis(SOURCE_AXIS, None)},  # data freshness, per connector instance
+    "incident": {"agency": Axis(INCIDENT_AXIS, None)},  # MTTA/MTTR, per agency code
 }
 """Breakdown axes beside `unit`, per record type; each column is a records filter too."""
 
@@ -108,6 +110,15 @@ def describe_formula(kpi: KpiDefinition) -> tuple[str, str]:
             "end (now while it runs), the largest of them; a source lagging over "
             f"{FRESHNESS_ALERT_INTERVALS}× its polling interval is stale (each source's lag in "
             "the breakdown by source, its stale flag on /api/v1/connectors)"
+        )
+    if isinstance(formula, IncidentResponse):
+        return "incident_response", (
+            f"mean minutes from opening to {formula.moment} of the incidents whose "
+            f"{formula.moment} is in the period (numerator: the minutes summed; denominator: "
+            "the incidents); stored by the incidents domain as incidents are acknowledged and "
+            "resolved; the province counts every incident, its own included; the incidents "
+            "themselves at /api/v1/incidents, response times over any range at "
+            "/api/v1/incidents/stats?by=unit|agency"
         )
     if isinstance(formula, MedianInPeriod):
         return "median_in_period", (
@@ -469,7 +480,7 @@ def records_path(
 ) -> str | None:
     """The path listing the records behind a cell (or a part of it): its denominator's for a
     ratio, its numerator's for a count; None for a composite score, which has none."""
-    if isinstance(kpi.formula, Composite | SourceLag):
+    if isinstance(kpi.formula, Composite | SourceLag | IncidentResponse):
         return None
     side = "denominator" if kpi.is_ratio else "numerator"
     params = {
@@ -512,6 +523,8 @@ async def breakdown(
         links = {code: records_path(kpi, code, period) for code in parts}
     else:
         communes = sorted(children) or [unit]
+        if isinstance(kpi.formula, IncidentResponse) and children:
+            communes.append(unit)  # incidents filed under the unit itself count in its cell
         computed = await compute(session, kpi, communes, [period], now=now, tz=tz, by=axis.column)
         parts = {key: sums for (key, _), sums in computed.items()}
         labels = await _labels(kpi, axis, parts, session)
@@ -682,6 +695,10 @@ async def records_behind(
         raise InvalidKpiRead(
             f"{kpi.id} is not counted from records: see each source's poll runs at "
             "/api/v1/connectors/{id}/runs"
+        )
+    if isinstance(kpi.formula, IncidentResponse):
+        raise InvalidKpiRead(
+            f"{kpi.id} is not counted from records: see the incidents at /api/v1/incidents"
         )
     conditions = side_conditions(kpi, period, side, now=now, tz=tz)
     query = RecordQuery(

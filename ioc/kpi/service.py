@@ -21,7 +21,14 @@ from ioc.kpi import bulk
 from ioc.kpi.catalog import CATALOG, KPIS, KpiDefinition
 from ioc.kpi.delta import Differences, add_to_cells, by_difference, snapshot
 from ioc.kpi.engine import STOCK_HORIZON_DAYS, TOTAL, affected_days, compute, periods_of
-from ioc.kpi.formulas import Composite, InPeriod, MedianInPeriod, OpenAt, SourceLag
+from ioc.kpi.formulas import (
+    Composite,
+    IncidentResponse,
+    InPeriod,
+    MedianInPeriod,
+    OpenAt,
+    SourceLag,
+)
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.schemas import KpiRead
@@ -258,6 +265,8 @@ async def refresh(
     wanted: Wanted = {}
     for kpi in CATALOG:
         formula = kpi.formula
+        if not kpi.engine_computed:
+            continue  # stored by their own domain as they change
         if not isinstance(formula, InPeriod):
             wanted[kpi.id] = {(unit, period) for unit in communes for period in running}
         elif formula.drifts_at is not None:
@@ -294,7 +303,7 @@ async def rebuild(
     """Recompute every cell of `kpis` (all by default) from the records; returns how many cells
     are stored. In-period KPIs (and stocks on PostgreSQL) in a few set-based statements
     (`ioc.kpi.bulk`), composite scores from their components' cells, the others cell by cell."""
-    chosen = list(kpis)
+    chosen = [k for k in kpis if k.engine_computed]  # the others' cells are their domain's
     await session.execute(delete(KpiValue).where(KpiValue.kpi.in_([k.id for k in chosen])))
     communes = await _communes(session, province_code)
     today = local_date(now, tz)
@@ -645,6 +654,8 @@ async def cell_value(
         await session.scalars(select(AdminUnit.code).where(AdminUnit.parent_code == unit_code))
     ).all()
     units = list(children) or [unit_code]
+    if isinstance(kpi.formula, IncidentResponse) and children:  # those of the unit itself
+        units.append(unit_code)
     totals = await compute(session, kpi, units, [period], now=now, tz=tz, by=None)
     sums = totals.get((TOTAL, period), _zero(kpi))
     return CellValue(kpi, unit_code, period, *sums, now).read()

@@ -183,7 +183,7 @@ async def _check_units(session: AsyncSession, tiles: list[TileSpec], *, layout_u
 
 def default_layout_spec(province_code: str) -> LayoutCreate:
     """The layout a new deployment starts with: two or three KPIs per domain, the communes'
-    on-time rate as bars and the open incidents."""
+    on-time rate as bars, the open incidents and the month's mean time to resolve them."""
 
     def tile(visualisation: str, kpi: str | None, x: int, y: int, **extra: Any) -> dict[str, Any]:
         return {"visualisation": visualisation, "kpi": kpi, "x": x, "y": y, **extra}
@@ -207,7 +207,8 @@ def default_layout_spec(province_code: str) -> LayoutCreate:
                 tile("sparkline", "health.inpatients", 2, 1),
                 tile("number", "education.attendance_rate", 3, 1),
                 tile("number", "feedback.overdue_open", 4, 1),
-                tile("incidents", None, 2, 2, w=3, limit=INCIDENTS_LIMIT),
+                tile("incidents", None, 2, 2, w=2, limit=INCIDENTS_LIMIT),
+                tile("number", "incidents.mttr_minutes", 4, 2),
             ],
         }
     )

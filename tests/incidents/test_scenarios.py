@@ -2,7 +2,9 @@
 WebSocket client. A surge of late land dossiers in one commune opens one incident in one poll
 cycle, pushed live, whose evidence is exactly the late dossiers; it resolves after the quiet
 period once they are dealt with; an upstream outage opens a system incident that its recovery
-resolves."""
+resolves. A flapping upstream, and a flapping KPI (a commune's overdue dossiers rising over the
+warn level and falling back under recovery, again and again), each keep one incident: re-opened
+within the rule's relapse window, never duplicated."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from connectors.onestop.catalog import LAND
 from connectors.onestop.simulator import create_app as create_simulator
 from ioc.app import create_app
 from ioc.config import Settings
+from ioc.scheduler.runner import refresh_now_based
 from tests.support.expected import CANCELLED, current_commune, parse
 from tests.support.servers import serve_app
 
@@ -239,4 +242,105 @@ async def test_a_flapping_upstream_opens_one_incident_that_stays_open(
             "cleared",
             "condition_returned",
             "cleared",
+        ]
+
+
+def overdue_in_commune(truth: list[dict[str, Any]], *, now: datetime) -> int:
+    """Independently of the IOC: the commune's open dossiers (any field) past their due time."""
+    return sum(
+        1
+        for d in truth
+        if current_commune(d) == COMMUNE
+        and d["TrangThaiHoSo"] not in CANCELLED
+        and d.get("NgayHenTra")
+        and parse(d["NgayHenTra"]) < now
+        and parse(d["NgayTiepNhan"]) < now
+        and not d.get("NgayKetThucXuLy")
+    )
+
+
+async def test_a_flapping_kpi_reopens_its_one_incident_on_every_relapse(
+    settings: Settings, ctx: object
+) -> None:
+    # Three short surges of late land dossiers two weeks apart: the commune's open overdue
+    # dossiers rise over the warn level two days after each, and fall back under the recovery
+    # level within the fortnight (the seed fixes the counts, checked against the upstream data).
+    simulator_app = create_simulator(seed=5, rate_per_day=20, history_days=3, start=START, speed=0)
+    simulator = simulator_app.state.simulator
+    app = create_app(
+        settings.model_copy(update={"incident_default_rules": False}), clock=simulator.now
+    )
+    async with (
+        serve_app(simulator_app) as sim_url,
+        serve_app(app) as ioc_url,
+        httpx.AsyncClient(base_url=ioc_url, timeout=60) as http,
+        httpx.AsyncClient(base_url=sim_url) as sim,
+    ):
+        rule = {
+            "name": "overdue-in-bien-hoa",
+            "kind": "kpi_threshold",
+            "kpi": "onestop.overdue_open",
+            "unit_code": COMMUNE,
+            "warn": 25,
+            "recovery": 10,
+            "pending_evaluations": 1,
+            "quiet_minutes": 60,
+            "relapse_minutes": 7 * 24 * 60,
+        }
+        created = await http.post("/api/v1/incident-rules", json=rule)
+        assert created.status_code == 201, created.text
+        connector = await http.post(
+            "/api/v1/connectors",
+            json={"name": "motcua", "kind": "onestop", "config": {"base_url": sim_url}},
+        )
+        run = f"/api/v1/connectors/{connector.json()['id']}/run"
+
+        async def tick(seconds: float) -> float:
+            """Move time, poll the upstream, let the time-driven KPI refresh and the rules
+            run; the commune's overdue count, equal to the upstream's."""
+            await sim.post("/_sim/advance", json={"seconds": seconds})
+            assert (await http.post(run)).json()["ok"]
+            await refresh_now_based(app.state.ctx)
+            assert (await http.post("/api/v1/incidents/evaluate")).status_code == 200
+            params = {"kpi": "onestop.overdue_open", "unit": COMMUNE}
+            (read,) = (await http.get("/api/v1/kpis", params=params)).json()
+            now = simulator.now()
+            assert read["value"] == overdue_in_commune(simulator.dossiers_as_of(now), now=now)
+            return read["value"]
+
+        async def incidents() -> list[dict[str, Any]]:
+            every = [("status", s) for s in ("open", "acknowledged", "resolved")]
+            return (await http.get("/api/v1/incidents", params=every)).json()["items"]
+
+        assert await tick(0) <= 10 and await incidents() == []
+        breaches: list[float] = []
+        recoveries: list[float] = []
+        for cycle in range(3):
+            started = await sim.post(
+                "/_sim/scenario",
+                json={"commune": COMMUNE, "per_day": 150, "late_rate": 1.0, "hours": 8},
+            )
+            assert started.status_code == 200, started.text
+            breaches.append(await tick(2 * 86400))
+            found = await incidents()
+            assert len(found) == 1, found  # opened, or re-opened: never a second one
+            incident = found[0]
+            assert (incident["status"], incident["reopen_count"]) == ("open", cycle)
+            if cycle == 2:
+                break
+            recoveries.append(await tick(12 * 86400 - 3600))
+            assert (await incidents())[0]["status"] == "open"  # cleared, quiet for an hour
+            await tick(3600)
+            (resolved,) = await incidents()
+            assert resolved["status"] == "resolved"
+        assert min(breaches) > 25 and max(recoveries) <= 10, (breaches, recoveries)
+        detail = (await http.get(f"/api/v1/incidents/{incident['id']}")).json()
+        assert [e["kind"] for e in detail["timeline"]] == [
+            "opened",
+            "cleared",
+            "resolved",
+            "reopened",
+            "cleared",
+            "resolved",
+            "reopened",
         ]

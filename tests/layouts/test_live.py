@@ -42,6 +42,6 @@ async def test_editing_a_followed_layout_sends_its_new_tiles(ctx: AppContext) ->
         assert edited.status_code == 200
         announced = await receive(ws, kind="update", topic="layouts")
         after = await receive(ws, kind="update", topic="layout:default")
-    assert len(before["data"]["tiles"]) == 10
+    assert len(before["data"]["tiles"]) == 11
     assert announced["data"]["changed"] == "default"
     assert (after["data"]["name_vi"], len(after["data"]["tiles"])) == ("Một cửa", 1)

@@ -124,7 +124,7 @@ async def test_a_layout_topic_delivers_every_tile_and_redraws_after_new_data(
         await ws.send(json.dumps({"type": "subscribe", "topics": ["layout:default"]}))
         snapshot = await receive(ws, kind="snapshot")
         assert snapshot["data"]["unit_name"] == "Đồng Nai"
-        assert len(snapshot["data"]["tiles"]) == 10
+        assert len(snapshot["data"]["tiles"]) == 11
         assert tile_of(snapshot["data"], "onestop.backlog", "sparkline")["data"]["value"] == 0
         await ingest_backlog(service, 3)
         update = await receive(ws, kind="update", topic="layout:default")
