@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -219,17 +219,19 @@ async def _act(
     session: AsyncSession,
     audit: AuditDep,
     incident_id: IncidentIdPath,
-    action: Callable[[datetime], Awaitable[Any]],
+    action: Callable[[datetime, str], Awaitable[Incident]],
     *,
     name: str,
+    principal: Principal,
+    given_actor: str | None,
 ) -> IncidentDetail:
-    """Run an action, audit it, commit, then publish the incident and the response times it
-    moved."""
+    """Run an action as the caller, audit it (the incident's own fields before and after),
+    commit, then publish the incident and the response times it moved."""
     now = ctx.clock()
     with _answering_errors():
-        before = await service.detail(session, await service.get_incident(session, incident_id))
-        before_state = before.model_dump(mode="json", exclude={"timeline", "evidence"})
-        incident = await action(now)
+        before = service.item(await service.get_incident(session, incident_id))
+        before_state = before.model_dump(mode="json")  # dumped now: the action changes the row
+        incident = await action(now, _actor(principal, given_actor))
         changes = await service.action_changes(
             session,
             incident,
@@ -238,8 +240,7 @@ async def _act(
             now=now,
         )
         read = await service.detail(session, incident)
-    after_state = read.model_dump(mode="json", exclude={"timeline", "evidence"})
-    await audit(name, f"incident:{incident_id}", before=before_state, after=after_state)
+    await audit(name, f"incident:{incident_id}", before=before_state, after=service.item(incident))
     await session.commit()
     service.publish(ctx.hub, changes)
     return read
@@ -255,14 +256,17 @@ async def acknowledge(
     audit: AuditDep,
 ) -> IncidentDetail:
     """Acknowledge an open incident (someone is on it)."""
-    actor = _actor(principal, body.actor)
     return await _act(
         ctx,
         session,
         audit,
         incident_id,
-        lambda now: service.acknowledge(session, incident_id, actor=actor, note=body.note, now=now),
+        lambda now, actor: service.acknowledge(
+            session, incident_id, actor=actor, note=body.note, now=now
+        ),
         name="incident.acknowledge",
+        principal=principal,
+        given_actor=body.actor,
     )
 
 
@@ -276,13 +280,12 @@ async def assign(
     audit: AuditDep,
 ) -> IncidentDetail:
     """Assign an active incident to a person or an agency."""
-    actor = _actor(principal, body.actor)
     return await _act(
         ctx,
         session,
         audit,
         incident_id,
-        lambda now: service.assign(
+        lambda now, actor: service.assign(
             session,
             incident_id,
             actor=actor,
@@ -291,6 +294,8 @@ async def assign(
             now=now,
         ),
         name="incident.assign",
+        principal=principal,
+        given_actor=body.actor,
     )
 
 
@@ -304,14 +309,17 @@ async def add_note(
     audit: AuditDep,
 ) -> IncidentDetail:
     """Add a note to an incident's timeline."""
-    actor = _actor(principal, body.actor)
     return await _act(
         ctx,
         session,
         audit,
         incident_id,
-        lambda now: service.add_note(session, incident_id, actor=actor, text=body.text, now=now),
+        lambda now, actor: service.add_note(
+            session, incident_id, actor=actor, text=body.text, now=now
+        ),
         name="incident.note",
+        principal=principal,
+        given_actor=body.actor,
     )
 
 
@@ -325,14 +333,17 @@ async def resolve(
     audit: AuditDep,
 ) -> IncidentDetail:
     """Resolve an incident by hand."""
-    actor = _actor(principal, body.actor)
     return await _act(
         ctx,
         session,
         audit,
         incident_id,
-        lambda now: service.resolve(session, incident_id, actor=actor, note=body.note, now=now),
+        lambda now, actor: service.resolve(
+            session, incident_id, actor=actor, note=body.note, now=now
+        ),
         name="incident.resolve",
+        principal=principal,
+        given_actor=body.actor,
     )
 
 
