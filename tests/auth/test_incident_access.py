@@ -14,21 +14,14 @@ from ioc.kit.upsert import upsert
 from ioc.kpi.models import KpiValue
 from ioc.scheduler.runner import write_transaction
 from tests.auth.conftest import MakeToken, bearer
+from tests.incidents.support import per_commune_rule
 
 COMMUNE = "26068"
 
 
 async def open_one_incident(app: FastAPI, http: httpx.AsyncClient, admin: dict[str, str]) -> int:
     """One rule (on-time rate per commune), one commune far below it, judged now."""
-    for rule in (await http.get("/api/v1/incident-rules", headers=admin)).json():
-        await http.patch(
-            f"/api/v1/incident-rules/{rule['id']}", json={"enabled": False}, headers=admin
-        )
-    rule = {"name": "by-commune", "kind": "kpi_threshold", "kpi": "onestop.on_time_rate"}
-    created = await http.post(
-        "/api/v1/incident-rules", json={**rule, "per_commune": True}, headers=admin
-    )
-    assert created.status_code == 201, created.text
+    await per_commune_rule(http, admin)
     running: AppContext = app.state.ctx
     today = running.clock().astimezone(running.settings.tz).date()
     cell = {

@@ -5,97 +5,16 @@ cells and live topics."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import httpx
-import pytest
 from fastapi import FastAPI
 
-from ioc.app import create_app
 from ioc.context import AppContext
 from ioc.incidents import service
-from ioc.kit.upsert import upsert
 from ioc.kpi.models import KpiValue
 from ioc.live.hub import Client
-from ioc.scheduler.runner import write_transaction
-
-NOW = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)  # 10:00 local on 20 November
-
-
-class Clock:
-    """A clock the test moves."""
-
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-async def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def app(ctx: AppContext, clock: Clock) -> AsyncIterator[FastAPI]:
-    service_app = create_app(ctx.settings, clock=clock)
-    async with service_app.router.lifespan_context(service_app):
-        yield service_app
-
-
-@pytest.fixture
-async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ioc") as client:
-        yield client
-
-
-async def open_incidents(app: FastAPI, values: dict[str, float]) -> None:
-    """Store on-time rates for units this month and judge every rule (as the refresh does)."""
-    running: AppContext = app.state.ctx
-    rows = [
-        {
-            "kpi": "onestop.on_time_rate",
-            "unit_code": unit,
-            "period_kind": "month",
-            "period_start": date(2026, 11, 1),
-            "numerator": value,
-            "denominator": 100.0,
-            "value": value,
-            "computed_at": NOW,
-        }
-        for unit, value in values.items()
-    ]
-    async with write_transaction(running) as session:
-        await upsert(
-            session, KpiValue, rows, keys=("kpi", "unit_code", "period_kind", "period_start")
-        )
-    await evaluate(app)
-
-
-async def evaluate(app: FastAPI) -> int:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ioc") as client:
-        response = await client.post("/api/v1/incidents/evaluate")
-    assert response.status_code == 200
-    return response.json()["changed"]
-
-
-async def per_commune_rule(http: httpx.AsyncClient) -> None:
-    for rule in (await http.get("/api/v1/incident-rules")).json():
-        await http.patch(f"/api/v1/incident-rules/{rule['id']}", json={"enabled": False})
-    created = await http.post(
-        "/api/v1/incident-rules",
-        json={
-            "name": "on-time-by-commune",
-            "kind": "kpi_threshold",
-            "kpi": "onestop.on_time_rate",
-            "per_commune": True,
-        },
-    )
-    assert created.status_code == 201, created.text
+from tests.incidents.support import NOW, Clock, evaluate, open_incidents, per_commune_rule
 
 
 async def test_default_rules_are_seeded_with_the_catalogue_thresholds(

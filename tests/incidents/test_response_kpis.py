@@ -11,25 +11,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from ioc.app import create_app
 from ioc.context import AppContext
 from ioc.kpi.service import rebuild
 from ioc.scheduler.runner import write_transaction
-from tests.incidents.test_api import NOW, Clock, open_incidents, per_commune_rule
+from tests.incidents.support import NOW, Clock, open_incidents, per_commune_rule
 
 BIEN_HOA, TRAN_BIEN = "26068", "26041"
-
-
-@pytest.fixture
-async def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def app(ctx: AppContext, clock: Clock) -> AsyncIterator[FastAPI]:
-    service_app = create_app(ctx.settings, clock=clock)
-    async with service_app.router.lifespan_context(service_app):
-        yield service_app
 
 
 @pytest.fixture
