@@ -25,6 +25,7 @@ from ioc.ingest.instances import read_seed_file, upsert_instance
 from ioc.ingest.registry import ConnectorRegistry
 from ioc.kit.clock import Clock, utcnow
 from ioc.kpi import api as kpi_api
+from ioc.kpi.series_front import SeriesReadFront
 from ioc.layouts import api as layouts_api
 from ioc.layouts.service import ensure_default_layout
 from ioc.live import api as live_api
@@ -95,6 +96,7 @@ def create_app(
     app.include_router(live_api.router)  # /ws authenticates its handshake (accept_websocket)
     app.include_router(system_api.router)  # /healthz stays open; the rest gated on its routes
     app.include_router(ops_api.router)  # /readyz open for probes; /metrics needs a viewer token
+    app.add_middleware(SeriesReadFront)  # the wall's hot read, before routing (see its module)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestObservability, metrics=metrics)
 

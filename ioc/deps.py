@@ -12,15 +12,16 @@ from ioc.config import Settings
 from ioc.context import AppContext
 
 
-def get_context(request: Request) -> AppContext:
-    """The running service's lifespan-owned objects."""
+async def get_context(request: Request) -> AppContext:
+    """The running service's lifespan-owned objects (async: a plain `def` dependency would run
+    in a worker thread on every request)."""
     return request.app.state.ctx
 
 
 ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
-def get_settings(ctx: ContextDep) -> Settings:
+async def get_settings(ctx: ContextDep) -> Settings:
     """The service's settings."""
     return ctx.settings
 

@@ -184,7 +184,7 @@ class Audit:
         )
 
 
-def get_audit(session: SessionDep, principal: PrincipalDep, request: Request) -> Audit:
+async def get_audit(session: SessionDep, principal: PrincipalDep, request: Request) -> Audit:
     """The request's audit writer."""
     return Audit(session, principal, client_address(request))
 

@@ -118,9 +118,9 @@ async def get_series(
         definition = get_kpi(kpi)
         today = local_date(ctx.clock(), ctx.settings.tz)
         kind = period or definition.headline_period.value
-        periods = reads.series_periods(kind, date_from, date_to, today=today)
+        span = reads.series_span(kind, date_from, date_to, today=today)
         data, hit = await reads.series_bytes(
-            ctx.engine, ctx.kpi_cache, definition, _unit(ctx, unit), periods
+            ctx.engine, ctx.kpi_cache, definition, _unit(ctx, unit), span
         )
     return Response(
         data, media_type="application/json", headers={"X-Cache": "hit" if hit else "miss"}

@@ -206,28 +206,32 @@ def _periods_from(first: Period, last: Period) -> int:
     return months // MONTHS_IN[first.kind] + 1
 
 
-def series_periods(
+def series_span(
     kind: str, date_from: date | None, date_to: date | None, *, today: date
-) -> list[Period]:
-    """Every period of `kind` holding a day of [date_from, date_to], in order; by default the
-    last `DEFAULT_SERIES_LENGTH` periods up to today. At most `MAX_SERIES_PERIODS`."""
+) -> tuple[Period, Period]:
+    """The first and last periods of `kind` holding a day of [date_from, date_to]; by default
+    the last `DEFAULT_SERIES_LENGTH` periods up to today. At most `MAX_SERIES_PERIODS`."""
     period_kind = parse_kind(kind)
     last = Period.containing(period_kind, date_to or today)
     if date_from is None:
-        first = _shift(last, 1 - DEFAULT_SERIES_LENGTH)
-    else:
-        if date_from > (date_to or today):
-            raise InvalidKpiRead(
-                f"from {date_from.isoformat()} is after to {(date_to or today).isoformat()}"
-            )
-        first = Period.containing(period_kind, date_from)
+        return _shift(last, 1 - DEFAULT_SERIES_LENGTH), last
+    if date_from > (date_to or today):
+        raise InvalidKpiRead(
+            f"from {date_from.isoformat()} is after to {(date_to or today).isoformat()}"
+        )
+    first = Period.containing(period_kind, date_from)
     count = _periods_from(first, last)
     if count > MAX_SERIES_PERIODS:
         raise InvalidKpiRead(
             f"the range holds {count} {period_kind.value} periods; at most {MAX_SERIES_PERIODS} "
             "per request: narrow it or choose a longer period"
         )
-    return [_shift(first, n) for n in range(count)]
+    return first, last
+
+
+def series_periods(first: Period, last: Period) -> list[Period]:
+    """Every period from `first` to `last`, both included, in order."""
+    return [_shift(first, n) for n in range(_periods_from(first, last))]
 
 
 # ---------------------------------------------------------------- units
@@ -443,17 +447,19 @@ async def series_bytes(
     cache: SeriesCache,
     kpi: KpiDefinition,
     unit: str,
-    periods: Sequence[Period],
+    span: tuple[Period, Period],
 ) -> tuple[bytes, bool]:
-    """The series as JSON bytes (the shape of `SeriesRead`), from `cache` when it holds them;
-    and whether it did. A miss is one statement (on PostgreSQL one round trip)."""
-    key = SeriesKey(kpi.id, unit, periods[0].kind.value, periods[0].start, periods[-1].start)
+    """The series over `span` as JSON bytes (the shape of `SeriesRead`), from `cache` when it
+    holds them; and whether it did. A miss is one statement (on PostgreSQL one round trip)."""
+    first, last = span
+    key = SeriesKey(kpi.id, unit, first.kind.value, first.start, last.start)
     cached = cache.get(key)
     if cached is not None:
         return cached, True
     ticket = cache.ticket(key)
-    rows = await _series_rows(engine, kpi, unit, periods[0], periods[-1])
-    data = orjson.dumps(series_document(kpi, unit, periods, rows), option=orjson.OPT_UTC_Z)
+    rows = await _series_rows(engine, kpi, unit, first, last)
+    document = series_document(kpi, unit, series_periods(first, last), rows)
+    data = orjson.dumps(document, option=orjson.OPT_UTC_Z)
     cache.put(key, data, ticket)
     return data, False
 

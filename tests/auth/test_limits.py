@@ -76,6 +76,16 @@ async def test_a_token_past_its_rate_gets_429_with_retry_after_and_others_are_un
     assert (await http.get("/api/v1/units", headers=calm)).status_code == 200
 
 
+async def test_a_series_read_answered_before_routing_spends_the_budget_once(
+    http: httpx.AsyncClient, make_token: MakeToken
+) -> None:
+    viewer = bearer(await make_token(Role.VIEWER))
+    url = "/api/v1/kpis/onestop.on_time_rate/series?period=day"
+    statuses = [(await http.get(url, headers=viewer)).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    assert "rate limit exceeded" in (await http.get(url, headers=viewer)).json()["detail"]
+
+
 def test_the_bucket_refills_at_the_configured_rate() -> None:
     now = [0.0]
     limiter = RateLimiter(per_minute=60, burst=2, clock=lambda: now[0])
