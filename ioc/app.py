@@ -18,6 +18,7 @@ from ioc.auth.limits import BodySizeLimit
 from ioc.auth.permissions import Permission
 from ioc.config import Settings
 from ioc.context import AppContext, build_context
+from ioc.db import asyncpg_dsn
 from ioc.incidents import api as incidents_api
 from ioc.incidents.service import seed_default_rules
 from ioc.ingest import api as connectors_api
@@ -29,7 +30,7 @@ from ioc.kpi.series_front import SeriesReadFront
 from ioc.layouts import api as layouts_api
 from ioc.layouts.service import ensure_default_layout
 from ioc.live import api as live_api
-from ioc.live.fanout import PgFanout, asyncpg_dsn
+from ioc.live.fanout import PgFanout
 from ioc.migrations import MIGRATION_LOCK
 from ioc.ops import api as ops_api
 from ioc.ops.metrics import Metrics
@@ -74,6 +75,8 @@ def create_app(
             if ctx.scheduler is not None and ctx.scheduler.running:
                 ctx.scheduler.shutdown(wait=False)
             await _stop_live(ctx)
+            if ctx.direct_reads is not None:
+                await ctx.direct_reads.close()
             await ctx.engine.dispose()
 
     app = FastAPI(

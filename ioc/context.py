@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from ioc.auth.authenticator import Authenticator
 from ioc.auth.secrets import SecretBox
 from ioc.config import Settings
-from ioc.db import create_engine, create_sessionmaker
+from ioc.db import DirectReads, create_engine, create_sessionmaker
 from ioc.ingest.registry import ConnectorRegistry
 from ioc.kit.clock import Clock, utcnow
 from ioc.kpi import service_index
@@ -48,6 +48,8 @@ class AppContext:
     """Serves the `layout:<id>` topics."""
     fanout: PgFanout | None = None
     """On PostgreSQL, shares published updates with the other replicas (started by the app)."""
+    direct_reads: DirectReads | None = None
+    """On PostgreSQL, the hot reads' own connections (KPI series); closed with the engine."""
 
 
 def build_context(
@@ -81,6 +83,8 @@ def build_context(
         clock=clock,
         metrics=metrics or Metrics(),
     )
+    if settings.is_postgres:
+        ctx.direct_reads = DirectReads(settings.database_url, max_size=settings.db_pool_size)
     ctx.hub = Hub(
         max_topics_per_client=settings.ws_max_topics,
         history=settings.ws_history,

@@ -120,7 +120,12 @@ async def get_series(
         kind = period or definition.headline_period.value
         span = reads.series_span(kind, date_from, date_to, today=today)
         data, hit = await reads.series_bytes(
-            ctx.engine, ctx.kpi_cache, definition, _unit(ctx, unit), span
+            definition,
+            _unit(ctx, unit),
+            span,
+            engine=ctx.engine,
+            cache=ctx.kpi_cache,
+            direct=ctx.direct_reads,
         )
     return Response(
         data, media_type="application/json", headers={"X-Cache": "hit" if hit else "miss"}

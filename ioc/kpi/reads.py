@@ -18,6 +18,7 @@ import orjson
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from ioc.db import DirectReads
 from ioc.kit.clock import add_months, local_date
 from ioc.kpi.catalog import FRESHNESS_ALERT_INTERVALS, Direction, KpiDefinition, ValueKind
 from ioc.kpi.engine import INCIDENT_AXIS, SOURCE_AXIS, cell_conditions, compute
@@ -377,19 +378,19 @@ _SERIES_SQL = (
 
 
 async def _series_rows(
-    engine: AsyncEngine, kpi: KpiDefinition, unit: str, first: Period, last: Period
+    kpi: KpiDefinition,
+    unit: str,
+    first: Period,
+    last: Period,
+    *,
+    engine: AsyncEngine,
+    direct: DirectReads | None,
 ) -> list[Any]:
+    if direct is not None:  # PostgreSQL: no pre-ping, no transaction round trips
+        return await direct.fetch(
+            _SERIES_SQL, kpi.id, first.kind.value, first.start, last.start, unit
+        )
     async with engine.connect() as connection:
-        if engine.dialect.name == "postgresql":
-            # Straight to the driver: SQLAlchemy would add a BEGIN and a ROLLBACK round trip.
-            raw = await connection.get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
-            return list(
-                await driver.fetch(
-                    _SERIES_SQL, kpi.id, first.kind.value, first.start, last.start, unit
-                )
-            )
         return list((await connection.execute(_series_query(kpi, unit, first, last))).all())
 
 
@@ -443,21 +444,23 @@ async def series(
 
 
 async def series_bytes(
-    engine: AsyncEngine,
-    cache: SeriesCache,
     kpi: KpiDefinition,
     unit: str,
     span: tuple[Period, Period],
+    *,
+    engine: AsyncEngine,
+    cache: SeriesCache,
+    direct: DirectReads | None = None,
 ) -> tuple[bytes, bool]:
     """The series over `span` as JSON bytes (the shape of `SeriesRead`), from `cache` when it
-    holds them; and whether it did. A miss is one statement (on PostgreSQL one round trip)."""
+    holds them; and whether it did. A miss is one statement (with `direct`, one round trip)."""
     first, last = span
     key = SeriesKey(kpi.id, unit, first.kind.value, first.start, last.start)
     cached = cache.get(key)
     if cached is not None:
         return cached, True
     ticket = cache.ticket(key)
-    rows = await _series_rows(engine, kpi, unit, first, last)
+    rows = await _series_rows(kpi, unit, first, last, engine=engine, direct=direct)
     document = series_document(kpi, unit, series_periods(first, last), rows)
     data = orjson.dumps(document, option=orjson.OPT_UTC_Z)
     cache.put(key, data, ticket)

@@ -127,7 +127,14 @@ class SeriesReadFront:
             return None
         unit = request.unit or province_code_str(ctx.settings.province)
         try:
-            return await reads.series_bytes(ctx.engine, ctx.kpi_cache, definition, unit, span)
+            return await reads.series_bytes(
+                definition,
+                unit,
+                span,
+                engine=ctx.engine,
+                cache=ctx.kpi_cache,
+                direct=ctx.direct_reads,
+            )
         except UnknownUnit:
             return None
 

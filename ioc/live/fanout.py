@@ -22,7 +22,6 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy.engine import make_url
 
 from ioc.live.hub import Hub, UnknownTopic
 
@@ -30,12 +29,6 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "ioc_live"
 MAX_PAYLOAD_BYTES = 7900
-
-
-def asyncpg_dsn(database_url: str) -> str:
-    """A plain `postgresql://` DSN for asyncpg from the SQLAlchemy URL."""
-    url = make_url(database_url).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
 
 
 def pack(

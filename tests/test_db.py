@@ -1,0 +1,47 @@
+"""The hot reads' own PostgreSQL connections: no pre-ping, yet a dead connection costs no read."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from ioc.db import DirectReads, asyncpg_dsn
+
+ON_POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+def test_the_asyncpg_dsn_keeps_host_user_database_and_options() -> None:
+    dsn = asyncpg_dsn("postgresql+asyncpg://ioc:secret@db.example:6432/ioc?ssl=require")
+    assert dsn == "postgresql://ioc:secret@db.example:6432/ioc?ssl=require"
+
+
+@ON_POSTGRES
+async def test_a_read_that_meets_a_terminated_connection_is_retried_on_a_new_one(
+    database_url: str,
+) -> None:
+    reads = DirectReads(database_url, max_size=1)
+    try:
+        [first] = await reads.fetch("SELECT pg_backend_pid() AS pid")
+        killer = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            assert await killer.fetchval("SELECT pg_terminate_backend($1)", first["pid"])
+        finally:
+            await killer.close()
+        [second] = await reads.fetch("SELECT pg_backend_pid() AS pid, $1::int AS n", 7)
+    finally:
+        await reads.close()
+    assert second["n"] == 7
+    assert second["pid"] != first["pid"]
+
+
+@ON_POSTGRES
+async def test_one_connection_serves_read_after_read(
+    database_url: str,
+) -> None:
+    reads = DirectReads(database_url, max_size=1)
+    try:
+        [first] = await reads.fetch("SELECT pg_backend_pid() AS pid")
+        [second] = await reads.fetch("SELECT pg_backend_pid() AS pid")
+    finally:
+        await reads.close()
+    assert second["pid"] == first["pid"]  # one connection, reused: no reconnect per read
