@@ -11,7 +11,21 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ARRAY, Date, String, bindparam, case, delete, func, select, text, tuple_
+from sqlalchemy import (
+    ARRAY,
+    Date,
+    String,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    select,
+    text,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.ingest.service import ChangeSet
@@ -677,8 +691,65 @@ async def current_values(
     tz: ZoneInfo,
     kpis: Iterable[KpiDefinition] = CATALOG,
 ) -> list[KpiRead]:
-    """The headline value of every catalogue KPI (or of `kpis`) for one unit."""
-    return [await current_value(session, kpi, unit_code, now=now, tz=tz) for kpi in kpis]
+    """The headline value of every catalogue KPI (or of `kpis`) for one unit.
+
+    The stored cells come in one statement. A cell not stored yet is computed on read, as
+    `cell_value` does, except where the unit holds no record of the KPI's type at all: then it
+    reads as the empty cell computing it would give, without a statement per KPI.
+    """
+    wanted = [(kpi, headline_period(kpi, now=now, tz=tz)) for kpi in kpis]
+    stored = await _stored_cells(session, unit_code, wanted)
+    missing = {kpi.record_type for kpi, period in wanted if (kpi.id, period) not in stored}
+    empty = await _types_without_records(session, unit_code, missing & STORES.keys())
+    values = []
+    for kpi, period in wanted:
+        cell = stored.get((kpi.id, period))
+        if cell is not None:
+            values.append(to_read(kpi, unit_code, period, cell))
+        elif kpi.record_type in empty:
+            values.append(CellValue(kpi, unit_code, period, *_zero(kpi), now).read())
+        else:
+            values.append(await cell_value(session, kpi, unit_code, period, now=now, tz=tz))
+    return values
+
+
+async def _stored_cells(
+    session: AsyncSession, unit_code: str, wanted: list[tuple[KpiDefinition, Period]]
+) -> dict[tuple[str, Period], KpiValue]:
+    """The stored cells among `wanted` for `unit_code`, by (kpi id, period)."""
+    if not wanted:
+        return {}
+    query = select(KpiValue).where(
+        KpiValue.unit_code == unit_code,
+        tuple_(KpiValue.kpi, KpiValue.period_kind, KpiValue.period_start).in_(
+            [(kpi.id, period.kind.value, period.start) for kpi, period in wanted]
+        ),
+    )
+    return {
+        (cell.kpi, Period(KINDS[cell.period_kind], cell.period_start)): cell
+        for cell in await session.scalars(query)
+    }
+
+
+async def _types_without_records(
+    session: AsyncSession, unit_code: str, record_types: set[str]
+) -> set[str]:
+    """Those of `record_types` of which neither the unit nor its children hold any record."""
+    if not record_types:
+        return set()
+    children = select(AdminUnit.code).where(AdminUnit.parent_code == unit_code)
+    held = union_all(
+        *(
+            select(literal(record_type)).where(
+                exists().where(
+                    STORES[record_type].model.unit_code.in_(children)
+                    | (STORES[record_type].model.unit_code == unit_code)
+                )
+            )
+            for record_type in sorted(record_types)
+        )
+    )
+    return record_types - set((await session.scalars(held)).all())
 
 
 def is_headline(value: CellValue, *, now: datetime, tz: ZoneInfo) -> bool:

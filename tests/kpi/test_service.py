@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from ioc.context import AppContext
 from ioc.ingest.service import ingest_batch
-from ioc.kpi.catalog import KPIS
+from ioc.kpi.catalog import CATALOG, KPIS
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.reads import breakdown
-from ioc.kpi.service import CellValue, current_value, recompute, refresh
+from ioc.kpi.service import CellValue, current_value, current_values, recompute, refresh
 from ioc.models import PollRun
 from ioc.sdk import Batch, Dossier, DossierStatus
 from ioc.units.service import COMMUNE_LEVEL, unit_codes
@@ -181,6 +182,43 @@ async def test_a_period_not_yet_recomputed_is_computed_on_read_not_shown_as_zero
         )
     assert (str(overdue.period_start), overdue.value) == ("2026-11-21", 1)
     assert commune.value == 1
+
+
+CURRENT_VALUE_SITUATIONS = {
+    "no record at all": (None, NOW),
+    "stored cells": (BIEN_HOA, NOW),
+    "a day no recompute stored yet": (BIEN_HOA, NOW + timedelta(days=1)),
+    "a month no recompute stored yet": (BIEN_HOA, NOW + timedelta(days=12)),
+}
+
+
+@pytest.mark.parametrize(
+    ("with_dossier_in", "now"),
+    CURRENT_VALUE_SITUATIONS.values(),
+    ids=CURRENT_VALUE_SITUATIONS.keys(),
+)
+@pytest.mark.parametrize("unit", ["75", BIEN_HOA, TRAN_BIEN])
+async def test_all_current_values_at_once_equal_each_kpi_s_current_value(
+    ctx: AppContext, with_dossier_in: str | None, now: datetime, unit: str
+) -> None:
+    if with_dossier_in is not None:
+        await ingest_and_recompute(
+            ctx,
+            [
+                dossier(with_dossier_in, resolved_after=None),
+                dossier(with_dossier_in, resolved_after=timedelta(hours=2)),
+            ],
+        )
+    async with ctx.sessionmaker() as session:
+        together = await current_values(session, unit, now=now, tz=ctx.settings.tz)
+    async with ctx.sessionmaker() as session:
+        one_by_one = [
+            await current_value(session, kpi, unit, now=now, tz=ctx.settings.tz) for kpi in CATALOG
+        ]
+    assert [v.model_dump(exclude={"computed_at"}) for v in together] == [
+        v.model_dump(exclude={"computed_at"}) for v in one_by_one
+    ]
+    assert [v.computed_at is None for v in together] == [v.computed_at is None for v in one_by_one]
 
 
 async def test_data_freshness_is_the_stalest_sources_minutes_since_its_last_successful_poll(
