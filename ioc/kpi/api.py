@@ -23,7 +23,6 @@ from ioc.kpi.schemas import (
     KpiRead,
     SeriesRead,
 )
-from ioc.kpi.service import current_values
 from ioc.records.api import QUERY_PARAMETERS, masked_page
 from ioc.records.service import (
     DEFAULT_LIMIT,
@@ -32,7 +31,6 @@ from ioc.records.service import (
     UnknownRecordType,
     UnknownUnit,
 )
-from ioc.units.models import AdminUnit
 from ioc.units.service import province_code_str
 
 router = APIRouter(prefix="/api/v1/kpis", tags=["kpis"])
@@ -68,25 +66,37 @@ def _unit(ctx: ContextDep, unit: str | None) -> str:
     return unit or province_code_str(ctx.settings.province)
 
 
-@router.get("", response_model=list[KpiRead])
+@router.get(
+    "",
+    response_model=list[KpiRead],
+    description=(
+        "The current (headline-period) value of every KPI, or of those asked for, for one "
+        "unit. Served from a cache dropped whenever a cell of the unit is recomputed, and "
+        f"after {reads.CURRENT_VALUES_TTL_SECONDS:g} s for the values that move with time alone."
+    ),
+)
 async def get_current_kpis(
-    session: SessionDep,
     ctx: ContextDep,
     unit: str | None = Query(default=None, description="Unit code; the province by default"),
     kpi: Annotated[list[str] | None, Query(description="Only these KPIs, in this order")] = None,
     domain: str | None = Query(default=None, description="Only the KPIs of this domain"),
-) -> list[KpiRead]:
-    """The current (headline-period) value of every KPI (or of those asked for) for one unit."""
-    code = unit or province_code_str(ctx.settings.province)
-    if await session.get(AdminUnit, code) is None:
-        raise HTTPException(status_code=404, detail=f"unknown unit code {code!r}")
-    try:
+) -> Response:
+    """The current values of the unit's KPIs as cached JSON bytes."""
+    with _answering_errors():
         kpis = [get_kpi(k) for k in kpi] if kpi else list(CATALOG)
-    except UnknownKpi as exc:
-        raise HTTPException(status_code=404, detail=str(exc)) from None
-    if domain is not None:
-        kpis = [k for k in kpis if k.domain == domain]
-    return await current_values(session, code, now=ctx.clock(), tz=ctx.settings.tz, kpis=kpis)
+        if domain is not None:
+            kpis = [k for k in kpis if k.domain == domain]
+        data, hit = await reads.current_values_bytes(
+            ctx.sessionmaker,
+            ctx.kpi_cache,
+            _unit(ctx, unit),
+            kpis,
+            now=ctx.clock(),
+            tz=ctx.settings.tz,
+        )
+    return Response(
+        data, media_type="application/json", headers={"X-Cache": "hit" if hit else "miss"}
+    )
 
 
 @router.get("/catalog", response_model=list[KpiDeclarationRead])

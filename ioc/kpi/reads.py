@@ -15,8 +15,9 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import orjson
+from pydantic import TypeAdapter
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ioc.db import DirectReads
 from ioc.kit.clock import add_months, local_date
@@ -38,8 +39,9 @@ from ioc.kpi.schemas import (
     BreakdownRow,
     CellRecordsPage,
     KpiDeclarationRead,
+    KpiRead,
 )
-from ioc.kpi.service import CellValue, cell_value
+from ioc.kpi.service import CellValue, cell_value, current_values
 from ioc.records.service import (
     DEFAULT_LIMIT,
     RecordQuery,
@@ -263,7 +265,8 @@ async def counted_units(session: AsyncSession, code: str) -> list[str]:
 
 
 class SeriesKey(NamedTuple):
-    """What a cached series answers: a KPI's unit over a run of periods of one kind."""
+    """What a cached read answers: a KPI's unit over a run of periods of one kind; or, with
+    `kpi` = `ANY_KPI`, a view of several KPIs of one unit (`kind` names the view)."""
 
     kpi: str
     unit: str
@@ -272,10 +275,15 @@ class SeriesKey(NamedTuple):
     last: date
 
 
+ANY_KPI = "*"
+"""The `kpi` of a cached view that depends on every KPI of its unit."""
+
+
 class SeriesCache:
-    """An LRU of serialized series (JSON bytes), dropped when a cell of their (kpi, unit)
-    changes. `ttl_seconds` bounds staleness from writers this process never hears of (another
-    replica's recompute, `ioc rebuild`)."""
+    """An LRU of serialized reads (JSON bytes), dropped when a cell of their (kpi, unit)
+    changes — a view of `ANY_KPI` when any cell of its unit does. `ttl_seconds` bounds
+    staleness from writers this process never hears of (another replica's recompute,
+    `ioc rebuild`); an entry may be given a shorter one (values that move with time alone)."""
 
     def __init__(
         self,
@@ -289,7 +297,7 @@ class SeriesCache:
         self._clock = clock
         self._entries: OrderedDict[SeriesKey, tuple[bytes, float]] = OrderedDict()
         self._keys_of: dict[tuple[str, str], set[SeriesKey]] = {}
-        # Bumped on every invalidation, so that a series read before a change cannot be
+        # Bumped on every invalidation, so that a read made before a change cannot be
         # cached after it (bounded by the number of KPIs × units).
         self._generations: dict[tuple[str, str], int] = {}
 
@@ -301,8 +309,8 @@ class SeriesCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        data, stored_at = entry
-        if self._clock() - stored_at > self.ttl_seconds:
+        data, expires_at = entry
+        if self._clock() > expires_at:
             self._drop(key)
             return None
         self._entries.move_to_end(key)
@@ -312,20 +320,24 @@ class SeriesCache:
         """Take before reading the database; `put` refuses bytes an invalidation made stale."""
         return self._generations.get((key.kpi, key.unit), 0)
 
-    def put(self, key: SeriesKey, data: bytes, ticket: int) -> None:
+    def put(
+        self, key: SeriesKey, data: bytes, ticket: int, *, ttl_seconds: float | None = None
+    ) -> None:
         """Cache `data` for `key`, unless a cell of its (kpi, unit) changed since `ticket`."""
         cell = (key.kpi, key.unit)
         if self._generations.get(cell, 0) != ticket:
             return
-        self._entries[key] = (data, self._clock())
+        ttl = self.ttl_seconds if ttl_seconds is None else min(ttl_seconds, self.ttl_seconds)
+        self._entries[key] = (data, self._clock() + ttl)
         self._entries.move_to_end(key)
         self._keys_of.setdefault(cell, set()).add(key)
         while len(self._entries) > self.max_entries:
             self._drop(next(iter(self._entries)))
 
     def invalidate(self, cells: Iterable[CellValue]) -> None:
-        """Forget every series of the (kpi, unit) of these changed cells."""
-        for cell in {(c.kpi.id, c.unit_code) for c in cells}:
+        """Forget every read of the (kpi, unit) of these changed cells, and their units' views."""
+        changed = {(c.kpi.id, c.unit_code) for c in cells}
+        for cell in changed | {(ANY_KPI, unit) for _kpi, unit in changed}:
             self._generations[cell] = self._generations.get(cell, 0) + 1
             for key in self._keys_of.pop(cell, set()):
                 self._entries.pop(key, None)
@@ -464,6 +476,39 @@ async def series_bytes(
     document = series_document(kpi, unit, series_periods(first, last), rows)
     data = orjson.dumps(document, option=orjson.OPT_UTC_Z)
     cache.put(key, data, ticket)
+    return data, False
+
+
+CURRENT_VALUES_TTL_SECONDS = 5.0
+"""How long current values stay cached when no cell of their unit changes: a few of them move
+with time alone (minutes since a source's last poll, incident response times)."""
+
+_KPI_READS = TypeAdapter(list[KpiRead])
+
+
+async def current_values_bytes(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cache: SeriesCache,
+    unit: str,
+    kpis: Sequence[KpiDefinition],
+    *,
+    now: datetime,
+    tz: ZoneInfo,
+) -> tuple[bytes, bool]:
+    """The current values of `kpis` for `unit` as JSON bytes (a list of `KpiRead`), from `cache`
+    when it holds them, and whether it did. Dropped when any cell of the unit changes."""
+    today = local_date(now, tz)
+    view = "current:" + ",".join(kpi.id for kpi in kpis)
+    key = SeriesKey(ANY_KPI, unit, view, today, today)
+    cached = cache.get(key)
+    if cached is not None:
+        return cached, True
+    ticket = cache.ticket(key)
+    async with sessionmaker() as session:
+        await require_unit(session, unit)
+        values = await current_values(session, unit, now=now, tz=tz, kpis=kpis)
+    data = _KPI_READS.dump_json(values)
+    cache.put(key, data, ticket, ttl_seconds=CURRENT_VALUES_TTL_SECONDS)
     return data, False
 
 

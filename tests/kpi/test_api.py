@@ -152,6 +152,73 @@ async def test_catalog_declares_every_kpi_with_its_formula_and_axes(
     assert on_time["additive"] is True
 
 
+# ---------------------------------------------------------------- current values
+
+
+async def test_current_values_list_the_headline_cell_of_every_kpi_in_catalogue_order(
+    http: httpx.AsyncClient, ingest: Any
+) -> None:
+    await ingest(NOVEMBER_DOSSIERS)
+    body = (await http.get("/api/v1/kpis", params={"unit": BIEN_HOA})).json()
+    assert [v["kpi"] for v in body] == [k.id for k in CATALOG]
+    on_time = next(v for v in body if v["kpi"] == ON_TIME)
+    assert (on_time["period_kind"], on_time["period_start"]) == ("month", "2026-11-01")
+    assert (on_time["numerator"], on_time["denominator"]) == (2.0, 4.0)
+
+
+async def test_current_values_can_be_narrowed_to_kpis_in_order_or_to_a_domain(
+    http: httpx.AsyncClient,
+) -> None:
+    asked = ["onestop.backlog", ON_TIME]
+    chosen = (await http.get("/api/v1/kpis", params={"kpi": asked})).json()
+    health = (await http.get("/api/v1/kpis", params={"domain": "health"})).json()
+    assert [v["kpi"] for v in chosen] == asked
+    assert {v["kpi"] for v in health} == {k.id for k in CATALOG if k.domain == "health"}
+
+
+@pytest.mark.parametrize(
+    ("params", "detail"),
+    [
+        ({"unit": "12345"}, "unknown unit code '12345'"),
+        ({"kpi": "weather.rain"}, "unknown KPI 'weather.rain'; known: "),
+    ],
+    ids=["unit", "kpi"],
+)
+async def test_current_values_of_an_unknown_unit_or_kpi_are_a_404(
+    http: httpx.AsyncClient, params: dict[str, str], detail: str
+) -> None:
+    response = await http.get("/api/v1/kpis", params=params)
+    assert response.status_code == 404
+    assert response.json()["detail"].startswith(detail)
+
+
+async def test_current_values_stay_cached_until_a_cell_of_their_unit_changes(
+    http: httpx.AsyncClient, ingest: Any
+) -> None:
+    await ingest([dossier("first", resolved_after=timedelta(0))])
+    first = await http.get("/api/v1/kpis", params={"unit": BIEN_HOA})
+    elsewhere = await http.get("/api/v1/kpis", params={"unit": TRAN_BIEN})
+    again = await http.get("/api/v1/kpis", params={"unit": BIEN_HOA})
+    assert (first.headers["x-cache"], again.headers["x-cache"]) == ("miss", "hit")
+    await ingest([dossier("second", resolved_after=timedelta(hours=1))])
+    after = await http.get("/api/v1/kpis", params={"unit": BIEN_HOA})
+    other = await http.get("/api/v1/kpis", params={"unit": TRAN_BIEN})
+    assert (after.headers["x-cache"], other.headers["x-cache"]) == ("miss", "hit")
+    assert other.content == elsewhere.content
+    rates = [next(v for v in r.json() if v["kpi"] == ON_TIME)["value"] for r in (first, after)]
+    assert rates == [100.0, 50.0]
+
+
+async def test_current_values_of_the_province_are_dropped_when_a_commune_changes(
+    http: httpx.AsyncClient, ingest: Any
+) -> None:
+    await http.get("/api/v1/kpis")
+    await ingest([dossier("new", TRAN_BIEN, resolved_after=timedelta(0))])
+    after = await http.get("/api/v1/kpis")
+    assert after.headers["x-cache"] == "miss"
+    assert next(v for v in after.json() if v["kpi"] == ON_TIME)["denominator"] == 1.0
+
+
 # ---------------------------------------------------------------- series
 
 
@@ -272,6 +339,16 @@ def test_series_cache_refuses_bytes_read_before_an_invalidation() -> None:
     cache.invalidate([changed])
     cache.put(key, b"stale", ticket)
     assert cache.get(key) is None
+
+
+def test_an_entry_may_expire_sooner_than_the_cache_s_time_to_live() -> None:
+    now = [0.0]
+    cache = SeriesCache(ttl_seconds=60, clock=lambda: now[0])
+    brief, lasting = series_key(BIEN_HOA), series_key(TRAN_BIEN)
+    cache.put(brief, b"moves with time", cache.ticket(brief), ttl_seconds=5)
+    cache.put(lasting, b"series", cache.ticket(lasting))
+    now[0] = 6.0
+    assert (cache.get(brief), cache.get(lasting)) == (None, b"series")
 
 
 def test_series_cache_entries_expire_after_their_time_to_live() -> None:
