@@ -70,7 +70,7 @@ async def run(url: str, batches: list, passes: int) -> dict[str, object]:
                     batch=Batch(records=page),
                     known_units=known,
                     tz=ctx.settings.tz,
-                    now=utcnow(),
+                    now=NOW,  # the recompute's moment: the difference engine pairs versions then
                     calendar=ctx.settings.calendar,
                 )
                 cells = await recompute(
