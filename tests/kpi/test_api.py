@@ -3,7 +3,6 @@ behind a cell, and the errors of each."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -11,13 +10,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from ioc.app import create_app
 from ioc.context import AppContext
 from ioc.kpi.catalog import CATALOG
 from ioc.kpi.models import KpiValue
 from ioc.kpi.reads import SeriesCache, SeriesKey
 from ioc.kpi.service import CellValue
 from ioc.sdk import Dossier, DossierStatus
+from tests.kpi.support import NOW
 from tests.support.factories import (
     BIEN_HOA,
     TRAN_BIEN,
@@ -26,7 +25,6 @@ from tests.support.factories import (
     make_instance,
 )
 
-NOW = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)  # 10:00 local on 20 November
 DUE = datetime(2026, 11, 10, 10, 0, tzinfo=UTC)  # 17:00 local on 10 November
 ON_TIME = "onestop.on_time_rate"
 NOVEMBER = {"period": "month", "start": "2026-11-01"}
@@ -91,21 +89,6 @@ def is_late_in_november(d: Dossier, unit: str | None = None) -> bool:
     )
     late = d.resolved_at > d.due_at if d.resolved_at is not None else d.due_at < NOW
     return counted and late and unit in (None, d.unit_code)
-
-
-@pytest.fixture
-async def app(ctx: AppContext) -> AsyncIterator[FastAPI]:
-    """The service with its clock stopped at `NOW`."""
-    service = create_app(ctx.settings, clock=lambda: NOW)
-    async with service.router.lifespan_context(service):
-        yield service
-
-
-@pytest.fixture
-async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ioc") as client:
-        yield client
 
 
 @pytest.fixture

@@ -3,14 +3,12 @@ cannot judge left to the route."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from ioc.app import create_app
 from ioc.context import AppContext
 from ioc.deps import get_context
 from ioc.sdk import Dossier, DossierStatus
@@ -22,7 +20,6 @@ from tests.support.factories import (
     make_instance,
 )
 
-NOW = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
 SERIES = "/api/v1/kpis/onestop.on_time_rate/series"
 
 
@@ -58,23 +55,14 @@ LEFT_TO_THE_ROUTE = {
 }
 
 
-@pytest.fixture
-async def app(ctx: AppContext) -> AsyncIterator[FastAPI]:
-    service = create_app(ctx.settings, clock=lambda: NOW)
-    async with service.router.lifespan_context(service):
-        records = [resolved(BIEN_HOA, late=True), resolved(BIEN_HOA, late=False)]
-        records.append(resolved(TRAN_BIEN, late=False))
-        instance_id = await make_instance(service.state.ctx)
-        await ingest_dossiers(service.state.ctx, records, instance_id=instance_id)
-        service.state.instance_id = instance_id
-        yield service
-
-
-@pytest.fixture
-async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ioc") as client:
-        yield client
+@pytest.fixture(autouse=True)
+async def stored(app: FastAPI) -> None:
+    """Two communes' November dossiers, stored as a poll stores them."""
+    records = [resolved(BIEN_HOA, late=True), resolved(BIEN_HOA, late=False)]
+    records.append(resolved(TRAN_BIEN, late=False))
+    instance_id = await make_instance(app.state.ctx)
+    await ingest_dossiers(app.state.ctx, records, instance_id=instance_id)
+    app.state.instance_id = instance_id
 
 
 @pytest.fixture

@@ -1,0 +1,28 @@
+"""The KPI routes' service, with its clock stopped at `NOW`, and an HTTP client of it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from ioc.app import create_app
+from ioc.context import AppContext
+from tests.kpi.support import NOW
+
+
+@pytest.fixture
+async def app(ctx: AppContext) -> AsyncIterator[FastAPI]:
+    """The service with its clock stopped at `NOW`."""
+    service = create_app(ctx.settings, clock=lambda: NOW)
+    async with service.router.lifespan_context(service):
+        yield service
+
+
+@pytest.fixture
+async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ioc") as client:
+        yield client
