@@ -24,13 +24,9 @@ from bench.common import fresh_postgres, machine, percentile, write_results
 from bench.ingest import NOW, PROVINCE, make_batches
 from ioc.config import Settings
 from ioc.context import build_context
+from ioc.incidents.lifecycle import Evaluation, evaluate_after_ingest, evaluate_all
 from ioc.incidents.models import Incident
-from ioc.incidents.service import (
-    Evaluation,
-    evaluate_after_ingest,
-    evaluate_all,
-    seed_default_rules,
-)
+from ioc.incidents.ruleset import seed_default_rules
 from ioc.ingest.service import ingest_batch
 from ioc.kit.clock import utcnow
 from ioc.kpi.service import recompute

@@ -20,7 +20,7 @@ from ioc.config import Settings
 from ioc.context import AppContext, build_context
 from ioc.db import asyncpg_dsn
 from ioc.incidents import api as incidents_api
-from ioc.incidents.service import seed_default_rules
+from ioc.incidents.ruleset import seed_default_rules
 from ioc.ingest import api as connectors_api
 from ioc.ingest.instances import read_seed_file, upsert_instance
 from ioc.ingest.registry import ConnectorRegistry

@@ -20,7 +20,7 @@ from ioc.auth.deps import AuditDep, require
 from ioc.auth.permissions import OPEN_PRINCIPAL, Permission, Principal
 from ioc.context import AppContext
 from ioc.deps import ContextDep, SessionDep
-from ioc.incidents import service
+from ioc.incidents import actions, common, queries, response_times, ruleset
 from ioc.incidents.models import Incident
 from ioc.incidents.schemas import (
     AcknowledgeRequest,
@@ -76,11 +76,11 @@ def _answering_errors() -> Iterator[None]:
     """Unknown things are 404, impossible actions 409, bad questions 422."""
     try:
         yield
-    except (service.IncidentNotFound, UnknownRecordType) as exc:
+    except (common.IncidentNotFound, UnknownRecordType) as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    except service.Conflict as exc:
+    except common.Conflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    except (service.InvalidRule, InvalidRecordQuery, InvalidKpiRead, UnknownUnit) as exc:
+    except (common.InvalidRule, InvalidRecordQuery, InvalidKpiRead, UnknownUnit) as exc:
         raise HTTPException(422, str(exc)) from None
 
 
@@ -116,9 +116,9 @@ async def get_incidents(
 ) -> IncidentPage:
     """Incidents matching every filter given, one page at a time, with the total."""
     with _answering_errors():
-        return await service.list_incidents(
+        return await queries.list_incidents(
             session,
-            service.IncidentFilter(
+            queries.IncidentFilter(
                 status=incident_status or (),
                 severity=severity or (),
                 domain=domain or (),
@@ -144,7 +144,7 @@ async def get_counts(
 ) -> CountsRead:
     """Incidents by unit and severity (the active ones by default)."""
     with _answering_errors():
-        return await service.counts(session, statuses=incident_status or ["active"])
+        return await queries.counts(session, statuses=incident_status or ["active"])
 
 
 @router.get("/stats", response_model=StatsRead)
@@ -156,7 +156,7 @@ async def get_stats(
 ) -> StatsRead:
     """Mean time to acknowledge (MTTA) and to resolve (MTTR) by unit or agency."""
     with _answering_errors():
-        return await service.stats(
+        return await response_times.stats(
             session, by=by, date_from=_aware(date_from), date_to=_aware(date_to)
         )
 
@@ -172,7 +172,7 @@ async def evaluate(ctx: ContextDep, _: Resolver) -> EvaluationRead:
 async def get_incident(incident_id: IncidentIdPath, session: SessionDep) -> IncidentDetail:
     """An incident with its subject, evidence and timeline."""
     with _answering_errors():
-        return await service.detail(session, await service.get_incident(session, incident_id))
+        return await queries.detail(session, await queries.get_incident(session, incident_id))
 
 
 @router.get(
@@ -199,8 +199,8 @@ async def get_incident_records(
     params = request.query_params
     filters = {name: params.getlist(name) for name in params if name not in QUERY_PARAMETERS}
     with _answering_errors():
-        incident = await service.get_incident(session, incident_id)
-        page = await service.incident_records(
+        incident = await queries.get_incident(session, incident_id)
+        page = await queries.incident_records(
             session,
             incident,
             now=ctx.clock(),
@@ -229,20 +229,20 @@ async def _act(
     commit, then publish the incident and the response times it moved."""
     now = ctx.clock()
     with _answering_errors():
-        before = service.item(await service.get_incident(session, incident_id))
+        before = queries.item(await queries.get_incident(session, incident_id))
         before_state = before.model_dump(mode="json")  # dumped now: the action changes the row
         incident = await action(now, _actor(principal, given_actor))
-        changes = await service.action_changes(
+        changes = await actions.action_changes(
             session,
             incident,
             province=province_code_str(ctx.settings.province),
             tz=ctx.settings.tz,
             now=now,
         )
-        read = await service.detail(session, incident)
-    await audit(name, f"incident:{incident_id}", before=before_state, after=service.item(incident))
+        read = await queries.detail(session, incident)
+    await audit(name, f"incident:{incident_id}", before=before_state, after=queries.item(incident))
     await session.commit()
-    service.publish(ctx.hub, changes)
+    queries.publish(ctx.hub, changes)
     return read
 
 
@@ -261,7 +261,7 @@ async def acknowledge(
         session,
         audit,
         incident_id,
-        lambda now, actor: service.acknowledge(
+        lambda now, actor: actions.acknowledge(
             session, incident_id, actor=actor, note=body.note, now=now
         ),
         name="incident.acknowledge",
@@ -285,7 +285,7 @@ async def assign(
         session,
         audit,
         incident_id,
-        lambda now, actor: service.assign(
+        lambda now, actor: actions.assign(
             session,
             incident_id,
             actor=actor,
@@ -314,7 +314,7 @@ async def add_note(
         session,
         audit,
         incident_id,
-        lambda now, actor: service.add_note(
+        lambda now, actor: actions.add_note(
             session, incident_id, actor=actor, text=body.text, now=now
         ),
         name="incident.note",
@@ -338,7 +338,7 @@ async def resolve(
         session,
         audit,
         incident_id,
-        lambda now, actor: service.resolve(
+        lambda now, actor: actions.resolve(
             session, incident_id, actor=actor, note=body.note, now=now
         ),
         name="incident.resolve",
@@ -353,7 +353,7 @@ async def resolve(
 @rules_router.get("", response_model=list[RuleRead])
 async def get_rules(session: SessionDep) -> list[RuleRead]:
     """Every rule with its effective thresholds."""
-    return [service.rule_read(r) for r in await service.list_rules(session)]
+    return [ruleset.rule_read(r) for r in await ruleset.list_rules(session)]
 
 
 @rules_router.post("", response_model=RuleRead, status_code=status.HTTP_201_CREATED)
@@ -362,7 +362,7 @@ async def create_rule(
 ) -> RuleRead:
     """Add a rule; it is judged from the next evaluation on."""
     with _answering_errors():
-        read = service.rule_read(await service.create_rule(session, body, now=ctx.clock()))
+        read = ruleset.rule_read(await ruleset.create_rule(session, body, now=ctx.clock()))
     await audit("incident_rule.create", f"incident_rule:{read.id}", after=read)
     return read
 
@@ -371,7 +371,7 @@ async def create_rule(
 async def get_rule(rule_id: RuleIdPath, session: SessionDep) -> RuleRead:
     """One rule."""
     with _answering_errors():
-        return service.rule_read(await service.get_rule(session, rule_id))
+        return ruleset.rule_read(await ruleset.get_rule(session, rule_id))
 
 
 @rules_router.patch("/{rule_id}", response_model=RuleRead)
@@ -386,15 +386,15 @@ async def update_rule(
     """Change a rule (fields left out keep their value); disabling it resolves its incidents."""
     now = ctx.clock()
     with _answering_errors():
-        before = service.rule_read(await service.get_rule(session, rule_id)).model_dump(
+        before = ruleset.rule_read(await ruleset.get_rule(session, rule_id)).model_dump(
             mode="json"
         )  # dumped now: the update changes the same object
-        rule, closed = await service.update_rule(session, rule_id, body, now=now)
-        read = service.rule_read(rule)
+        rule, closed = await ruleset.update_rule(session, rule_id, body, now=now)
+        read = ruleset.rule_read(rule)
         changes = await _closed(ctx, session, closed, now)
     await audit("incident_rule.update", f"incident_rule:{rule_id}", before=before, after=read)
     await session.commit()
-    service.publish(ctx.hub, changes)
+    queries.publish(ctx.hub, changes)
     return read
 
 
@@ -405,31 +405,31 @@ async def delete_rule(
     """Delete a rule (its incidents stay, resolved); default rules can only be disabled."""
     now = ctx.clock()
     with _answering_errors():
-        before = service.rule_read(await service.get_rule(session, rule_id))
-        closed = await service.delete_rule(session, rule_id, now=now)
+        before = ruleset.rule_read(await ruleset.get_rule(session, rule_id))
+        closed = await ruleset.delete_rule(session, rule_id, now=now)
         changes = await _closed(ctx, session, closed, now)
     await audit("incident_rule.delete", f"incident_rule:{rule_id}", before=before)
     await session.commit()
-    service.publish(ctx.hub, changes)
+    queries.publish(ctx.hub, changes)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 async def _closed(
     ctx: AppContext, session: AsyncSession, closed: list[Incident], now: datetime
-) -> service.IncidentChanges:
+) -> common.IncidentChanges:
     """What to publish after a rule change resolved `closed`."""
     if not closed:
-        return service.IncidentChanges()
-    cells = await service.update_response_kpis(
+        return common.IncidentChanges()
+    cells = await response_times.update_response_kpis(
         session,
         incidents=closed,
         province=province_code_str(ctx.settings.province),
         tz=ctx.settings.tz,
         now=now,
     )
-    return service.IncidentChanges(
-        incidents=[service.item(i) for i in closed],
-        active=await service.active_items(session),
+    return common.IncidentChanges(
+        incidents=[queries.item(i) for i in closed],
+        active=await queries.active_items(session),
         response_cells=cells,
     )
 

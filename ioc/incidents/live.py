@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ioc.context import AppContext
-from ioc.incidents.service import LIVE_TOPIC, RESPONSE_KPI_IDS, response_value, snapshot
+from ioc.incidents.common import LIVE_TOPIC
+from ioc.incidents.queries import snapshot
+from ioc.incidents.response_times import RESPONSE_KPI_IDS, response_value
 from ioc.live.hub import UnknownTopic
 from ioc.units.models import AdminUnit
 

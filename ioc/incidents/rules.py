@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ioc.incidents.models import IncidentRule
 from ioc.ingest.models import ConnectorInstance
 from ioc.kit.clock import local_date
 from ioc.kpi.calendar import WorkingCalendar
@@ -459,3 +460,70 @@ async def observe_connectors(
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A rule's effective thresholds and the way it breaches."""
+
+    direction: str
+    warn: float | None
+    critical: float | None
+    recovery: float | None
+
+    def severity(self, value: float | None) -> str | None:
+        """`critical`, `warn`, or None when `value` breaches neither."""
+        if value is None:
+            return None
+        if self.critical is not None and self._beyond(value, self.critical):
+            return "critical"
+        if self.warn is not None and self._beyond(value, self.warn):
+            return "warn"
+        return None
+
+    def recovered(self, value: float | None) -> bool:
+        """Whether `value` is back on the good side of the recovery level."""
+        if value is None or self.recovery is None:
+            return False
+        return value >= self.recovery if self.direction == BELOW else value <= self.recovery
+
+    def crossed(self, severity: str) -> float | None:
+        """The threshold a severity means."""
+        return self.critical if severity == "critical" else self.warn
+
+    def worse(self, a: float | None, b: float | None) -> float | None:
+        """The worse of two values."""
+        if a is None or b is None:
+            return a if b is None else b
+        return min(a, b) if self.direction == BELOW else max(a, b)
+
+    def _beyond(self, value: float, threshold: float) -> bool:
+        return value < threshold if self.direction == BELOW else value > threshold
+
+
+RECORD_DEFAULT_WARN = 0.0
+"""Count rules with no thresholds breach at the first matching record."""
+CONNECTOR_DEFAULT_WARN, CONNECTOR_DEFAULT_CRITICAL = 2.0, 9.0
+
+
+def thresholds(rule: IncidentRule) -> Thresholds:
+    """The rule's thresholds, filled from the catalogue (KPI rules, beds) or the kind."""
+    warn, critical = rule.warn, rule.critical
+    direction = ABOVE
+    default: KpiDefinition | None = None
+    if rule.kind == KPI_THRESHOLD and rule.kpi in KPIS:
+        default = KPIS[rule.kpi]
+        direction = kpi_direction(default)
+    elif rule.kind in RECORD_KINDS and RECORD_KINDS[rule.kind].occupancy:
+        default = RECORD_KINDS[rule.kind].definition
+    if warn is None and critical is None:
+        if default is not None:
+            warn, critical = default.warn, default.critical
+        elif rule.kind == CONNECTOR_HEALTH:
+            warn, critical = CONNECTOR_DEFAULT_WARN, CONNECTOR_DEFAULT_CRITICAL
+        else:
+            warn = RECORD_DEFAULT_WARN
+    recovery = rule.recovery
+    if recovery is None:
+        recovery = warn if warn is not None else critical
+    return Thresholds(direction, warn, critical, recovery)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ioc.context import AppContext
-from ioc.incidents.service import Evaluation, IncidentChanges, evaluate_all, publish
+from ioc.incidents.common import IncidentChanges
+from ioc.incidents.lifecycle import Evaluation, evaluate_all
+from ioc.incidents.queries import publish
 from ioc.kit.clock import utcnow
 from ioc.units.service import province_code_str
 

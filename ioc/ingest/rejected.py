@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.context import AppContext
-from ioc.incidents.service import publish
+from ioc.incidents.queries import publish
 from ioc.ingest.models import MAPPING_STAGE, ConnectorInstance, RejectedRecord
 from ioc.ingest.schemas import ReingestRequest, ReingestResult
 from ioc.ingest.service import validate_records

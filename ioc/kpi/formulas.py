@@ -148,11 +148,11 @@ class SourceLag:
 class IncidentResponse:
     """Mean minutes from opening to `moment` (an `incidents` column) of the incidents whose
     `moment` falls in the period: the numerator sums the minutes, the denominator counts the
-    incidents. The incidents domain stores the cells as incidents are acknowledged and resolved
-    (`ioc.incidents.service.update_response_kpis`); the engine leaves them alone in its rebuild
-    and refresh, and computes them only on read (a period with no stored cell, a breakdown). A
-    commune's cell counts its incidents; the province's counts every incident, including those
-    of the province itself, so it is not the sum of its communes'."""
+    incidents. The incidents domain stores the cells as incidents are acknowledged and
+    resolved (`ioc.incidents.response_times.update_response_kpis`); the engine leaves them alone
+    in its rebuild and refresh, and computes them only on read (a period with no stored cell, a
+    breakdown). A commune's cell counts its incidents; the province's counts every incident,
+    including those of the province itself, so it is not the sum of its communes'."""
 
     moment: str
     record_type: str = "incident"

@@ -20,7 +20,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.context import AppContext
-from ioc.incidents import service as incidents
+from ioc.incidents import common as incident_common
+from ioc.incidents import lifecycle as incident_lifecycle
+from ioc.incidents import queries as incident_queries
 from ioc.incidents.tasks import environment
 from ioc.ingest.models import ConnectorInstance, PollRun
 from ioc.ingest.service import ingest_batch
@@ -214,7 +216,7 @@ async def _store_page(
         assert stored is not None
         stored.cursor = batch.cursor
     await publish_changes(ctx, result.changed_cells)
-    incidents.publish(ctx.hub, result.incidents)
+    incident_queries.publish(ctx.hub, result.incidents)
     ctx.metrics.records_stored.labels(instance.name, instance.kind).inc(result.stored)
     ctx.metrics.records_rejected.labels(instance.name, instance.kind).inc(result.rejected)
     return result.stored, result.rejected
@@ -227,7 +229,9 @@ class StoreResult:
     stored: int
     rejected: int
     changed_cells: list[CellValue]
-    incidents: incidents.IncidentChanges = field(default_factory=incidents.IncidentChanges)
+    incidents: incident_common.IncidentChanges = field(
+        default_factory=incident_common.IncidentChanges
+    )
 
 
 async def store_batch(
@@ -260,7 +264,7 @@ async def store_batch(
             tz=ctx.settings.tz,
             now=kpi_now,
         )
-    judged = await incidents.evaluate_after_ingest(
+    judged = await incident_lifecycle.evaluate_after_ingest(
         session, changes=result.changes, cells=changed, env=environment(ctx)
     )
     return StoreResult(result.stored, result.rejected, changed, judged)
@@ -287,11 +291,11 @@ async def _record_run(
     judge the connector rules on the new health in the same transaction."""
     async with write_transaction(ctx) as session:
         await _store_run(session, instance, outcome, started=started)
-        judged = await incidents.evaluate_connectors(
+        judged = await incident_lifecycle.evaluate_connectors(
             session, instance_ids={instance.id}, env=environment(ctx)
         )
     if ctx.hub is not None:
-        incidents.publish(ctx.hub, judged)
+        incident_queries.publish(ctx.hub, judged)
 
 
 async def _store_run(

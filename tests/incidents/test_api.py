@@ -11,7 +11,7 @@ import httpx
 from fastapi import FastAPI
 
 from ioc.context import AppContext
-from ioc.incidents import service
+from ioc.incidents import rules
 from ioc.kpi.models import KpiValue
 from ioc.live.hub import Client
 from tests.incidents.support import NOW, Clock, evaluate, open_incidents, per_commune_rule
@@ -161,7 +161,7 @@ async def test_the_incident_records_of_a_kpi_incident_are_the_records_behind_its
 
 
 def test_thresholds_breach_strictly_and_recover_at_the_recovery_level() -> None:
-    below = service.Thresholds("below", warn=95, critical=90, recovery=97)
+    below = rules.Thresholds("below", warn=95, critical=90, recovery=97)
     assert [below.severity(v) for v in (96, 95, 94.9, 90, 89)] == [
         None,
         None,
@@ -170,7 +170,7 @@ def test_thresholds_breach_strictly_and_recover_at_the_recovery_level() -> None:
         "critical",
     ]
     assert [below.recovered(v) for v in (96, 97, None)] == [False, True, False]
-    above = service.Thresholds("above", warn=85, critical=95, recovery=80)
+    above = rules.Thresholds("above", warn=85, critical=95, recovery=80)
     assert [above.severity(v) for v in (85, 86, 96)] == [None, "warn", "critical"]
     assert above.worse(86, 96) == 96 and below.worse(94, 89) == 89
 

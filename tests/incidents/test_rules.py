@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from ioc.context import AppContext
-from ioc.incidents import service
+from ioc.incidents import queries, ruleset
 from ioc.incidents.models import Incident
 from ioc.incidents.rules import missed_intervals
 from ioc.incidents.schemas import RuleCreate
@@ -32,7 +32,7 @@ MONDAY = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)  # 10:00 local, Monday 23 Nove
 async def judge(ctx: AppContext, rule: dict[str, Any], records: list[Record]) -> list[Incident]:
     """Store `rule`, ingest `records` at MONDAY as a poll does, return the incidents."""
     async with ctx.sessionmaker() as session, session.begin():
-        await service.create_rule(session, RuleCreate(name="rule", **rule), now=MONDAY)
+        await ruleset.create_rule(session, RuleCreate(name="rule", **rule), now=MONDAY)
     ctx.clock = lambda: MONDAY
     instance_id = await make_instance(ctx)
     async with write_transaction(ctx) as session:
@@ -49,7 +49,7 @@ async def judge(ctx: AppContext, rule: dict[str, Any], records: list[Record]) ->
 
 async def evidence(ctx: AppContext, incident: Incident) -> set[str]:
     async with ctx.sessionmaker() as session:
-        page = await service.incident_records(
+        page = await queries.incident_records(
             session,
             incident,
             now=MONDAY,

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from ioc.context import AppContext
-from ioc.incidents import service
+from ioc.incidents import common, lifecycle, queries, ruleset
 from ioc.incidents.models import Incident, IncidentEvent, IncidentRecord
 from ioc.incidents.schemas import RuleCreate
 from ioc.kit.upsert import upsert
@@ -23,8 +23,8 @@ T0 = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)  # 10:00 local on 20 November
 NOVEMBER = date(2026, 11, 1)
 
 
-def env(ctx: AppContext, now: datetime) -> service.Evaluation:
-    return service.Evaluation(
+def env(ctx: AppContext, now: datetime) -> lifecycle.Evaluation:
+    return lifecycle.Evaluation(
         now=now, real_now=now, tz=ctx.settings.tz, calendar=ctx.settings.calendar, province="75"
     )
 
@@ -33,7 +33,7 @@ async def on_time_rule(ctx: AppContext, **fields: Any) -> int:
     """A province rule on the on-time rate: warn below 95 (the catalogue), critical below 90."""
     spec = {"name": "on-time", "kind": "kpi_threshold", "kpi": "onestop.on_time_rate"} | fields
     async with ctx.sessionmaker() as session, session.begin():
-        return (await service.create_rule(session, RuleCreate(**spec), now=T0)).id
+        return (await ruleset.create_rule(session, RuleCreate(**spec), now=T0)).id
 
 
 async def judge_rate(ctx: AppContext, value: float, at: datetime) -> None:
@@ -52,7 +52,7 @@ async def judge_rate(ctx: AppContext, value: float, at: datetime) -> None:
         await upsert(
             session, KpiValue, [row], keys=("kpi", "unit_code", "period_kind", "period_start")
         )
-        await service.evaluate_all(session, env=env(ctx, at))
+        await lifecycle.evaluate_all(session, env=env(ctx, at))
 
 
 async def incidents(ctx: AppContext) -> list[Incident]:
@@ -151,7 +151,7 @@ async def test_overdue_dossiers_open_one_incident_per_commune_and_field_with_the
     ctx: AppContext,
 ) -> None:
     async with ctx.sessionmaker() as session, session.begin():
-        await service.create_rule(
+        await ruleset.create_rule(
             session, RuleCreate(name="overdue", kind="dossier_overdue", warn=1), now=T0
         )
     due = T0 - timedelta(days=2)
@@ -200,7 +200,7 @@ async def test_overdue_dossiers_open_one_incident_per_commune_and_field_with_the
 
     async def evidence() -> set[str]:
         async with ctx.sessionmaker() as session:
-            page = await service.incident_records(
+            page = await queries.incident_records(
                 session,
                 incident,
                 now=T0,
@@ -254,5 +254,5 @@ async def test_a_rule_that_cannot_be_evaluated_is_refused_with_the_reason(
     ctx: AppContext, fields: dict[str, Any], message: str
 ) -> None:
     async with ctx.sessionmaker() as session:
-        with pytest.raises(service.InvalidRule, match=message):
-            await service.create_rule(session, RuleCreate(name="bad", **fields), now=T0)
+        with pytest.raises(common.InvalidRule, match=message):
+            await ruleset.create_rule(session, RuleCreate(name="bad", **fields), now=T0)
