@@ -12,7 +12,8 @@ IOC, then the floor, with the same frames at the same rate:
   subscriber's frame was handed to its socket (the floor: the `broadcast()` call itself, which
   writes to every transport before returning);
 - server CPU per frame written (this process's CPU time while publishing ÷ frames × clients):
-  the figure least disturbed by a shared machine;
+  the figure least disturbed by a shared machine; split into user time (Python: what the hub
+  or `broadcast()` does per client) and system time (the kernel's `send()` on loopback);
 - server RSS with every client connected (this process, which also holds the idle floor server).
 
     .venv/bin/python bench/ws_fanout.py                       # both scenarios, 25 s each
@@ -53,6 +54,22 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_times() -> tuple[float, float]:
+    """This process's user and system CPU seconds so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def per_frame(before: tuple[float, float], frames: int) -> dict[str, float]:
+    """CPU microseconds per frame written since `before`: total, in Python (user), in the kernel."""
+    user, system = (now - then for now, then in zip(cpu_times(), before, strict=True))
+    return {
+        "server_cpu_us_per_frame": round((user + system) / frames * 1e6, 1),
+        "server_user_us_per_frame": round(user / frames * 1e6, 1),
+        "server_system_us_per_frame": round(system / frames * 1e6, 1),
+    }
 
 
 def pct(values: list[float], p: float) -> float:
@@ -199,12 +216,12 @@ async def ioc_phase(port: int, app: Any, count: int, rate: float, seconds: float
     written: dict[int, list[float]] = {}
     base = hub.seq.get(TOPIC, 0)
 
-    def on_sent(topic: str, seq: int) -> None:
+    def on_sent(topic: str, seq: int, count: int) -> None:
         entry = written.get(seq)
         if entry is None:
-            written[seq] = [1, time.perf_counter()]
+            written[seq] = [count, time.perf_counter()]
         else:
-            entry[0] += 1
+            entry[0] += count
             entry[1] = time.perf_counter()
 
     hub.on_sent = on_sent
@@ -213,9 +230,11 @@ async def ioc_phase(port: int, app: Any, count: int, rate: float, seconds: float
     assert hub.client_count() == count, hub.client_count()
     rss_connected = rss_mb()
     template = await hub.topics(TOPIC)
-    cpu_before = time.process_time()
+    cpu_before = cpu_times()
+    direct_before = hub.frames_written_directly
     published = await publish_for(seconds, rate, lambda data, n: hub.publish(TOPIC, data), template)
-    cpu = time.process_time() - cpu_before
+    cpu = per_frame(cpu_before, len(published) * count)
+    direct = hub.frames_written_directly - direct_before
     rss_peak = max(rss_connected, rss_mb())
     latencies, gaps = await clients.stop()
     hub.on_sent = None
@@ -241,8 +260,11 @@ async def ioc_phase(port: int, app: Any, count: int, rate: float, seconds: float
         "seq_gaps_seen_by_clients": gaps,
         "server_rss_mb_connected": round(rss_connected, 1),
         "server_rss_mb_peak": round(rss_peak, 1),
-        "server_cpu_share_while_publishing": round(cpu / seconds, 2),
-        "server_cpu_us_per_frame": round(cpu / (len(published) * count) * 1e6, 1),
+        "frames_written_straight_to_socket": direct,
+        "server_cpu_share_while_publishing": round(
+            cpu["server_cpu_us_per_frame"] * len(published) * count / 1e6 / seconds, 2
+        ),
+        **cpu,
     }
 
 
@@ -280,13 +302,13 @@ async def floor_phase(
             websockets.broadcast(connected, frame)
             durations.append((time.perf_counter() - began) * 1000)
 
-        cpu_before = time.process_time()
+        cpu_before = cpu_times()
         published = await publish_for(seconds, rate, publish, template)
-        cpu = time.process_time() - cpu_before
+        cpu = per_frame(cpu_before, len(published) * count)
         latencies, _ = await clients.stop()
     return {
         "frames_published": len(published),
-        "server_cpu_us_per_frame": round(cpu / (len(published) * count) * 1e6, 1),
+        **cpu,
         "publish_to_last_write_ms": {"p50": pct(durations, 50), "p99": pct(durations, 99)},
         "delivery_ms": {
             "count": len(latencies),
@@ -357,6 +379,8 @@ async def run_server(scenarios: list[str], seconds: float, ws: str = "auto") -> 
                 / floor["publish_to_last_write_ms"]["p99"],
                 "ratio_cpu_per_frame": ioc["server_cpu_us_per_frame"]
                 / floor["server_cpu_us_per_frame"],
+                "ratio_user_cpu_per_frame": ioc["server_user_us_per_frame"]
+                / floor["server_user_us_per_frame"],
             }
     finally:
         server.should_exit = True

@@ -48,10 +48,13 @@ def text_frame(payload: bytes) -> bytes:
 class DirectWriter:
     """Writes ready-made frames to one uvicorn `websockets-sansio` connection's transport."""
 
-    __slots__ = ("connection", "protocol", "websocket")
+    __slots__ = ("connection", "protocol", "transport", "websocket", "writable")
 
     def __init__(self, protocol: Any, websocket: Any) -> None:
         self.protocol = protocol
+        self.transport = protocol.transport
+        self.writable = protocol.writable
+        """Cleared by uvicorn while the transport is paused (buffer above its high-water mark)."""
         self.connection = protocol.conn
         """The sans-I/O `websockets.server.ServerProtocol`: the connection's state."""
         self.websocket = websocket
@@ -63,7 +66,7 @@ class DirectWriter:
         protocol = self.protocol
         connection = self.connection
         if (
-            protocol.writable.is_set()
+            self.writable.is_set()
             and not protocol.close_sent
             and not protocol.disconnected
             and connection.state is _OPEN
@@ -71,7 +74,7 @@ class DirectWriter:
             and not connection.writes
             and self.websocket.application_state is _CONNECTED
         ):
-            transport = protocol.transport
+            transport = self.transport
             if not transport.is_closing():
                 transport.write(frame)
                 return True

@@ -35,6 +35,9 @@ Watcher = Callable[[str, Any], None]
 Relay = Callable[[str, Any], None]
 """Hands a published update to the other replicas (see `ioc.live.fanout`)."""
 
+SentHook = Callable[[str, int, int], None]
+"""Called with a topic, a seq and how many clients its frame was just written to (benches)."""
+
 
 class UnknownTopic(LookupError):
     """A topic name that does not match any known topic."""
@@ -116,7 +119,7 @@ class Client:
         *,
         queue_limit: int,
         send_timeout: float = 10.0,
-        on_sent: Callable[[str, int], None] | None = None,
+        on_sent: SentHook | None = None,
         fanout: Observer | None = None,
         direct: FrameWriter | None = None,
     ) -> None:
@@ -152,7 +155,7 @@ class Client:
     def _sent(self, topic: str, seq: int) -> None:
         """A frame was written: tell the observers (an update's publish-to-write latency)."""
         if self.on_sent is not None:
-            self.on_sent(topic, seq)
+            self.on_sent(topic, seq, 1)
         published = self.published_at.get(topic)
         if self.fanout is not None and published is not None and published[0] == seq:
             del self.published_at[topic]
@@ -313,7 +316,7 @@ class Hub:
         self.left_at: dict[str, float] = {}
         self.watchers: list[Watcher] = []
         self.relay: Relay | None = None
-        self.on_sent: Callable[[str, int], None] | None = None
+        self.on_sent: SentHook | None = None
         self.dropped_clients = 0
         self.frames_written_directly = 0
         """Update frames written straight to a socket (the fast path), for tests and benches."""
@@ -355,8 +358,6 @@ class Hub:
         for client in list(clients):
             if client.write_now(wire):
                 direct += 1
-                if client.on_sent is not None:
-                    client.on_sent(topic, seq)
                 if client.fanout is not None:
                     observers.add(client.fanout)
                 continue
@@ -368,6 +369,8 @@ class Hub:
                 log.warning("dropping a client that fell %d topics behind", client.queue_limit)
                 self.drop(client, reason=f"more than {client.queue_limit} topics pending")
         self.frames_written_directly += direct
+        if direct and self.on_sent is not None:
+            self.on_sent(topic, seq, direct)
         # The frames written at once are timed together: one observation per update, the time
         # to the last of them (an observation per client would cost a third of a write).
         for observer in observers:
