@@ -14,7 +14,12 @@ IOC, then the floor, with the same frames at the same rate:
 - server CPU per frame written (this process's CPU time while publishing ÷ frames × clients):
   the figure least disturbed by a shared machine; split into user time (Python: what the hub
   or `broadcast()` does per client) and system time (the kernel's `send()` on loopback);
-- server RSS with every client connected (this process, which also holds the idle floor server).
+- server RSS with every client connected (this process, which also holds the idle floor server);
+- Python work per client of one fan-out, without the kernel (`python_only`: every transport a
+  sink, best of 20 rounds in one process): what the hub's fast path and `broadcast()` themselves
+  cost, independent of who else runs on the machine.
+
+uvicorn's keepalive pings and the hub's heartbeat are off, as the floor has neither.
 
     .venv/bin/python bench/ws_fanout.py                       # both scenarios, 25 s each
     .venv/bin/python bench/ws_fanout.py --scenario 1000x10 --seconds 10
@@ -318,6 +323,75 @@ async def floor_phase(
     }
 
 
+def python_only(count: int, template: dict[str, Any], *, repeat: int = 20) -> dict[str, float]:
+    """The per-client Python work of one fan-out, without the kernel: every transport is a sink.
+
+    The floor: `websockets.broadcast` over real `ServerConnection`s in the OPEN state. The IOC:
+    `Hub.deliver` to clients whose `DirectWriter` stands over an object shaped like uvicorn's
+    `websockets-sansio` protocol (the attributes the fast path reads) and a real
+    `websockets.server.ServerProtocol`."""
+    from types import SimpleNamespace
+
+    import websockets
+    from starlette.websockets import WebSocketState
+    from websockets.asyncio.server import ServerConnection
+    from websockets.protocol import State
+    from websockets.server import ServerProtocol
+
+    from ioc.live.frames import DirectWriter
+    from ioc.live.hub import Client, Hub
+
+    class Sink(asyncio.Transport):
+        def write(self, data: Any) -> None:
+            pass
+
+        def is_closing(self) -> bool:
+            return False
+
+    def open_protocol() -> ServerProtocol:
+        protocol = ServerProtocol()
+        protocol.state = State.OPEN
+        return protocol
+
+    connections = []
+    for _ in range(count):
+        connection = ServerConnection(open_protocol(), None)  # type: ignore[arg-type]
+        connection.transport = Sink()
+        connections.append(connection)
+    hub = Hub(None)
+    for _ in range(count):
+        writable = asyncio.Event()
+        writable.set()
+        server = SimpleNamespace(
+            transport=Sink(),
+            writable=writable,
+            close_sent=False,
+            disconnected=False,
+            conn=open_protocol(),
+        )
+        app_side = SimpleNamespace(application_state=WebSocketState.CONNECTED)
+        client = Client(None, queue_limit=10, direct=DirectWriter(server, app_side))  # type: ignore[arg-type]
+        client.parked = True
+        hub.attach(client)
+        hub.subscribers.setdefault(TOPIC, set()).add(client)
+        client.topics.add(TOPIC)
+    message = json.dumps({"type": "update", "topic": TOPIC, "seq": 1, "data": template})
+
+    def best(call: Any) -> float:
+        call()
+        times = []
+        for _ in range(repeat):
+            began = time.process_time()
+            call()
+            times.append(time.process_time() - began)
+        return round(min(times) / count * 1e6, 2)
+
+    hub_us = best(lambda: hub.deliver(TOPIC, template))
+    floor_us = best(lambda: websockets.broadcast(connections, message))
+    assert hub.frames_written_directly == (repeat + 1) * count
+    return {"ioc_us_per_client": hub_us, "floor_us_per_client": floor_us}
+
+
 async def run_server(scenarios: list[str], seconds: float, ws: str = "auto") -> dict[str, Any]:
     import uvicorn
 
@@ -348,6 +422,7 @@ async def run_server(scenarios: list[str], seconds: float, ws: str = "auto") -> 
         log_level="warning",
         backlog=4096,
         ws=ws,  # type: ignore[arg-type]
+        ws_ping_interval=None,  # uvicorn's own keepalive pings: off too, as for the floor
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
@@ -368,6 +443,8 @@ async def run_server(scenarios: list[str], seconds: float, ws: str = "auto") -> 
             print(f"{name}: bare websockets.broadcast floor", flush=True)
             floor = await floor_phase(count, rate, seconds, template)
             print(json.dumps(floor), flush=True)
+            python = python_only(count, template)
+            print(json.dumps({"python_only": python}), flush=True)
             results[name] = {
                 "clients": count,
                 "updates_per_second": rate,
@@ -381,6 +458,8 @@ async def run_server(scenarios: list[str], seconds: float, ws: str = "auto") -> 
                 / floor["server_cpu_us_per_frame"],
                 "ratio_user_cpu_per_frame": ioc["server_user_us_per_frame"]
                 / floor["server_user_us_per_frame"],
+                "python_only": python,
+                "ratio_python_only": python["ioc_us_per_client"] / python["floor_us_per_client"],
             }
     finally:
         server.should_exit = True

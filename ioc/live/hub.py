@@ -2,11 +2,11 @@
 
 Publishing serialises a message once and hands it to every subscriber without awaiting any of
 them: an idle client whose connection allows it gets the update's WebSocket frame, encoded once
-for all, written straight to its socket (`ioc.live.frames`); any other client gets the message in
-its queue, which keeps only the latest message per topic and which its writer task drains, so a
-slow screen never slows the others. Each topic keeps a short
-history of its last updates, so a client that reconnects with the last `seq` it saw gets what it
-missed — or a fresh snapshot when the history no longer reaches back that far.
+for all, written straight to its socket (`ioc.live.frames`); any other client gets the message
+in its queue, which keeps only the latest message per topic and which its writer task drains, so
+a slow screen never slows the others. Each topic keeps a short history of its last updates, so a
+client that reconnects with the last `seq` it saw gets what it missed — or a fresh snapshot when
+the history no longer reaches back that far.
 """
 
 from __future__ import annotations
