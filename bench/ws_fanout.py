@@ -88,7 +88,7 @@ def pct(values: list[float], p: float) -> float:
 # ---------------------------------------------------------------- clients
 
 
-async def run_clients(url: str, count: int, *, subscribe: bool) -> None:
+async def run_clients(url: str, count: int, *, subscribe: bool, deflate: bool = False) -> None:
     """`count` connections; prints `ready`, then on stdin's end the latencies as JSON."""
     import orjson
     import websockets
@@ -124,7 +124,12 @@ async def run_clients(url: str, count: int, *, subscribe: bool) -> None:
     for start in range(0, count, 100):  # in batches: the listen backlog is finite
         batch = await asyncio.gather(
             *(
-                connect(url, ping_interval=None, max_queue=None, compression=None)
+                connect(
+                    url,
+                    ping_interval=None,
+                    max_queue=None,
+                    compression="deflate" if deflate else None,
+                )
                 for _ in range(min(100, count - start))
             )
         )
@@ -158,7 +163,7 @@ class Clients:
     def __init__(self) -> None:
         self.processes: list[asyncio.subprocess.Process] = []
 
-    async def start(self, url: str, count: int, *, subscribe: bool) -> None:
+    async def start(self, url: str, count: int, *, subscribe: bool, deflate: bool = False) -> None:
         per = [
             count // CLIENT_PROCESSES + (i < count % CLIENT_PROCESSES)
             for i in range(CLIENT_PROCESSES)
@@ -167,6 +172,8 @@ class Clients:
             args = [sys.executable, __file__, "--client", url, "--count", str(n)]
             if not subscribe:
                 args.append("--no-subscribe")
+            if deflate:
+                args.append("--deflate")
             self.processes.append(
                 await asyncio.create_subprocess_exec(
                     *args,
@@ -215,7 +222,9 @@ async def publish_for(
     return published
 
 
-async def ioc_phase(port: int, app: Any, count: int, rate: float, seconds: float) -> dict[str, Any]:
+async def ioc_phase(
+    port: int, app: Any, count: int, rate: float, seconds: float, *, deflate: bool = False
+) -> dict[str, Any]:
     """The IOC hub serving `count` clients at `rate` updates per second."""
     hub = app.state.ctx.hub
     written: dict[int, list[float]] = {}
@@ -231,7 +240,7 @@ async def ioc_phase(port: int, app: Any, count: int, rate: float, seconds: float
 
     hub.on_sent = on_sent
     clients = Clients()
-    await clients.start(f"ws://127.0.0.1:{port}/ws", count, subscribe=True)
+    await clients.start(f"ws://127.0.0.1:{port}/ws", count, subscribe=True, deflate=deflate)
     assert hub.client_count() == count, hub.client_count()
     rss_connected = rss_mb()
     template = await hub.topics(TOPIC)
@@ -392,7 +401,9 @@ def python_only(count: int, template: dict[str, Any], *, repeat: int = 20) -> di
     return {"ioc_us_per_client": hub_us, "floor_us_per_client": floor_us}
 
 
-async def run_server(scenarios: list[str], seconds: float, ws: str = "auto") -> dict[str, Any]:
+async def run_server(
+    scenarios: list[str], seconds: float, ws: str = "auto", *, deflate: bool = False
+) -> dict[str, Any]:
     import uvicorn
 
     from ioc.app import create_app
@@ -437,7 +448,7 @@ async def run_server(scenarios: list[str], seconds: float, ws: str = "auto") -> 
                 f"{name}: IOC hub, {count} clients × {rate:g} updates/s for {seconds:g} s",
                 flush=True,
             )
-            ioc = await ioc_phase(port, app, count, rate, seconds)
+            ioc = await ioc_phase(port, app, count, rate, seconds, deflate=deflate)
             print(json.dumps(ioc), flush=True)
             template = await app.state.ctx.hub.topics(TOPIC)
             print(f"{name}: bare websockets.broadcast floor", flush=True)
@@ -476,17 +487,26 @@ def main() -> None:
     )
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--deflate",
+        action="store_true",
+        help="clients offer permessage-deflate, as browsers do (the IOC accepts it, the floor not)",
+    )
     parser.add_argument("--no-subscribe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
-        asyncio.run(run_clients(args.client, args.count, subscribe=not args.no_subscribe))
+        asyncio.run(
+            run_clients(
+                args.client, args.count, subscribe=not args.no_subscribe, deflate=args.deflate
+            )
+        )
         return
     from bench.common import machine, write_results
 
     scenarios = args.scenario or list(SCENARIOS)
-    results = asyncio.run(run_server(scenarios, args.seconds, args.ws))
+    results = asyncio.run(run_server(scenarios, args.seconds, args.ws, deflate=args.deflate))
     results["machine"] = machine() | {"load_average": os.getloadavg()}
-    write_results("ws_fanout", results)
+    write_results("ws_fanout_deflate" if args.deflate else "ws_fanout", results)
 
 
 if __name__ == "__main__":
