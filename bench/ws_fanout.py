@@ -12,8 +12,14 @@ IOC, then the floor, with the same frames at the same rate:
   subscriber's frame was handed to its socket (the floor: the `broadcast()` call itself, which
   writes to every transport before returning);
 - server CPU per frame written (this process's CPU time while publishing ÷ frames × clients):
-  the figure least disturbed by a shared machine;
-- server RSS with every client connected (this process, which also holds the idle floor server).
+  the figure least disturbed by a shared machine; split into user time (Python: what the hub
+  or `broadcast()` does per client) and system time (the kernel's `send()` on loopback);
+- server RSS with every client connected (this process, which also holds the idle floor server);
+- Python work per client of one fan-out, without the kernel (`python_only`: every transport a
+  sink, best of 20 rounds in one process): what the hub's fast path and `broadcast()` themselves
+  cost, independent of who else runs on the machine.
+
+uvicorn's keepalive pings and the hub's heartbeat are off, as the floor has neither.
 
     .venv/bin/python bench/ws_fanout.py                       # both scenarios, 25 s each
     .venv/bin/python bench/ws_fanout.py --scenario 1000x10 --seconds 10
@@ -55,6 +61,22 @@ def rss_mb() -> float:
     return 0.0
 
 
+def cpu_times() -> tuple[float, float]:
+    """This process's user and system CPU seconds so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def per_frame(before: tuple[float, float], frames: int) -> dict[str, float]:
+    """CPU microseconds per frame written since `before`: total, in Python (user), in the kernel."""
+    user, system = (now - then for now, then in zip(cpu_times(), before, strict=True))
+    return {
+        "server_cpu_us_per_frame": round((user + system) / frames * 1e6, 1),
+        "server_user_us_per_frame": round(user / frames * 1e6, 1),
+        "server_system_us_per_frame": round(system / frames * 1e6, 1),
+    }
+
+
 def pct(values: list[float], p: float) -> float:
     """The p-th percentile (nearest rank) of `values`, or NaN when empty."""
     if not values:
@@ -66,7 +88,7 @@ def pct(values: list[float], p: float) -> float:
 # ---------------------------------------------------------------- clients
 
 
-async def run_clients(url: str, count: int, *, subscribe: bool) -> None:
+async def run_clients(url: str, count: int, *, subscribe: bool, deflate: bool = False) -> None:
     """`count` connections; prints `ready`, then on stdin's end the latencies as JSON."""
     import orjson
     import websockets
@@ -102,7 +124,12 @@ async def run_clients(url: str, count: int, *, subscribe: bool) -> None:
     for start in range(0, count, 100):  # in batches: the listen backlog is finite
         batch = await asyncio.gather(
             *(
-                connect(url, ping_interval=None, max_queue=None, compression=None)
+                connect(
+                    url,
+                    ping_interval=None,
+                    max_queue=None,
+                    compression="deflate" if deflate else None,
+                )
                 for _ in range(min(100, count - start))
             )
         )
@@ -136,7 +163,7 @@ class Clients:
     def __init__(self) -> None:
         self.processes: list[asyncio.subprocess.Process] = []
 
-    async def start(self, url: str, count: int, *, subscribe: bool) -> None:
+    async def start(self, url: str, count: int, *, subscribe: bool, deflate: bool = False) -> None:
         per = [
             count // CLIENT_PROCESSES + (i < count % CLIENT_PROCESSES)
             for i in range(CLIENT_PROCESSES)
@@ -145,6 +172,8 @@ class Clients:
             args = [sys.executable, __file__, "--client", url, "--count", str(n)]
             if not subscribe:
                 args.append("--no-subscribe")
+            if deflate:
+                args.append("--deflate")
             self.processes.append(
                 await asyncio.create_subprocess_exec(
                     *args,
@@ -193,29 +222,33 @@ async def publish_for(
     return published
 
 
-async def ioc_phase(port: int, app: Any, count: int, rate: float, seconds: float) -> dict[str, Any]:
+async def ioc_phase(
+    port: int, app: Any, count: int, rate: float, seconds: float, *, deflate: bool = False
+) -> dict[str, Any]:
     """The IOC hub serving `count` clients at `rate` updates per second."""
     hub = app.state.ctx.hub
     written: dict[int, list[float]] = {}
     base = hub.seq.get(TOPIC, 0)
 
-    def on_sent(topic: str, seq: int) -> None:
+    def on_sent(topic: str, seq: int, count: int) -> None:
         entry = written.get(seq)
         if entry is None:
-            written[seq] = [1, time.perf_counter()]
+            written[seq] = [count, time.perf_counter()]
         else:
-            entry[0] += 1
+            entry[0] += count
             entry[1] = time.perf_counter()
 
     hub.on_sent = on_sent
     clients = Clients()
-    await clients.start(f"ws://127.0.0.1:{port}/ws", count, subscribe=True)
+    await clients.start(f"ws://127.0.0.1:{port}/ws", count, subscribe=True, deflate=deflate)
     assert hub.client_count() == count, hub.client_count()
     rss_connected = rss_mb()
     template = await hub.topics(TOPIC)
-    cpu_before = time.process_time()
+    cpu_before = cpu_times()
+    direct_before = hub.frames_written_directly
     published = await publish_for(seconds, rate, lambda data, n: hub.publish(TOPIC, data), template)
-    cpu = time.process_time() - cpu_before
+    cpu = per_frame(cpu_before, len(published) * count)
+    direct = hub.frames_written_directly - direct_before
     rss_peak = max(rss_connected, rss_mb())
     latencies, gaps = await clients.stop()
     hub.on_sent = None
@@ -241,8 +274,11 @@ async def ioc_phase(port: int, app: Any, count: int, rate: float, seconds: float
         "seq_gaps_seen_by_clients": gaps,
         "server_rss_mb_connected": round(rss_connected, 1),
         "server_rss_mb_peak": round(rss_peak, 1),
-        "server_cpu_share_while_publishing": round(cpu / seconds, 2),
-        "server_cpu_us_per_frame": round(cpu / (len(published) * count) * 1e6, 1),
+        "frames_written_straight_to_socket": direct,
+        "server_cpu_share_while_publishing": round(
+            cpu["server_cpu_us_per_frame"] * len(published) * count / 1e6 / seconds, 2
+        ),
+        **cpu,
     }
 
 
@@ -280,13 +316,13 @@ async def floor_phase(
             websockets.broadcast(connected, frame)
             durations.append((time.perf_counter() - began) * 1000)
 
-        cpu_before = time.process_time()
+        cpu_before = cpu_times()
         published = await publish_for(seconds, rate, publish, template)
-        cpu = time.process_time() - cpu_before
+        cpu = per_frame(cpu_before, len(published) * count)
         latencies, _ = await clients.stop()
     return {
         "frames_published": len(published),
-        "server_cpu_us_per_frame": round(cpu / (len(published) * count) * 1e6, 1),
+        **cpu,
         "publish_to_last_write_ms": {"p50": pct(durations, 50), "p99": pct(durations, 99)},
         "delivery_ms": {
             "count": len(latencies),
@@ -296,7 +332,78 @@ async def floor_phase(
     }
 
 
-async def run_server(scenarios: list[str], seconds: float, ws: str = "auto") -> dict[str, Any]:
+def python_only(count: int, template: dict[str, Any], *, repeat: int = 20) -> dict[str, float]:
+    """The per-client Python work of one fan-out, without the kernel: every transport is a sink.
+
+    The floor: `websockets.broadcast` over real `ServerConnection`s in the OPEN state. The IOC:
+    `Hub.deliver` to clients whose `DirectWriter` stands over an object shaped like uvicorn's
+    `websockets-sansio` protocol (the attributes the fast path reads) and a real
+    `websockets.server.ServerProtocol`."""
+    from types import SimpleNamespace
+
+    import websockets
+    from starlette.websockets import WebSocketState
+    from websockets.asyncio.server import ServerConnection
+    from websockets.protocol import State
+    from websockets.server import ServerProtocol
+
+    from ioc.live.frames import DirectWriter
+    from ioc.live.hub import Client, Hub
+
+    class Sink(asyncio.Transport):
+        def write(self, data: Any) -> None:
+            pass
+
+        def is_closing(self) -> bool:
+            return False
+
+    def open_protocol() -> ServerProtocol:
+        protocol = ServerProtocol()
+        protocol.state = State.OPEN
+        return protocol
+
+    connections = []
+    for _ in range(count):
+        connection = ServerConnection(open_protocol(), None)  # type: ignore[arg-type]
+        connection.transport = Sink()
+        connections.append(connection)
+    hub = Hub(None)
+    for _ in range(count):
+        writable = asyncio.Event()
+        writable.set()
+        server = SimpleNamespace(
+            transport=Sink(),
+            writable=writable,
+            close_sent=False,
+            disconnected=False,
+            conn=open_protocol(),
+        )
+        app_side = SimpleNamespace(application_state=WebSocketState.CONNECTED)
+        client = Client(None, queue_limit=10, direct=DirectWriter(server, app_side))  # type: ignore[arg-type]
+        client.parked = True
+        hub.attach(client)
+        hub.subscribers.setdefault(TOPIC, set()).add(client)
+        client.topics.add(TOPIC)
+    message = json.dumps({"type": "update", "topic": TOPIC, "seq": 1, "data": template})
+
+    def best(call: Any) -> float:
+        call()
+        times = []
+        for _ in range(repeat):
+            began = time.process_time()
+            call()
+            times.append(time.process_time() - began)
+        return round(min(times) / count * 1e6, 2)
+
+    hub_us = best(lambda: hub.deliver(TOPIC, template))
+    floor_us = best(lambda: websockets.broadcast(connections, message))
+    assert hub.frames_written_directly == (repeat + 1) * count
+    return {"ioc_us_per_client": hub_us, "floor_us_per_client": floor_us}
+
+
+async def run_server(
+    scenarios: list[str], seconds: float, ws: str = "auto", *, deflate: bool = False
+) -> dict[str, Any]:
     import uvicorn
 
     from ioc.app import create_app
@@ -326,6 +433,7 @@ async def run_server(scenarios: list[str], seconds: float, ws: str = "auto") -> 
         log_level="warning",
         backlog=4096,
         ws=ws,  # type: ignore[arg-type]
+        ws_ping_interval=None,  # uvicorn's own keepalive pings: off too, as for the floor
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
@@ -340,12 +448,14 @@ async def run_server(scenarios: list[str], seconds: float, ws: str = "auto") -> 
                 f"{name}: IOC hub, {count} clients × {rate:g} updates/s for {seconds:g} s",
                 flush=True,
             )
-            ioc = await ioc_phase(port, app, count, rate, seconds)
+            ioc = await ioc_phase(port, app, count, rate, seconds, deflate=deflate)
             print(json.dumps(ioc), flush=True)
             template = await app.state.ctx.hub.topics(TOPIC)
             print(f"{name}: bare websockets.broadcast floor", flush=True)
             floor = await floor_phase(count, rate, seconds, template)
             print(json.dumps(floor), flush=True)
+            python = python_only(count, template)
+            print(json.dumps({"python_only": python}), flush=True)
             results[name] = {
                 "clients": count,
                 "updates_per_second": rate,
@@ -357,6 +467,10 @@ async def run_server(scenarios: list[str], seconds: float, ws: str = "auto") -> 
                 / floor["publish_to_last_write_ms"]["p99"],
                 "ratio_cpu_per_frame": ioc["server_cpu_us_per_frame"]
                 / floor["server_cpu_us_per_frame"],
+                "ratio_user_cpu_per_frame": ioc["server_user_us_per_frame"]
+                / floor["server_user_us_per_frame"],
+                "python_only": python,
+                "ratio_python_only": python["ioc_us_per_client"] / python["floor_us_per_client"],
             }
     finally:
         server.should_exit = True
@@ -373,17 +487,26 @@ def main() -> None:
     )
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--deflate",
+        action="store_true",
+        help="clients offer permessage-deflate, as browsers do (the IOC accepts it, the floor not)",
+    )
     parser.add_argument("--no-subscribe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
-        asyncio.run(run_clients(args.client, args.count, subscribe=not args.no_subscribe))
+        asyncio.run(
+            run_clients(
+                args.client, args.count, subscribe=not args.no_subscribe, deflate=args.deflate
+            )
+        )
         return
     from bench.common import machine, write_results
 
     scenarios = args.scenario or list(SCENARIOS)
-    results = asyncio.run(run_server(scenarios, args.seconds, args.ws))
+    results = asyncio.run(run_server(scenarios, args.seconds, args.ws, deflate=args.deflate))
     results["machine"] = machine() | {"load_average": os.getloadavg()}
-    write_results("ws_fanout", results)
+    write_results("ws_fanout_deflate" if args.deflate else "ws_fanout", results)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ioc.auth.deps import accept_websocket
 from ioc.context import AppContext
+from ioc.live.frames import direct_writer
 from ioc.live.hub import Client, Hub
 
 router = APIRouter(tags=["live"])
@@ -33,6 +34,7 @@ async def live(websocket: WebSocket) -> None:
         queue_limit=ctx.settings.ws_client_queue,
         send_timeout=ctx.settings.ws_send_timeout,
         fanout=ctx.metrics.ws_fanout,
+        direct=direct_writer(websocket),
     )
     hub.attach(client)
     writer = client.task = asyncio.create_task(client.run_writer())

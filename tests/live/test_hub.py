@@ -292,3 +292,67 @@ async def test_a_write_that_fails_during_publish_ends_that_client_only() -> None
     with pytest.raises(ConnectionResetError):
         await writer
     assert healthy_sender.frames[-1]["data"] == {"value": 1}
+
+
+class FrameTap:
+    """A connection's fast path that records the frame bytes it is given (or refuses them)."""
+
+    def __init__(self, *, takes: bool = True) -> None:
+        self.takes = takes
+        self.frames: list[bytes] = []
+
+    def write(self, frame: bytes) -> bool:
+        if self.takes:
+            self.frames.append(frame)
+        return self.takes
+
+
+class Latencies:
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def observe(self, amount: float) -> None:
+        self.seen.append(amount)
+
+
+async def test_idle_clients_share_one_encoded_frame_reported_once_per_update() -> None:
+    hub = Hub(snapshot)
+    sent: list[tuple[str, int, int]] = []
+    hub.on_sent = lambda topic, seq, count: sent.append((topic, seq, count))
+    latencies = Latencies()
+    taps = [FrameTap(), FrameTap(), FrameTap(takes=False)]
+    clients = []
+    for tap in taps:
+        client, _ = await follow(hub, ["kpi:a:75"])
+        client.direct, client.fanout = tap, latencies
+        clients.append(client)
+    sent.clear()  # the snapshots
+    assert hub.publish("kpi:a:75", {"value": 1}) == 3
+    assert taps[0].frames == taps[1].frames and len(taps[0].frames) == 1
+    assert taps[0].frames[0] is taps[1].frames[0]  # the same bytes, encoded once
+    frame = taps[0].frames[0]
+    assert frame[:2] == bytes([0x81, len(frame) - 2])  # one whole unmasked text frame
+    assert json.loads(frame[2:]) == {
+        "type": "update",
+        "topic": "kpi:a:75",
+        "seq": 1,
+        "data": {"value": 1},
+    }
+    assert hub.frames_written_directly == 2
+    # The refused one took the ordinary path (its send completed at once): reported alone.
+    assert sent == [("kpi:a:75", 1, 1), ("kpi:a:75", 1, 2)]
+    assert len(latencies.seen) == 2  # once for the two direct writes, once for the other one
+
+
+async def test_a_client_with_a_message_queued_is_not_overtaken_by_a_direct_write() -> None:
+    hub = Hub(snapshot)
+    client, sender = await follow(hub, ["kpi:a:75"])
+    tap = client.direct = FrameTap()
+    sender.gate.clear()  # the writer is held on its next frame
+    client.send_control({"type": "ping"})
+    await asyncio.sleep(0)
+    hub.publish("kpi:a:75", {"value": 1})
+    assert tap.frames == []
+    sender.gate.set()
+    await drain(client)
+    assert [f["type"] for f in sender.frames[-2:]] == ["ping", "update"]

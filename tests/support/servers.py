@@ -11,8 +11,11 @@ import uvicorn
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: Any, *, startup_timeout: float = 10.0) -> AsyncIterator[str]:
-    """Serve `app` with uvicorn on 127.0.0.1 and a free port; yields its base URL."""
+async def serve_app(
+    app: Any, *, startup_timeout: float = 10.0, **options: Any
+) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn on 127.0.0.1 and a free port (`options`: more of uvicorn's
+    settings, e.g. `ws`); yields its base URL."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -20,6 +23,7 @@ async def serve_app(app: Any, *, startup_timeout: float = 10.0) -> AsyncIterator
         log_level="warning",
         lifespan="auto",
         timeout_graceful_shutdown=2,
+        **options,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

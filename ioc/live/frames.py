@@ -1,0 +1,145 @@
+"""One WebSocket frame, encoded once, written to many connections: the hub's fast path.
+
+A server's frames are not masked, so without per-message compression the bytes of a text frame
+are the same for every client. The hub encodes an update's frame once (`text_frame`) and hands
+those bytes to each idle subscriber's transport (`DirectWriter.write`): less work than
+`websockets.broadcast`, which frames the message again for every connection, and far less than
+going through Starlette's and uvicorn's `send` for each client.
+
+The fast path is taken only where it writes exactly what uvicorn would have written, in the same
+order. `direct_writer` offers it only for uvicorn's `websockets-sansio` protocol (its default
+with `websockets` installed) reached through nothing but Starlette's own pass-through `send`
+wrappers (any other middleware wrapping `send` may want to see or change the messages), on an
+accepted connection that negotiated no extension (permessage-deflate compresses each
+connection's frames with its own context). `DirectWriter.write` then refuses, leaving the frame
+to the ordinary `send_text` path, whenever the connection is not open, has begun or finished its
+close, has output of its own not yet written, or has its transport paused (the socket buffer is
+above uvicorn's high-water mark: the client is slow, and the hub's queue conflates for it).
+"""
+
+from __future__ import annotations
+
+import struct
+from types import CodeType, FunctionType, MethodType
+from typing import Any
+
+from starlette.websockets import WebSocketState
+from websockets.protocol import State
+
+_OPEN = State.OPEN
+_CONNECTED = WebSocketState.CONNECTED
+
+OPCODE_TEXT_FIN = 0x81
+"""FIN bit set, opcode 1 (text): a whole message in one frame."""
+
+
+def text_frame(payload: bytes) -> bytes:
+    """The unmasked frame carrying `payload` (UTF-8 text) as one whole text message."""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", OPCODE_TEXT_FIN, length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", OPCODE_TEXT_FIN, 126, length)
+    else:
+        header = struct.pack("!BBQ", OPCODE_TEXT_FIN, 127, length)
+    return header + payload
+
+
+class DirectWriter:
+    """Writes ready-made frames to one uvicorn `websockets-sansio` connection's transport."""
+
+    __slots__ = ("connection", "protocol", "transport", "websocket", "writable")
+
+    def __init__(self, protocol: Any, websocket: Any) -> None:
+        self.protocol = protocol
+        self.transport = protocol.transport
+        self.writable = protocol.writable
+        """Cleared by uvicorn while the transport is paused (buffer above its high-water mark)."""
+        self.connection = protocol.conn
+        """The sans-I/O `websockets.server.ServerProtocol`: the connection's state."""
+        self.websocket = websocket
+        """Starlette's `WebSocket`: the app's view of the state (closed once it sent a close)."""
+
+    def write(self, frame: bytes) -> bool:
+        """Write `frame` now if the connection is open and its transport takes data at once;
+        False (nothing written) otherwise: the caller sends the message the ordinary way."""
+        protocol = self.protocol
+        connection = self.connection
+        if (
+            self.writable.is_set()
+            and not protocol.close_sent
+            and not protocol.disconnected
+            and connection.state is _OPEN
+            and not connection.expect_continuation_frame
+            and not connection.writes
+            and self.websocket.application_state is _CONNECTED
+        ):
+            transport = self.transport
+            if not transport.is_closing():
+                transport.write(frame)
+                return True
+        return False
+
+
+def direct_writer(websocket: Any) -> DirectWriter | None:
+    """A `DirectWriter` for an accepted Starlette `WebSocket`, or None where the fast path is not
+    provably what the ordinary path would write (see the module's docstring)."""
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    except ImportError:  # pragma: no cover - an older uvicorn, or another server
+        return None
+    if websocket.application_state is not WebSocketState.CONNECTED:
+        return None
+    send = _unwrap(getattr(websocket, "_send", None))
+    if not (
+        isinstance(send, MethodType)
+        and send.__func__ is WebSocketsSansIOProtocol.send
+        and isinstance(send.__self__, WebSocketsSansIOProtocol)
+    ):
+        return None
+    protocol = send.__self__
+    if (
+        not protocol.handshake_complete
+        or protocol.initial_response is not None
+        or protocol.transport is None
+        or protocol.conn.extensions
+    ):
+        return None
+    return DirectWriter(protocol, websocket)
+
+
+def _unwrap(send: Any) -> Any:
+    """Follow Starlette's pass-through `send` wrappers down to the server's own `send`."""
+    for _ in range(8):  # Starlette adds two (the app's and the route's exception handling)
+        if not (isinstance(send, FunctionType) and send.__code__ is _starlette_sender_code()):
+            return send
+        closure = send.__closure__ or ()
+        names = send.__code__.co_freevars
+        if "send" not in names:  # pragma: no cover - guarded by the code identity above
+            return None
+        send = closure[names.index("send")].cell_contents
+    return None
+
+
+_SENDER_CODE: list[CodeType | None] = []
+
+
+def _starlette_sender_code() -> CodeType | None:
+    """The code of the `sender` closure of `starlette._exception_handler`, which only notes
+    whether an HTTP response started and passes every message on unchanged."""
+    if not _SENDER_CODE:
+        _SENDER_CODE.append(_find_sender_code())
+    return _SENDER_CODE[0]
+
+
+def _find_sender_code() -> CodeType | None:
+    try:
+        from starlette._exception_handler import wrap_app_handling_exceptions
+    except ImportError:  # pragma: no cover - a Starlette that moved it: no fast path
+        return None
+    for outer in wrap_app_handling_exceptions.__code__.co_consts:
+        if isinstance(outer, CodeType) and outer.co_name == "wrapped_app":
+            for inner in outer.co_consts:
+                if isinstance(inner, CodeType) and inner.co_name == "sender":
+                    return inner
+    return None  # pragma: no cover
