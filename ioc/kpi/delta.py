@@ -127,6 +127,9 @@ class Snapshot:
     external_ids: list[str]
     names: tuple[str, ...]
     rows: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    kept: int | None = None
+    """On PostgreSQL, the mark of the same versions copied into a temporary table, from which
+    the recompute works out the differences in SQL (`ioc.kpi.delta_sql`)."""
 
     def facts(self) -> list[dict[str, Any]]:
         """The unit and local-date columns of each version (what the other formulas read)."""
