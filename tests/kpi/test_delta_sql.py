@@ -27,7 +27,19 @@ def _samples() -> list[float]:
     for tie in TIES:
         bits = struct.unpack("<q", struct.pack("<d", tie))[0]
         values += [struct.unpack("<d", struct.pack("<q", bits + step))[0] for step in (-1, 1)]
-    values += [0.0, 1e-300, 2.0**-60, 0.00005, 0.00015, 127.99995, 128.125, 250.0, 1048575.5, -0.125, -2.675]
+    values += [
+        0.0,
+        1e-300,
+        2.0**-60,
+        0.00005,
+        0.00015,
+        127.99995,
+        128.125,
+        250.0,
+        1048575.5,
+        -0.125,
+        -2.675,
+    ]
     return values
 
 
