@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -117,6 +117,16 @@ TICK = " - interval '1 microsecond'"
 
 
 def _local_day(expression: str, tz: ZoneInfo) -> str:
+    """The local date of a moment in `tz`: by a fixed offset when the zone kept one for years
+    around now (Asia/Ho_Chi_Minh since 1975; as `delta._local_dates`), which spares a time zone
+    rule look-up per row; otherwise by the zone's rules."""
+    now = datetime.now(UTC)
+    offsets = {tz.utcoffset(now + timedelta(days=n)) for n in range(-800, 801, 15)}
+    if len(offsets) == 1:
+        (offset,) = offsets
+        if offset is not None:
+            minutes = int(offset.total_seconds() // 60)
+            return f"CAST(timezone(interval '{minutes} minutes', {expression}) AS date)"
     return f"CAST(timezone('{tz.key}', {expression}) AS date)"
 
 
@@ -407,66 +417,107 @@ def statement(record_type: str, tz: ZoneInfo) -> str:
     )
     in_period = [k for k in kpis if isinstance(k.formula, InPeriod)]
     stocks = [k for k in kpis if isinstance(k.formula, OpenAt)]
-    none = ["CAST(NULL AS date)", "CAST(NULL AS float8)", "CAST(NULL AS float8)"]
-    no_stock = ["CAST(NULL AS int)", "CAST(NULL AS date)", "CAST(NULL AS date)"]
-    rows = []
     shared = Shared()
-    for k in in_period:
-        (o_unit, *o_rest), (n_unit, *n_rest) = (
+    sides = {
+        k.id: (
             _in_period_row(k, old.c, in_old, shared, old=True),
             _in_period_row(k, new.c, in_new, shared, old=False),
         )
-        rows.append((k.id, ["false", o_unit, *o_rest, *no_stock, n_unit, *n_rest, *no_stock]))
-    for k in stocks:
-        (o_unit, *o_rest), (n_unit, *n_rest) = (
-            _stock_row(k, old.c, in_old, shared, tz),
-            _stock_row(k, new.c, in_new, shared, tz),
+        for k in in_period
+    }
+    stock_rows = [
+        (k.id, _stock_row(k, old.c, in_old, shared, tz) + _stock_row(k, new.c, in_new, shared, tz))
+        for k in stocks
+    ]
+
+    def changed(kpi: str) -> str:
+        (o_unit, o_day, o_n, o_d, _), (n_unit, n_day, n_n, n_d) = sides[kpi]
+        before, after = f"{o_unit}, {o_day}, {o_n}, {o_d}", f"{n_unit}, {n_day}, {n_n}, {n_d}"
+        return f"(({before}) IS DISTINCT FROM ({after}))"
+
+    groups: dict[str, list[KpiDefinition]] = {}
+    for k in in_period:
+        groups.setdefault(k.formula.time_column, []).append(k)  # type: ignore[union-attr]
+    group_ctes, unpivots = [], []
+    for index, (time_column, members) in enumerate(groups.items()):
+        old_side, new_side = [], []
+        for j, k in enumerate(members):
+            (_, _, o_n, o_d, o_drift), (_, _, n_n, n_d) = sides[k.id]
+            kept = f"{changed(k.id)} AND NOT {o_drift}"
+            old_side += [
+                f"-(CASE WHEN {kept} THEN {o_n} END) AS n{j}",
+                f"-(CASE WHEN {kept} THEN {o_d} END) AS d{j}",
+            ]
+            new_side += [
+                f"CASE WHEN {changed(k.id)} THEN {n_n} END",
+                f"CASE WHEN {changed(k.id)} THEN {n_d} END",
+            ]
+        sums = ", ".join(f"sum(n{j}) AS n{j}, sum(d{j}) AS d{j}" for j in range(len(members)))
+        keys = {
+            name: (shared(_sql(side.unit_code)), shared(_sql(getattr(side, time_column))))
+            for name, side in (("old", old.c), ("new", new.c))
+        }
+        group_ctes.append(
+            f"""in_{index} AS (
+    SELECT unit, day, {sums} FROM (
+        SELECT {keys["old"][0]} AS unit, {keys["old"][1]} AS day,
+            {", ".join(old_side)}
+        FROM versions AS v
+        UNION ALL
+        SELECT {keys["new"][0]}, {keys["new"][1]},
+            {", ".join(new_side)}
+        FROM versions AS v
+    ) AS s
+    WHERE unit IS NOT NULL AND day IS NOT NULL
+    GROUP BY unit, day
+)"""
         )
-        rows.append((k.id, ["true", o_unit, *none, "false", *o_rest, n_unit, *none, *n_rest]))
-    sides = ("unit", "day", "n", "d", "now", "first", "last")
+        values = ", ".join(f"('{k.id}', g.n{j}, g.d{j})" for j, k in enumerate(members))
+        unpivots.append(
+            f"""SELECT k.kpi, g.unit, g.day, k.n, k.d FROM in_{index} AS g
+    CROSS JOIN LATERAL (VALUES {values}) AS k(kpi, n, d)
+    WHERE k.n IS NOT NULL OR k.d IS NOT NULL"""
+        )
+    stock_sides = ("unit", "now", "first", "last")
     distinct = (
-        f"({', '.join(f'k.o_{c}' for c in sides)})"
-        f" IS DISTINCT FROM ({', '.join(f'k.n_{c}' for c in sides)})"
+        f"({', '.join(f'k.o_{c}' for c in stock_sides)})"
+        f" IS DISTINCT FROM ({', '.join(f'k.n_{c}' for c in stock_sides)})"
     )
     ctes = [
-        f"""pairs AS MATERIALIZED (
-    SELECT k.* FROM (
-        SELECT {shared.columns()}
-        FROM unnest(CAST(:ids AS text[])) AS i(external_id)
-        CROSS JOIN LATERAL (
-            SELECT * FROM {records.name} AS r
-            WHERE r.instance_id = :instance AND r.external_id = i.external_id
-            OFFSET 0  -- a look-up by the unique key per id, never a scan of the table
-        ) AS n
-        LEFT JOIN LATERAL (
-            SELECT * FROM {kept_table(record_type)} AS k
-            WHERE k.external_id = n.external_id AND k.kept = :kept
-            OFFSET 0  -- by its index too: the temporary table has no statistics
-        ) AS o ON true
-        LEFT JOIN admin_units AS cn ON cn.code = n.unit_code
-        LEFT JOIN admin_units AS co ON co.code = o.unit_code
-        OFFSET 0
-    ) AS v
-    CROSS JOIN LATERAL (VALUES
-      {_values(rows)}
-    ) AS k(kpi, stock, o_unit, o_day, o_n, o_d, o_drift, o_now, o_first, o_last,
-        n_unit, n_day, n_n, n_d, n_now, n_first, n_last)
-    WHERE {distinct}
+        f"""versions AS MATERIALIZED (
+    SELECT {shared.columns()}
+    FROM unnest(CAST(:ids AS text[])) AS i(external_id)
+    CROSS JOIN LATERAL (
+        SELECT * FROM {records.name} AS r
+        WHERE r.instance_id = :instance AND r.external_id = i.external_id
+        OFFSET 0  -- a look-up by the unique key per id, never a scan of the table
+    ) AS n
+    LEFT JOIN LATERAL (
+        SELECT * FROM {kept_table(record_type)} AS k
+        WHERE k.external_id = n.external_id AND k.kept = :kept
+        OFFSET 0  -- by its index too: the temporary table has no statistics
+    ) AS o ON true
+    LEFT JOIN admin_units AS cn ON cn.code = n.unit_code
+    LEFT JOIN admin_units AS co ON co.code = o.unit_code
 )"""
     ]
     day_parts = []
     if in_period:
         recount_kpis = [k for k in in_period if k.formula.drifts_at is not None]  # type: ignore[union-attr]
+        drifted = [
+            f"SELECT '{k.id}', {sides[k.id][0][0]}, {sides[k.id][0][1]} FROM versions AS v"
+            f" WHERE {changed(k.id)} AND {sides[k.id][0][4]}"
+            for k in recount_kpis
+        ]
+        ctes += group_ctes
         ctes += [
-            """in_pairs AS (SELECT * FROM pairs WHERE NOT stock)""",
-            """recount AS (
-    SELECT DISTINCT kpi, o_unit AS unit, o_day AS day FROM in_pairs WHERE o_drift
+            f"""in_rows AS (
+    {chr(10).join([unpivots[0], *(f"    UNION ALL{chr(10)}    {u}" for u in unpivots[1:])])}
 )""",
-            """in_contributions AS (
-    SELECT kpi, o_unit AS unit, o_day AS day, -o_n AS n, -o_d AS d
-    FROM in_pairs WHERE o_unit IS NOT NULL AND NOT o_drift
-    UNION ALL
-    SELECT kpi, n_unit, n_day, n_n, n_d FROM in_pairs WHERE n_unit IS NOT NULL
+            f"""recount AS (
+    SELECT DISTINCT kpi, unit, day FROM (
+        {" UNION ALL ".join(drifted) or "SELECT NULL, NULL, CAST(NULL AS date) WHERE false"}
+    ) AS r(kpi, unit, day)
 )""",
         ]
         fresh = []
@@ -496,17 +547,23 @@ def statement(record_type: str, tz: ZoneInfo) -> str:
         recounted = "".join(f"\n    UNION ALL\n    {f}" for f in fresh)
         ctes.append(
             f"""in_days AS (
-    SELECT c.kpi, c.unit, c.day, sum(c.n) AS n, sum(c.d) AS d
-    FROM in_contributions AS c
+    SELECT c.kpi, c.unit, c.day, c.n, c.d
+    FROM in_rows AS c
     WHERE NOT EXISTS (
-        SELECT 1 FROM recount AS r WHERE r.kpi = c.kpi AND r.unit = c.unit AND r.day = c.day)
-    GROUP BY c.kpi, c.unit, c.day{recounted}
+        SELECT 1 FROM recount AS r
+        WHERE r.kpi = c.kpi AND r.unit = c.unit AND r.day = c.day){recounted}
 )"""
         )
         day_parts.append("SELECT kpi, unit, day, n, d, false AS stock FROM in_days")
     if stocks:
         ctes += [
-            """stock_pairs AS (SELECT * FROM pairs WHERE stock)""",
+            f"""stock_pairs AS (
+    SELECT k.* FROM versions AS v
+    CROSS JOIN LATERAL (VALUES
+      {_values(stock_rows)}
+    ) AS k(kpi, o_unit, o_now, o_first, o_last, n_unit, n_now, n_first, n_last)
+    WHERE {distinct}
+)""",
             """stock_events AS (
     SELECT kpi, unit, day, sum(delta) AS delta FROM (
         SELECT kpi, o_unit AS unit, o_first AS day, -1 AS delta
@@ -563,17 +620,21 @@ def statement(record_type: str, tz: ZoneInfo) -> str:
         f"""day_differences AS (
     {days}
 )""",
-        f"""cells AS (
-    SELECT x.kpi, u.unit, p.kind, p.start, sum(x.n) AS n, sum(x.d) AS d
+        f"""commune_cells AS (
+    SELECT x.kpi, x.unit, p.kind, p.start, sum(x.n) AS n, sum(x.d) AS d
     FROM day_differences AS x(kpi, unit, day, n, d, stock)
     CROSS JOIN LATERAL (VALUES
       ('day', x.day, x.day),
       {periods}
     ) AS p(kind, start, last_day)
-    CROSS JOIN LATERAL (VALUES (x.unit), (CAST(:province AS text))) AS u(unit)
     WHERE NOT x.stock OR p.kind = 'day' OR x.day = least(p.last_day, CAST(:today AS date))
-    GROUP BY x.kpi, u.unit, p.kind, p.start
-    HAVING sum(x.n) <> 0 OR sum(x.d) <> 0
+    GROUP BY x.kpi, x.unit, p.kind, p.start
+)""",
+        """cells AS (
+    SELECT kpi, unit, kind, start, n, d FROM commune_cells WHERE n <> 0 OR d <> 0
+    UNION ALL
+    SELECT kpi, CAST(:province AS text), kind, start, sum(n), sum(d) FROM commune_cells
+    GROUP BY kpi, kind, start HAVING sum(n) <> 0 OR sum(d) <> 0
 )""",
         f"""upserted AS (
     INSERT INTO kpi_values AS v (kpi, unit_code, period_kind, period_start, numerator,
