@@ -21,6 +21,9 @@ the start of yesterday, so a stored cell holds every contribution as of now exce
 when a changed record's old version drifted in that window, its cell is recomputed from the
 records instead of adjusted. Today's stock cells (judged at now) are adjusted at the batch's
 now; a record whose moment passed since the last refresh is caught by the next refresh.
+
+On PostgreSQL the same differences are worked out by one SQL statement (`ioc.kpi.delta_sql`);
+this module's pairing in Python serves SQLite (and any snapshot without a kept copy).
 """
 
 from __future__ import annotations

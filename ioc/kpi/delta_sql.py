@@ -7,8 +7,10 @@ it, one statement (`apply`) pairs each record's old version (that table) with it
 records table), per KPI:
 
 - in-period KPIs: a pair whose (unit, day, numerator, denominator) changed takes the old
-  contribution off its day and adds the new one; an old version whose drift moment passed
-  since the start of yesterday has its day cell counted again from the records instead;
+  contribution off its day and adds the new one (summed per unit and day for all the KPIs
+  sharing a time column, then split by KPI: far fewer rows than one per record and KPI); an
+  old version whose drift moment passed since the start of yesterday has its day cell counted
+  again from the records instead;
 - stock KPIs: each version's interval of days becomes +1/−1 events; their running sum,
   where it is not zero, is the change of each day between the old and new interval's ends;
   the versions counting now change today's cell;
@@ -20,6 +22,8 @@ records table), per KPI:
   and written only where the score changed.
 
 It returns every changed cell (kpi, unit, period kind, period start, numerator, denominator).
+Look-ups go by key whatever the statistics (`OFFSET 0` keeps each a parameterised index scan):
+the batch's ids in the records' unique key, the old versions in the temporary table's index.
 """
 
 from __future__ import annotations
@@ -669,6 +673,10 @@ SETTINGS = (
     "SET LOCAL jit = off; SET LOCAL plan_cache_mode = force_custom_plan;"
     " SET LOCAL work_mem = '64MB'"
 )
+"""For the rest of the transaction, before the statement: JIT would compile its large
+expressions at every run (seconds, from cost estimates inflated by `generate_series`); a plan
+made for the batch's own ids (a generic one guesses 100 ids and was measured slower); sorts and
+hashes of a batch in memory."""
 """For this transaction: how the statement is planned."""
 
 _statements: dict[tuple[str, str, str], tuple[str, list[str]]] = {}
@@ -717,8 +725,6 @@ async def apply(
         "kept": kept,
     }
     driver = await _driver(session)
-    # JIT would compile the large expressions at every run (seconds); one generic plan,
-    # kept with the prepared statement, spares planning the statement at every batch.
     await driver.execute(SETTINGS)
     rows = await driver.fetch(sql, *(parameters[n] for n in names))
     return [tuple(r) for r in rows]  # type: ignore[misc]
