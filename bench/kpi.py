@@ -973,14 +973,27 @@ def main() -> None:
         help="start from a copy of the database NAME saved by --save-template instead of loading"
         " (its moment and instance are reused; drop NAME by hand when done)",
     )
+    parser.add_argument(
+        "--python-differences",
+        action="store_true",
+        help="recompute by the Python pairing of versions (SQLite's path) instead of the SQL"
+        " statement, for comparison",
+    )
     args = parser.parse_args()
+    if args.python_differences:
+        delta_sql.supported = lambda *_: False  # type: ignore[assignment]
     if args.command == "serve":
         serve(args.url, args.port)
         return
     began = time.perf_counter()
     now = utcnow().replace(microsecond=0)
     communes = sorted(r["code"] for r in province_rows(PROVINCE) if r["level"] == "commune")
-    results: dict[str, Any] = {"machine": machine(), "now": now, "dossiers": args.dossiers}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "now": now,
+        "dossiers": args.dossiers,
+        "differences": "python" if args.python_differences else "sql",
+    }
     with fresh_postgres(args.template) as (url, dsn):
         if args.template:
             results["load"] = asyncio.run(_saved_load(dsn))
