@@ -20,15 +20,25 @@ RESULTS = Path(__file__).parent / "results"
 
 
 @contextmanager
-def fresh_postgres() -> Iterator[tuple[str, str]]:
-    """A new empty database for one run; yields (SQLAlchemy URL, asyncpg DSN), then drops it."""
+def fresh_postgres(template: str | None = None) -> Iterator[tuple[str, str]]:
+    """A new empty database for one run (or a copy of the database `template`); yields
+    (SQLAlchemy URL, asyncpg DSN), then drops it."""
     name = f"ioc_bench_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    copied = f' TEMPLATE "{template}"' if template else ""
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"{copied}'))
     base = ADMIN_DSN.rsplit("/", 1)[0]
     try:
         yield f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}", f"{base}/{name}"
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def save_copy(url: str, template: str) -> None:
+    """Keep a copy of the database behind `url` as `template` (replacing one of that name),
+    for later runs to start from with `fresh_postgres(template)`; nothing may be connected."""
+    source = url.rsplit("/", 1)[1]
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)'))
+    asyncio.run(_admin(f'CREATE DATABASE "{template}" TEMPLATE "{source}"'))
 
 
 async def _admin(statement: str) -> None:

@@ -52,11 +52,12 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import fresh_postgres, machine, percentile, write_results
+from bench.common import fresh_postgres, machine, percentile, save_copy, write_results
 from ioc.config import Settings
 from ioc.context import build_context
 from ioc.ingest.service import ingest_batch
 from ioc.kit.clock import local_date, utcnow
+from ioc.kpi import delta_sql
 from ioc.kpi import service as kpi_service
 from ioc.kpi.catalog import CANCELLED, CATALOG
 from ioc.kpi.models import KpiValue
@@ -646,10 +647,11 @@ async def incremental(
     sql, count = 0.0, 0
     stages: dict[str, float] = defaultdict(float)
     sql_seconds, statements = 0.0, 0
+    in_sql: dict[str, float] = {}
     try:
         async with ctx.sessionmaker() as session:
             known = await unit_codes(session)
-        with probe.installed(ctx.engine):
+        with probe.installed(ctx.engine), _timed(delta_sql, ["apply", "keep_versions"], in_sql):
             started = time.perf_counter()
             for page in pages:
                 t0 = time.perf_counter()
@@ -741,6 +743,12 @@ async def incremental(
         "recompute_stage_seconds_per_batch": {k: round(v / done, 3) for k, v in stages.items()},
         "recompute_sql_seconds_per_batch": round(sql_seconds / done, 3),
         "recompute_statements_per_batch": round(statements / done),
+        # On PostgreSQL the differences are one statement sent straight on asyncpg (not seen
+        # by the SQLAlchemy statement timer above); the ingest copies the old versions first.
+        "differences_statement_ms_per_batch": round(1000 * in_sql.get("apply", 0.0) / done, 1),
+        "old_versions_copy_ms_per_batch_in_ingest": round(
+            1000 * in_sql.get("keep_versions", 0.0) / done, 1
+        ),
         "slowest_statements": await explain(dsn, slowest),
     }
 
@@ -904,6 +912,34 @@ def reads(
 # ---------------------------------------------------------------- main
 
 
+async def _save_load(dsn: str, load: dict[str, Any], now: datetime) -> None:
+    """Remember the run's moment and instance in the database, for `--template` runs."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS bench_saved (now timestamptz, instance_id integer,"
+            " dossiers integer)"
+        )
+        await connection.execute(
+            "INSERT INTO bench_saved VALUES ($1, $2, $3)",
+            now,
+            load["instance_id"],
+            load["dossiers"],
+        )
+    finally:
+        await connection.close()
+
+
+async def _saved_load(dsn: str) -> dict[str, Any]:
+    """The moment and instance a `--save-template` run stored."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        row = await connection.fetchrow("SELECT now, instance_id, dossiers FROM bench_saved")
+    finally:
+        await connection.close()
+    return {"copied": True, **dict(row)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
@@ -926,21 +962,51 @@ def main() -> None:
     parser.add_argument(
         "--skip", nargs="*", default=[], choices=["raw", "rebuild", "incremental", "reads"]
     )
+    parser.add_argument(
+        "--save-template",
+        metavar="NAME",
+        help="after the load (and the rebuild, unless skipped) keep a copy of the database as NAME",
+    )
+    parser.add_argument(
+        "--template",
+        metavar="NAME",
+        help="start from a copy of the database NAME saved by --save-template instead of loading"
+        " (its moment and instance are reused; drop NAME by hand when done)",
+    )
+    parser.add_argument(
+        "--python-differences",
+        action="store_true",
+        help="recompute by the Python pairing of versions (SQLite's path) instead of the SQL"
+        " statement, for comparison",
+    )
     args = parser.parse_args()
+    if args.python_differences:
+        delta_sql.supported = lambda *_: False  # type: ignore[assignment]
     if args.command == "serve":
         serve(args.url, args.port)
         return
     began = time.perf_counter()
     now = utcnow().replace(microsecond=0)
     communes = sorted(r["code"] for r in province_rows(PROVINCE) if r["level"] == "commune")
-    results: dict[str, Any] = {"machine": machine(), "now": now, "dossiers": args.dossiers}
-    with fresh_postgres() as (url, dsn):
-        upgrade(url)
-        print(f"loading {args.dossiers:,} dossiers …", flush=True)
-        results["load"] = asyncio.run(
-            load(url, dsn, dossiers=args.dossiers, days=args.days, now=now)
-        )
-        print(f"  {json.dumps(results['load'], default=str)}", flush=True)
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "now": now,
+        "dossiers": args.dossiers,
+        "differences": "python" if args.python_differences else "sql",
+    }
+    with fresh_postgres(args.template) as (url, dsn):
+        if args.template:
+            results["load"] = asyncio.run(_saved_load(dsn))
+            now = results["now"] = results["load"]["now"]
+            results["dossiers"] = results["load"]["dossiers"]
+            print(f"copied {args.template}: {results['load']}", flush=True)
+        else:
+            upgrade(url)
+            print(f"loading {args.dossiers:,} dossiers …", flush=True)
+            results["load"] = asyncio.run(
+                load(url, dsn, dossiers=args.dossiers, days=args.days, now=now)
+            )
+            print(f"  {json.dumps(results['load'], default=str)}", flush=True)
         if "raw" not in args.skip:
             results["raw_group_by"] = asyncio.run(raw_floor(dsn, now))
             print(f"raw GROUP BY: best {results['raw_group_by']['seconds_best']} s", flush=True)
@@ -949,6 +1015,10 @@ def main() -> None:
             results["rebuild"] = asyncio.run(rebuild(url, dsn, now=now))
             shown = {k: v for k, v in results["rebuild"].items() if k != "slowest_statements"}
             print(f"  rebuild: {json.dumps(shown)}", flush=True)
+        if args.save_template:
+            asyncio.run(_save_load(dsn, results["load"], now))
+            save_copy(url, args.save_template)
+            print(f"saved as {args.save_template}", flush=True)
         if "incremental" not in args.skip:
             print("incremental …", flush=True)
             pages = asyncio.run(

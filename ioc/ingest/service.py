@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.ingest.models import MAPPING_STAGE, VALIDATION_STAGE, RejectedRecord
 from ioc.kit.upsert import upsert
+from ioc.kpi import delta_sql
 from ioc.kpi.calendar import WorkingCalendar
 from ioc.kpi.catalog import fact_columns
 from ioc.kpi.delta import Snapshot, snapshot
@@ -86,6 +87,13 @@ async def ingest_batch(
                 external_ids=[r.external_id for r in latest],
                 at=kpi_now or now,
             )
+            if delta_sql.supported(session, type_name):
+                before.kept = await delta_sql.keep_versions(
+                    session,
+                    type_name,
+                    instance_id=instance_id,
+                    external_ids=before.external_ids,
+                )
             changes.snapshots[type_name] = before
             changes.add(type_name, before.facts())
         rows = [

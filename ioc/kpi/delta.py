@@ -21,6 +21,9 @@ the start of yesterday, so a stored cell holds every contribution as of now exce
 when a changed record's old version drifted in that window, its cell is recomputed from the
 records instead of adjusted. Today's stock cells (judged at now) are adjusted at the batch's
 now; a record whose moment passed since the last refresh is caught by the next refresh.
+
+On PostgreSQL the same differences are worked out by one SQL statement (`ioc.kpi.delta_sql`);
+this module's pairing in Python serves SQLite (and any snapshot without a kept copy).
 """
 
 from __future__ import annotations
@@ -127,6 +130,9 @@ class Snapshot:
     external_ids: list[str]
     names: tuple[str, ...]
     rows: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    kept: int | None = None
+    """On PostgreSQL, the mark of the same versions copied into a temporary table, from which
+    the recompute works out the differences in SQL (`ioc.kpi.delta_sql`)."""
 
     def facts(self) -> list[dict[str, Any]]:
         """The unit and local-date columns of each version (what the other formulas read)."""

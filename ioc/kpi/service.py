@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ioc.ingest.service import ChangeSet
 from ioc.kit.clock import local_date, local_midnight
 from ioc.kit.upsert import upsert
-from ioc.kpi import bulk
+from ioc.kpi import bulk, delta_sql
 from ioc.kpi.catalog import CATALOG, KPIS, KpiDefinition
 from ioc.kpi.delta import Differences, add_to_cells, by_difference, snapshot
 from ioc.kpi.engine import STOCK_HORIZON_DAYS, TOTAL, affected_days, compute, periods_of
@@ -102,8 +102,25 @@ async def recompute(
         drift_since=local_midnight(today - timedelta(days=1), tz),
     )
     by_delta: set[str] = set()
+    in_sql: list[CellValue] = []
+    done_in_sql: set[str] = set()
     for record_type, before in changes.snapshots.items():
         if before.judged_at != now:
+            continue
+        if before.kept is not None and delta_sql.supported(session, record_type):
+            rows = await delta_sql.apply(
+                session,
+                record_type,
+                kept=before.kept,
+                instance_id=before.instance_id,
+                external_ids=before.external_ids,
+                province_code=province_code,
+                now=now,
+                tz=tz,
+            )
+            in_sql += _cell_values(rows, now)
+            done_in_sql |= delta_sql.composites_done(record_type)
+            by_delta.add(record_type)
             continue
         after = await snapshot(
             session,
@@ -133,8 +150,21 @@ async def recompute(
                     wanted[kpi.id].add((unit, period))
     changed = await _add_differences(session, differences, now=now, tz=tz)
     changed += await recompute_cells(session, wanted, province_code=province_code, tz=tz, now=now)
-    changed += await _composites_of(session, changed, now=now)
+    changed += in_sql
+    changed += await _composites_of(session, changed, now=now, skip=done_in_sql)
     return changed
+
+
+def _cell_values(rows: Iterable[tuple[Any, ...]], now: datetime) -> list[CellValue]:
+    """Changed cells as stored: (kpi, unit, period kind, period start, numerator, denominator)."""
+    periods: dict[tuple[str, date], Period] = {}
+    values = []
+    for kpi, unit, kind, start, numerator, denominator in rows:
+        period = periods.get((kind, start))
+        if period is None:
+            period = periods[(kind, start)] = Period(KINDS[kind], start)
+        values.append(CellValue(KPIS[kpi], unit, period, numerator, denominator, now))
+    return values
 
 
 async def _add_differences(
@@ -162,10 +192,7 @@ async def _add_differences(
             ]
             differences.days[(kpi_id, unit, period.start)] = difference
     rows = await add_to_cells(session, differences.cells(), now=now)
-    return [
-        CellValue(KPIS[kpi], unit, Period(KINDS[kind], start), numerator, denominator, now)
-        for kpi, unit, kind, start, numerator, denominator in rows
-    ]
+    return _cell_values(rows, now)
 
 
 async def _rebuild_composite(session: AsyncSession, kpi: KpiDefinition, *, now: datetime) -> None:
@@ -213,13 +240,14 @@ async def _rebuild_composite(session: AsyncSession, kpi: KpiDefinition, *, now: 
 
 
 async def _composites_of(
-    session: AsyncSession, changed: list[CellValue], *, now: datetime
+    session: AsyncSession, changed: list[CellValue], *, now: datetime, skip: set[str]
 ) -> list[CellValue]:
-    """Composite scores of the cells whose components changed, from the stored components."""
+    """Composite scores of the cells whose components changed, from the stored components
+    (except the composites `skip`, already recombined)."""
     found: list[CellValue] = []
     for kpi in CATALOG:
         formula = kpi.formula
-        if not isinstance(formula, Composite):
+        if not isinstance(formula, Composite) or kpi.id in skip:
             continue
         cells = {(c.unit_code, c.period) for c in changed if c.kpi.id in formula.components}
         if cells:
