@@ -1078,6 +1078,7 @@ def main() -> None:
         results["now"] = now
         results["kept_data"] = args.keep_data
         with postgres_copy_of(args.keep_data) as (url, dsn):
+            upgrade(url)  # migrations added since the data was kept
             run_stages(args, url, dsn, results, now=now, communes=communes)
     else:
         with fresh_postgres() as (url, dsn):
