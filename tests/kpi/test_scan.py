@@ -6,14 +6,16 @@ import random
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import Date, bindparam, select, text
 
 from ioc.context import AppContext
 from ioc.kit.clock import local_date
 from ioc.kit.types import UTCDateTime
 from ioc.kpi import service_index
-from ioc.kpi.scan import _Clock, python_round_sql
+from ioc.kpi.scan import _Clock, date_column, python_round_sql
+from ioc.records.stores import STORES
 from tests.kpi.strategies import TZ
+from tests.support.factories import make_dossier
 
 # Halves in binary (0.125, 0.78125 …), values whose 15-digit text is a half but whose binary
 # value is not (1.00005, 2.675), negatives, zeros and ordinary values.
@@ -108,3 +110,26 @@ async def test_local_dates_by_arithmetic_match_the_zone(ctx: AppContext) -> None
             ).one()
             assert at == local_date(moment, TZ)
             assert before == local_date(moment - timedelta(microseconds=1), TZ)
+
+
+def test_stored_local_dates_are_the_local_dates_of_their_moments() -> None:
+    # The rebuild reads `X_date` as the local date of `X_at` (`scan.date_column`).
+    paired = {
+        (store, column.name)
+        for store in STORES.values()
+        for column in store.model.__table__.columns
+        if date_column(store.model, column.name) is not None
+    }
+    assert ("dossier", "resolved_at") in {(s.record_class.record_type, n) for s, n in paired}
+    for store, name in paired:
+        assert isinstance(date_column(store.model, name).type, Date), (store, name)
+    midnight = datetime(2026, 3, 1, 17, tzinfo=UTC)  # local midnight of 2 March
+    dossier = make_dossier(
+        received_at=midnight - timedelta(microseconds=1),
+        due_at=midnight,
+        resolved_at=midnight + timedelta(hours=30),
+    )
+    row = STORES["dossier"].to_row(dossier, instance_id=1, tz=TZ, now=midnight)
+    for name in ("received_at", "due_at", "resolved_at"):
+        stored = date_column(STORES["dossier"].model, name)
+        assert row[stored.key] == local_date(row[name], TZ)
