@@ -20,25 +20,47 @@ RESULTS = Path(__file__).parent / "results"
 
 
 @contextmanager
-def fresh_postgres(template: str | None = None) -> Iterator[tuple[str, str]]:
-    """A new empty database for one run (or a copy of the database `template`); yields
-    (SQLAlchemy URL, asyncpg DSN), then drops it."""
+def fresh_postgres() -> Iterator[tuple[str, str]]:
+    """A new empty database for one run; yields (SQLAlchemy URL, asyncpg DSN), then drops it."""
     name = f"ioc_bench_{uuid.uuid4().hex[:10]}"
-    copied = f' TEMPLATE "{template}"' if template else ""
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"{copied}'))
-    base = ADMIN_DSN.rsplit("/", 1)[0]
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     try:
-        yield f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}", f"{base}/{name}"
+        yield database_urls(name)
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def save_copy(url: str, template: str) -> None:
-    """Keep a copy of the database behind `url` as `template` (replacing one of that name),
-    for later runs to start from with `fresh_postgres(template)`; nothing may be connected."""
-    source = url.rsplit("/", 1)[1]
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)'))
-    asyncio.run(_admin(f'CREATE DATABASE "{template}" TEMPLATE "{source}"'))
+@contextmanager
+def postgres_copy_of(template: str) -> Iterator[tuple[str, str]]:
+    """A new database copied from `template` (`CREATE DATABASE … TEMPLATE`, a file copy: seconds
+    where loading takes minutes); yields (SQLAlchemy URL, asyncpg DSN), then drops the copy."""
+    name = f"{template}_copy_{uuid.uuid4().hex[:6]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    try:
+        yield database_urls(name)
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def database_urls(name: str) -> tuple[str, str]:
+    """(SQLAlchemy URL, asyncpg DSN) of database `name` on the benchmark server."""
+    base = ADMIN_DSN.rsplit("/", 1)[0]
+    return f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}", f"{base}/{name}"
+
+
+def create_database(name: str) -> tuple[str, str]:
+    """Create database `name` (kept: the caller drops it); returns its (URL, DSN)."""
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    return database_urls(name)
+
+
+async def database_exists(name: str) -> bool:
+    """Whether database `name` exists on the benchmark server."""
+    connection = await asyncpg.connect(ADMIN_DSN)
+    try:
+        return bool(await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+    finally:
+        await connection.close()
 
 
 async def _admin(statement: str) -> None:

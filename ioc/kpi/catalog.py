@@ -345,7 +345,10 @@ CATALOG: tuple[KpiDefinition, ...] = (
         good_direction=Direction.UP,
         value_kind=ValueKind.COUNT,
         formula=Composite(
-            "dossier", components=service_index.COMPONENTS, combine=service_index.score
+            "dossier",
+            components=service_index.COMPONENTS,
+            combine=service_index.score,
+            combine_sql=service_index.score_sql,
         ),
         headline_period=PeriodKind.MONTH,
     ),

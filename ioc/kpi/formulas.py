@@ -132,6 +132,10 @@ class Composite:
     record_type: str
     components: tuple[str, ...]
     combine: Callable[[dict[str, float | None]], float | None]
+    combine_sql: Callable[[dict[str, str]], str] | None = None
+    """The same combination in SQL (PostgreSQL), from SQL expressions of the component values
+    (NULL for none), giving the same double as `combine`: a rebuild then scores every cell in
+    the database (`ioc.kpi.scan`)."""
 
 
 @dataclass(frozen=True)

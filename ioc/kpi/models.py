@@ -11,14 +11,20 @@ from ioc.db import Base
 from ioc.kit.types import UTCDateTime
 
 
+def _key(length: int) -> String:
+    """A key column of ASCII identifiers, compared byte by byte on PostgreSQL (see migration
+    0008: writing a rebuild's cells into the primary key is then about three times faster)."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
 class KpiValue(Base):
     """A KPI cell with its numerator and denominator, so that roll-ups stay exact."""
 
     __tablename__ = "kpi_values"
 
-    kpi: Mapped[str] = mapped_column(String(80), primary_key=True)
-    unit_code: Mapped[str] = mapped_column(String(10), primary_key=True)
-    period_kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    kpi: Mapped[str] = mapped_column(_key(80), primary_key=True)
+    unit_code: Mapped[str] = mapped_column(_key(10), primary_key=True)
+    period_kind: Mapped[str] = mapped_column(_key(10), primary_key=True)
     period_start: Mapped[date] = mapped_column(Date, primary_key=True)
     numerator: Mapped[float] = mapped_column(Float)
     denominator: Mapped[float | None] = mapped_column(Float)

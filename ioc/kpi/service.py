@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ioc.ingest.service import ChangeSet
 from ioc.kit.clock import local_date, local_midnight
 from ioc.kit.upsert import upsert
-from ioc.kpi import bulk, delta_sql
+from ioc.kpi import bulk, delta_sql, scan
 from ioc.kpi.catalog import CATALOG, KPIS, KpiDefinition
 from ioc.kpi.delta import Differences, add_to_cells, by_difference, snapshot
 from ioc.kpi.engine import STOCK_HORIZON_DAYS, TOTAL, affected_days, compute, periods_of
@@ -343,40 +343,42 @@ async def rebuild(
     kpis: Iterable[KpiDefinition] = CATALOG,
 ) -> int:
     """Recompute every cell of `kpis` (all by default) from the records; returns how many cells
-    are stored. In-period KPIs (and stocks on PostgreSQL) in a few set-based statements
-    (`ioc.kpi.bulk`), composite scores from their components' cells, the others cell by cell."""
+    are stored. On PostgreSQL in-period and stock KPIs, and composite scores with a SQL form, from
+    one aggregate per local date of each record table (`ioc.kpi.scan`); on SQLite in-period KPIs
+    in a few set-based statements (`ioc.kpi.bulk`); composite scores otherwise from their
+    components' stored cells, the others cell by cell."""
     chosen = [k for k in kpis if k.engine_computed]  # the others' cells are their domain's
     await session.execute(delete(KpiValue).where(KpiValue.kpi.in_([k.id for k in chosen])))
     communes = await _communes(session, province_code)
     today = local_date(now, tz)
     postgres = session.bind.dialect.name == "postgresql"
-    in_bulk = [
-        k
-        for k in chosen
-        if isinstance(k.formula, InPeriod) or (postgres and isinstance(k.formula, OpenAt))
-    ]
     if postgres:
         # Large groupings stay in memory instead of spilling to disk (this transaction only).
         await session.execute(text(f"SET LOCAL work_mem = '{BULK_WORK_MEM}'"))
-    by_type: dict[tuple[str, bool], list[KpiDefinition]] = defaultdict(list)
-    for kpi in in_bulk:
-        by_type[(kpi.record_type, isinstance(kpi.formula, InPeriod))].append(kpi)
-    for (_, summed), group in by_type.items():
-        if summed:
+        done = [k for k in chosen if scan.supported(k, chosen)]
+        by_record: dict[str, list[KpiDefinition]] = defaultdict(list)
+        for kpi in done:
+            by_record[kpi.record_type].append(kpi)
+        for group in by_record.values():
+            await scan.rebuild(session, group, communes, province_code, now=now, tz=tz, today=today)
+    else:
+        done = [k for k in chosen if isinstance(k.formula, InPeriod)]
+        by_type: dict[str, list[KpiDefinition]] = defaultdict(list)
+        for kpi in done:
+            by_type[kpi.record_type].append(kpi)
+        for group in by_type.values():
             await bulk.in_period(session, group, communes, now=now)
-        else:
-            await bulk.stocks(session, group, communes, now=now, tz=tz, today=today)
-    await bulk.longer_periods(session, in_bulk, now=now, today=today)
-    await bulk.province(session, in_bulk, province_code, now=now)
+        await bulk.longer_periods(session, done, now=now, today=today)
+        await bulk.province(session, done, province_code, now=now)
     wanted: Wanted = {}
     for kpi in chosen:
-        if kpi in in_bulk or isinstance(kpi.formula, Composite):
+        if kpi in done or isinstance(kpi.formula, Composite):
             continue
         days = await _days_with_records(session, kpi, today, tz)
         wanted[kpi.id] = {(u, p) for u in communes for p in periods_of(days)}
     await recompute_cells(session, wanted, province_code=province_code, tz=tz, now=now)
     for kpi in chosen:
-        if isinstance(kpi.formula, Composite):
+        if isinstance(kpi.formula, Composite) and kpi not in done:
             await _rebuild_composite(session, kpi, now=now)
     if postgres:
         # Fresh statistics, so that the next recomputes join the cells by their key.

@@ -111,3 +111,29 @@ def score(
         return None
     total = sum(points for points, _ in weights.values())
     return round(earned * total / possible, 2)
+
+
+def score_sql(rates: Mapping[str, str]) -> str:
+    """`score` in SQL with the deployment's weights: `rates` maps each component KPI to a SQL
+    float8 expression of its value in % (NULL when unknown). The same operations in the same
+    order as `score`, so the same double (rounded as Python rounds)."""
+    from ioc.kpi.scan import python_round_sql  # the SQL helpers import the catalogue
+
+    weights = _weights
+    values = dict(rates)
+    values[SATISFACTION] = rates["onestop.on_time_rate"]
+    earned, possible = ["0.0::float8"], ["0.0::float8"]
+    for name, (points, full_at) in weights.items():
+        rate = values.get(name)
+        if rate is None:
+            continue
+        p, f = f"{points!r}::float8", f"{full_at!r}::float8"
+        earned.append(
+            f"coalesce({p} * least(1.0::float8, greatest({rate}, 0.0::float8) / {f}), 0.0)"
+        )
+        possible.append(f"CASE WHEN {rate} IS NULL THEN 0.0::float8 ELSE {p} END")
+    total = sum(points for points, _ in weights.values())
+    earned_sql, possible_sql = " + ".join(earned), " + ".join(possible)
+    score = f"(({earned_sql}) * {float(total)!r}::float8 / nullif({possible_sql}, 0.0))"
+    # computed once (OFFSET 0 keeps PostgreSQL from copying it into every use), then rounded
+    return f"(SELECT {python_round_sql('t.x', 2)} FROM (SELECT {score} AS x OFFSET 0) AS t)"
