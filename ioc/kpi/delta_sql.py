@@ -45,6 +45,7 @@ from ioc.kpi import service_index
 from ioc.kpi.catalog import CATALOG, KpiDefinition, ValueKind
 from ioc.kpi.engine import STOCK_HORIZON_DAYS
 from ioc.kpi.formulas import Composite, InPeriod, OpenAt, Tally
+from ioc.kpi.sql_round import python_round
 from ioc.records.stores import STORES
 from ioc.units.service import COMMUNE_LEVEL
 
@@ -132,47 +133,6 @@ def _local_day(expression: str, tz: ZoneInfo) -> str:
             minutes = int(offset.total_seconds() // 60)
             return f"CAST(timezone(interval '{minutes} minutes', {expression}) AS date)"
     return f"CAST(timezone('{tz.key}', {expression}) AS date)"
-
-
-def _exact_power_of_two(exponent: int) -> str:
-    """2^-exponent as an exact decimal literal."""
-    digits = str(5**exponent).rjust(exponent, "0")
-    return f"0.{digits}"
-
-
-def python_round(expression: str, digits: int) -> str:
-    """SQL rounding `expression` (a float8) to `digits` (≤ 4) decimals exactly as Python's
-    `round(x, digits)` does: half to even, on the exact binary value of x (not on its 15-digit
-    decimal form, as a cast to numeric would), for |x| < 2^20 (a rate, a score); beyond, as
-    numeric rounds.
-
-    Away from a tie (|x|·10^digits more than 1e-4 from a half, far beyond the float error
-    below 2^20) rounding to nearest in floats is exact. Near one, |x| is split into two
-    integers (|x|·2^43 = hi + lo, lo·2^52 whole) that numeric holds exactly, and rounded half
-    to even; the sign is put back (Python rounds symmetrically)."""
-    x = f"CAST({expression} AS float8)"
-    scale = f"CAST(1e{digits} AS float8)"
-    scaled = f"(abs({x}) * {scale})"
-    two_43 = "8796093022208.0"
-    exact = (
-        f"(CAST(floor(x.a * {two_43}) AS int8)::numeric * {_exact_power_of_two(43)}"
-        f" + CAST((x.a * {two_43} - floor(x.a * {two_43}))"
-        f" * 4503599627370496.0 AS int8)::numeric * {_exact_power_of_two(95)})"
-    )
-    near_tie = (
-        f"(SELECT sign(x.v) * CAST((CASE WHEN y.frac > 0.5 OR (y.frac = 0.5 AND mod(y.f, 2) = 1)"
-        f" THEN y.f + 1 ELSE y.f END) * 1e-{digits} AS float8)"
-        f" FROM (SELECT {x} AS v, abs({x}) AS a) AS x"
-        f" CROSS JOIN LATERAL (SELECT floor(z.e) AS f, z.e - floor(z.e) AS frac"
-        f" FROM (SELECT {exact} * 1e{digits} AS e) AS z) AS y)"
-    )
-    return (
-        f"CASE WHEN {x} IS NULL THEN NULL"
-        f" WHEN abs({x}) >= 1048576 THEN CAST(round(CAST({x} AS numeric), {digits}) AS float8)"
-        f" WHEN abs({scaled} - floor({scaled}) - 0.5) > 1e-4"
-        f" THEN sign({x}) * (floor({scaled} + 0.5) / {scale})"
-        f" ELSE {near_tie} END"
-    )
 
 
 def _value(kpi: str, numerator: str, denominator: str) -> str:
@@ -323,24 +283,7 @@ def _composite_ctes(kpi: KpiDefinition, index: int) -> tuple[list[str], str]:
     components = list(formula.components)
     names = _quoted(components)
     suffix = f"_{index}"
-    weights = service_index.current_weights()
-    total = sum(points for points, _ in weights.values())
     rate_of = {name: f"r{i}" for i, name in enumerate(components)}
-    rate_of[service_index.SATISFACTION] = rate_of.get("onestop.on_time_rate", "NULL")
-    earned = possible = "CAST(0.0 AS float8)"
-    for name, (points, full_at) in weights.items():
-        rate = rate_of.get(name)
-        if rate is None or rate == "NULL":
-            continue
-        earned = (
-            f"({earned} + CASE WHEN {rate} IS NULL THEN CAST(0.0 AS float8) ELSE"
-            f" CAST({points!r} AS float8) * least(CAST(1.0 AS float8),"
-            f" greatest({rate}, CAST(0.0 AS float8)) / CAST({full_at!r} AS float8)) END)"
-        )
-        possible = (
-            f"({possible} + CASE WHEN {rate} IS NULL THEN CAST(0.0 AS float8)"
-            f" ELSE CAST({points!r} AS float8) END)"
-        )
     rates = ",\n      ".join(
         f"max(CASE WHEN kpi = '{name}' AND denominator <> 0 THEN"
         f" {python_round('CAST(100.0 AS float8) * numerator / denominator', 4)} END)"
@@ -371,18 +314,15 @@ def _composite_ctes(kpi: KpiDefinition, index: int) -> tuple[list[str], str]:
       {rates}
     FROM parts{suffix} GROUP BY {key}
 )""",
-        f"""unrounded{suffix} AS MATERIALIZED (
-    SELECT r.unit_code, r.period_kind, r.period_start,
-      CASE WHEN p.possible = 0 THEN NULL
-        ELSE p.earned * CAST({total!r} AS float8) / p.possible END AS raw
+        f"""scored{suffix} AS MATERIALIZED (
+    SELECT r.unit_code, r.period_kind, r.period_start, {service_index.score_sql(rate_of)} AS score
     FROM rates{suffix} AS r
-    CROSS JOIN LATERAL (SELECT {earned} AS earned, {possible} AS possible) AS p
 )""",
         f"""scores{suffix} AS (
     SELECT r.unit_code, r.period_kind, r.period_start,
-      coalesce({python_round("r.raw", 2)}, 0.0) AS points,
+      coalesce(r.score, 0.0) AS points,
       s.numerator AS stored, s.denominator AS stored_denominator, s.kpi AS found
-    FROM unrounded{suffix} AS r
+    FROM scored{suffix} AS r
     LEFT JOIN kpi_values AS s ON s.kpi = '{kpi.id}' AND s.unit_code = r.unit_code
       AND s.period_kind = r.period_kind AND s.period_start = r.period_start
 )""",

@@ -18,7 +18,7 @@ every cell in one statement.
 
 The cells are the ones the general path computes: `tests/kpi/test_properties.py` holds a rebuild
 to the oracle, and incremental recompute to a rebuild, on both databases. Values are rounded as
-Python's `round` rounds (half to even on the exact binary value, `python_round_sql`).
+Python's `round` rounds (half to even on the exact binary value, `ioc.kpi.sql_round.python_round`).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from ioc.kpi.catalog import KPIS, KpiDefinition, ValueKind
 from ioc.kpi.engine import STOCK_HORIZON_DAYS
 from ioc.kpi.formulas import Composite, InPeriod, OpenAt, Tally
 from ioc.kpi.periods import LONGER_KINDS, MONTHS_IN
+from ioc.kpi.sql_round import python_round
 from ioc.records.stores import STORES
 
 TABLE_PREFIX = "kpi_rebuild_"
@@ -400,7 +401,7 @@ def _ratio_sql(kpi: KpiDefinition, numerator: str, denominator: str) -> str:
 
 def _rounded_sql(kpi: KpiDefinition, ratio: str) -> str:
     if kpi.value_kind in (ValueKind.PERCENT, ValueKind.MEAN):
-        return python_round_sql(ratio, 4)
+        return python_round(ratio, 4)
     return ratio
 
 
@@ -559,42 +560,3 @@ def cells_sql(plan: _Plan, names: dict[str, str], composites: list[KpiDefinition
         "INSERT INTO kpi_values (kpi, unit_code, period_kind, period_start, numerator,"
         f" denominator, value, computed_at) {' UNION ALL '.join(selects)}"
     )
-
-
-# ---------------------------------------------------------------- Python's round in SQL
-
-
-def python_round_sql(x: str, digits: int) -> str:
-    """SQL for Python's `round(x, digits)` of a float8 (NULL stays NULL): the nearest multiple of
-    10^-digits to the exact binary value, halves to even.
-
-    PostgreSQL's `round(x::numeric, d)` first cuts `x` to 15 significant digits and rounds
-    halves away from zero, so 0.78125 → 0.7813 where Python gives 0.7812. Here a value far from
-    a half (all but a few) is rounded in float8 arithmetic, which gives the same double as
-    Python (q / 10^d is correctly rounded either way); one near a half is decided exactly on
-    its binary mantissa in numeric."""
-    scale = f"{10**digits}.0::float8"
-    scaled = f"({x} * {scale})"
-    fast = f"floor({scaled} + 0.5) / {scale}"
-    exact = _exact_round_sql(f"abs({x})", digits)
-    return (
-        f"(CASE WHEN {x} IS NULL THEN NULL"
-        f" WHEN {x} = 0.0 OR abs({scaled}) >= 1e12 THEN {x}"
-        f" WHEN abs({scaled} - floor({scaled}) - 0.5) > 1e-6 THEN {fast}"
-        f" ELSE sign({x}) * {exact} END)"
-    )
-
-
-def _exact_round_sql(x: str, digits: int) -> str:
-    # x = m · 2^-k exactly, m an integer below 2^55 (k from a float log, possibly off by one)
-    k = f"(53 - floor(ln({x}) / ln(2.0::float8))::int)"
-    m = f"(({x}) * power(2.0::float8, {k}))::bigint::numeric"
-    power = f"power(2::numeric, {k})"
-    n = f"({m} * {10**digits}::numeric)"
-    q = f"div({n}, {power})"
-    r = f"({n} - {q} * {power})"
-    rounded = (
-        f"({q} + CASE WHEN 2 * {r} > {power} THEN 1"
-        f" WHEN 2 * {r} = {power} THEN mod({q}, 2) ELSE 0 END)"
-    )
-    return f"({rounded} / {10**digits}::numeric)::float8"

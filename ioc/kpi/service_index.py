@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ioc.kpi.sql_round import python_round
+
 SATISFACTION = "satisfaction"
 TOTAL_POINTS = 100.0
 
@@ -117,8 +119,6 @@ def score_sql(rates: Mapping[str, str]) -> str:
     """`score` in SQL with the deployment's weights: `rates` maps each component KPI to a SQL
     float8 expression of its value in % (NULL when unknown). The same operations in the same
     order as `score`, so the same double (rounded as Python rounds)."""
-    from ioc.kpi.scan import python_round_sql  # the SQL helpers import the catalogue
-
     weights = _weights
     values = dict(rates)
     values[SATISFACTION] = rates["onestop.on_time_rate"]
@@ -136,4 +136,4 @@ def score_sql(rates: Mapping[str, str]) -> str:
     earned_sql, possible_sql = " + ".join(earned), " + ".join(possible)
     score = f"(({earned_sql}) * {float(total)!r}::float8 / nullif({possible_sql}, 0.0))"
     # computed once (OFFSET 0 keeps PostgreSQL from copying it into every use), then rounded
-    return f"(SELECT {python_round_sql('t.x', 2)} FROM (SELECT {score} AS x OFFSET 0) AS t)"
+    return f"(SELECT {python_round('t.x', 2)} FROM (SELECT {score} AS x OFFSET 0) AS t)"

@@ -1,5 +1,6 @@
-"""The SQL differences on PostgreSQL: rounding as Python rounds, and the 766 score combined in
-SQL as `service_index.score` combines it (the property tests cover the cells themselves)."""
+"""Python's `round` in PostgreSQL (`ioc.kpi.sql_round`): the same double as Python gives, for
+ties in binary, decimal halves that are not ties in binary, their neighbours, negatives and
+ordinary values."""
 
 from __future__ import annotations
 
@@ -10,7 +11,31 @@ import pytest
 from sqlalchemy import text
 
 from ioc.context import AppContext
-from ioc.kpi.delta_sql import python_round
+from ioc.kpi.sql_round import python_round
+
+# Halves in binary (0.125, 0.78125 …), values whose 15-digit text is a half but whose binary
+# value is not (1.00005, 2.675), negatives, zeros and ordinary values.
+SAMPLES = [
+    0.0,
+    -0.0,
+    0.125,
+    0.375,
+    0.625,
+    87.125,
+    0.78125,
+    94.53125,
+    91.40625,
+    1.48295,
+    1.00005,
+    2.675,
+    -2.675,
+    -0.125,
+    100.0,
+    1e-9,
+    123456.78125,
+    *(random.Random(7).uniform(0, 100) for _ in range(200)),
+    *(100.0 * n / d for d in (128, 256, 640, 3) for n in range(0, d + 1, 7)),
+]
 
 TIES = [0.125, 0.375, 1.125, 2.675, 1.005, 0.78125, 3.14155, 12.34565, 99.995, 87.125, 0.5]
 """Halves in binary (ties: half to even) and decimal halves that are not exact in binary."""
@@ -43,13 +68,12 @@ def _samples() -> list[float]:
     return values
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 @pytest.mark.parametrize("digits", [2, 4])
 async def test_python_round_in_sql_rounds_every_float_as_python_does(
     ctx: AppContext, digits: int
 ) -> None:
-    if ctx.engine.dialect.name != "postgresql":
-        pytest.skip("the SQL differences run on PostgreSQL")
-    values = _samples()
+    values = SAMPLES + _samples()
     query = text(
         f"SELECT v, {python_round('v', digits)} FROM unnest(CAST(:values AS float8[])) AS t(v)"
     )
