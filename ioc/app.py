@@ -1,10 +1,15 @@
-"""The FastAPI application factory and its lifespan (engine, hub, scheduler)."""
+"""The FastAPI application factories and their lifespan (engine, hub, scheduler).
+
+`create_app` is the API (REST, WebSocket, wall display), with the scheduler unless
+`IOC_SCHEDULER_ENABLED=false`; `create_worker_app` is the worker role (`ioc worker`): the
+scheduler — polling, KPI recompute, incident rules — with only health and metrics routes, its
+live updates reaching the API processes' clients through the PostgreSQL fan-out."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -53,33 +58,11 @@ def create_app(
     """Build the service; the database must already be migrated (`ioc migrate`)."""
     settings = settings or Settings()
     metrics = Metrics()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx = build_context(settings, clock=clock, registry=registry, metrics=metrics)
-        if settings.open_access:
-            log.warning(
-                "OPEN ACCESS (%s): every request is let in without a token, with every role. "
-                "Never expose this service to a network.",
-                "demo" if settings.demo else "IOC_AUTH_DISABLED",
-            )
-        await _prepare_database(ctx)
-        app.state.ctx = ctx
-        await _start_live(ctx)
-        ctx.scheduler = await start_scheduler(ctx) if settings.scheduler_enabled else None
-        try:
-            yield
-        finally:
-            if ctx.scheduler is not None and ctx.scheduler.running:
-                ctx.scheduler.shutdown(wait=False)
-            await _stop_live(ctx)
-            await ctx.engine.dispose()
-
     app = FastAPI(
         title="IOC backend",
         summary="Intelligent operations center for a Vietnamese province",
         version="0.1.0",
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, clock=clock, registry=registry, metrics=metrics),
     )
     # Access: a router is gated where it is included (reads), mutations on their routes.
     # A new router needs one `dependencies=` here; tests/auth/test_routes.py fails without it.
@@ -105,6 +88,80 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     return app
+
+
+def create_worker_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock = utcnow,
+    registry: ConnectorRegistry | None = None,
+) -> FastAPI:
+    """The worker role: scheduler (polling, KPI recompute, incident rules) always on, no API but
+    `/healthz`, `/readyz` and `/metrics`. Needs PostgreSQL: its live updates reach the API
+    processes' WebSocket clients through LISTEN/NOTIFY."""
+    settings = (settings or Settings()).model_copy(update={"scheduler_enabled": True})
+    if not settings.is_postgres:
+        raise WorkerNeedsPostgres(
+            "the worker role needs PostgreSQL (IOC_DATABASE_URL=postgresql+asyncpg://…): on "
+            "SQLite its live updates could not reach the API's clients; run `ioc serve` alone"
+        )
+    metrics = Metrics()
+    app = FastAPI(
+        title="IOC worker",
+        summary="Polling, KPI recompute and incident rules; health and metrics only",
+        version="0.1.0",
+        lifespan=_lifespan(settings, clock=clock, registry=registry, metrics=metrics),
+    )
+    app.include_router(system_api.router, include_in_schema=False)
+    app.include_router(ops_api.router)  # /readyz open for probes; /metrics needs a viewer token
+    return app
+
+
+class WorkerNeedsPostgres(ValueError):
+    """`ioc worker` was asked to run on SQLite."""
+
+
+def create_app_from_environment() -> FastAPI:
+    """The API as each of `ioc serve --workers N`'s processes builds it: settings from the
+    environment, logging configured in the process itself."""
+    from ioc.ops.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    return create_app(settings)
+
+
+def _lifespan(
+    settings: Settings,
+    *,
+    clock: Clock,
+    registry: ConnectorRegistry | None,
+    metrics: Metrics,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Context, database seeds, live hub and fan-out, and the scheduler if enabled."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = build_context(settings, clock=clock, registry=registry, metrics=metrics)
+        if settings.open_access:
+            log.warning(
+                "OPEN ACCESS (%s): every request is let in without a token, with every role. "
+                "Never expose this service to a network.",
+                "demo" if settings.demo else "IOC_AUTH_DISABLED",
+            )
+        await _prepare_database(ctx)
+        app.state.ctx = ctx
+        await _start_live(ctx)
+        ctx.scheduler = await start_scheduler(ctx) if settings.scheduler_enabled else None
+        try:
+            yield
+        finally:
+            if ctx.scheduler is not None and ctx.scheduler.running:
+                ctx.scheduler.shutdown(wait=False)
+            await _stop_live(ctx)
+            await ctx.engine.dispose()
+
+    return lifespan
 
 
 async def _prepare_database(ctx: AppContext) -> None:
@@ -139,6 +196,9 @@ async def _start_live(ctx: AppContext) -> None:
     ctx.layout_feed.start()
     if ctx.settings.is_postgres:
         ctx.fanout = PgFanout(ctx.hub, asyncpg_dsn(ctx.settings.database_url))
+        # Another process's recompute (a worker, a replica) drops the cached series it changed.
+        ctx.fanout.on_remote.append(ctx.kpi_cache.invalidate_topic)
+        ctx.fanout.on_reconnect.append(ctx.kpi_cache.clear)
         await ctx.fanout.start()
 
 

@@ -269,8 +269,9 @@ class SeriesKey(NamedTuple):
 
 class SeriesCache:
     """An LRU of serialized series (JSON bytes), dropped when a cell of their (kpi, unit)
-    changes. `ttl_seconds` bounds staleness from writers this process never hears of (another
-    replica's recompute, `ioc rebuild`)."""
+    changes: here (`invalidate`) or in another process (`invalidate_topic`, called for every
+    `kpi:<kpi>:<unit>` topic the PostgreSQL fan-out hears of). `ttl_seconds` bounds staleness
+    from writers no process hears of (`ioc kpi rebuild`, a lost notification)."""
 
     def __init__(
         self,
@@ -320,10 +321,22 @@ class SeriesCache:
 
     def invalidate(self, cells: Iterable[CellValue]) -> None:
         """Forget every series of the (kpi, unit) of these changed cells."""
-        for cell in {(c.kpi.id, c.unit_code) for c in cells}:
-            self._generations[cell] = self._generations.get(cell, 0) + 1
-            for key in self._keys_of.pop(cell, set()):
-                self._entries.pop(key, None)
+        for kpi_id, unit in {(c.kpi.id, c.unit_code) for c in cells}:
+            self.forget(kpi_id, unit)
+
+    def invalidate_topic(self, topic: str) -> None:
+        """Forget every series of a `kpi:<kpi>:<unit>` topic's cells; other topics are ignored."""
+        family, _, rest = topic.partition(":")
+        kpi_id, _, unit = rest.rpartition(":")
+        if family == "kpi" and kpi_id and unit:
+            self.forget(kpi_id, unit)
+
+    def forget(self, kpi_id: str, unit: str) -> None:
+        """Forget every series of one KPI and unit, and refuse bytes read before now."""
+        cell = (kpi_id, unit)
+        self._generations[cell] = self._generations.get(cell, 0) + 1
+        for key in self._keys_of.pop(cell, set()):
+            self._entries.pop(key, None)
 
     def clear(self) -> None:
         """Forget everything."""
