@@ -9,21 +9,27 @@ Five processes on this machine:
   `--records-per-second` dossier versions per second, every other one an update of a recent
   dossier (received → processing, both open), the rest new dossiers; a version is served from
   the second after it was made (the protocol's times have one-second resolution);
-* the **IOC**: `python -m ioc serve` (one uvicorn worker, scheduler on) polling it every second,
-  1,000 dossiers a page, each page stored, recomputed and published in one transaction;
+* the **IOC**, as `--topology`:
+  `split` (the default): `python -m ioc worker` (scheduler: polling every second, 1,000 dossiers
+  a page, each page stored, recomputed and published in one transaction) and one API replica,
+  `python -m ioc serve --workers N` (`--api-workers`, `IOC_SCHEDULER_ENABLED=false`), live
+  updates going from the worker to the API processes through PostgreSQL LISTEN/NOTIFY;
+  `single`: one `python -m ioc serve` process doing all of it (the first runs' layout);
 * **WebSocket clients** (`--ws-clients`, one asyncio process): each subscribes to the province's
   backlog and on-time rate and to one commune's backlog;
 * **REST load** (open loop at `--rest-rate` req/s over 32 keep-alive connections, with
   `bench/load_client.py`'s HTTP client; a reset connection counts as an error and is reopened):
   KPI current values, series, breakdowns, records and connectors;
-* this **controller**, sampling the IOC's resident memory every 5 s.
+* this **controller**, sampling the resident memory of the IOC's processes every 5 s (summed,
+  and per role) and reading their CPU time at the end.
 
 After `--seconds` the upstream stops making versions and the controller waits (up to
 `--drain-seconds`) until the IOC has stored every dossier, then compares counts.
 
 Figures: REST p50/p99 (open loop, from the scheduled time); WebSocket delivery (client receipt
 minus the cell's `computed_at`, i.e. commit + publish + fan-out; and the server's own
-publish→socket histogram from `/metrics`); ingest-to-screen (client receipt of a province
+publish→socket histogram from `/metrics`; with several API processes, one of them answers the
+scrape); ingest-to-screen (client receipt of a province
 backlog value N minus the moment dossier N was made upstream); the records/s the IOC stored;
 memory over time; upstream vs stored counts. Writes bench/results/soak.json.
 """
@@ -356,11 +362,37 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (uvicorn's worker processes)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return [pid]
+    return [pid, *(p for child in children for p in _tree(int(child)))]
+
+
 def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
+    """Resident memory of `pid` and its descendants."""
+    total = 0
+    for member in _tree(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += next((int(x.split()[1]) for x in lines if x.startswith("VmRSS:")), 0)
+    return round(total / 1024, 1)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` and its descendants so far."""
+    ticks = 0
+    for member in _tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return round(ticks / os.sysconf("SC_CLK_TCK"), 1)
 
 
 def _wait_http(url: str, timeout: float = 60) -> None:
@@ -435,7 +467,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     me = str(Path(__file__).resolve())
     with fresh_postgres() as (url, dsn):
         upgrade(url)
-        up_port, ioc_port = _free_port(), _free_port()
+        up_port, ioc_port, worker_port = _free_port(), _free_port(), _free_port()
         t0 = time.time() + 15  # versions start once everything is up
         until = t0 + args.seconds
         seed = Path(f"/tmp/soak-{os.getpid()}.toml")
@@ -461,10 +493,37 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             "IOC_DB_POOL_SIZE": str(args.db_pool),
             "IOC_DB_MAX_OVERFLOW": str(args.db_pool),
         }
-        ioc = subprocess.Popen([python, "-m", "ioc", "serve"], cwd=ROOT, env=env)
-        processes = [upstream, ioc]
+        roles: dict[str, subprocess.Popen[bytes]] = {}
+        if args.topology == "single":
+            roles["ioc"] = subprocess.Popen([python, "-m", "ioc", "serve"], cwd=ROOT, env=env)
+        else:
+            roles["worker"] = subprocess.Popen(
+                [python, "-m", "ioc", "worker", "--port", str(worker_port)], cwd=ROOT, env=env
+            )
+            roles["api"] = subprocess.Popen(
+                [python, "-m", "ioc", "serve", "--workers", str(args.api_workers)],
+                cwd=ROOT,
+                env={
+                    **env,
+                    "IOC_SCHEDULER_ENABLED": "false",
+                    "IOC_DB_POOL_SIZE": str(args.api_db_pool),
+                    "IOC_DB_MAX_OVERFLOW": str(args.api_db_pool),
+                },
+            )
+        scheduler_port = ioc_port if args.topology == "single" else worker_port
+        processes = [upstream, *roles.values()]
+
+        def sample_memory() -> None:
+            moment = round(time.time() - t0, 1)
+            per_role = {role: _rss_mib(p.pid) for role, p in roles.items()}
+            memory.append((moment, round(sum(per_role.values()), 1)))
+            memory_by_role.append((moment, per_role))
+
+        memory: list[tuple[float, float]] = []
+        memory_by_role: list[tuple[float, dict[str, float]]] = []
         try:
-            _wait_http(f"http://127.0.0.1:{ioc_port}/healthz")
+            _wait_http(f"http://127.0.0.1:{ioc_port}/healthz", timeout=120)
+            _wait_http(f"http://127.0.0.1:{scheduler_port}/healthz", timeout=120)
             ws = subprocess.Popen(
                 [
                     python,
@@ -505,9 +564,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                     stdout=subprocess.PIPE,
                 )
                 processes.append(rest)
-            memory: list[tuple[float, float]] = []
             while time.time() < until:
-                memory.append((round(time.time() - t0, 1), _rss_mib(ioc.pid)))
+                sample_memory()
                 time.sleep(5)
             made = httpx.post(f"http://127.0.0.1:{up_port}/_soak/freeze").json()
             rest_result = (
@@ -530,10 +588,12 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             while (rows := asyncio.run(stored()))[1] < made["dossiers"]:
                 if time.time() - drain_started > args.drain_seconds:
                     break
-                memory.append((round(time.time() - t0, 1), _rss_mib(ioc.pid)))
+                sample_memory()
                 time.sleep(2)
             drained = round(time.time() - drain_started, 1)
             metrics = httpx.get(f"http://127.0.0.1:{ioc_port}/metrics").text
+            scheduler_metrics = httpx.get(f"http://127.0.0.1:{scheduler_port}/metrics").text
+            cpu = {role: _cpu_seconds(p.pid) for role, p in roles.items()}
         finally:
             for process in reversed(processes):
                 if process.poll() is None:
@@ -552,6 +612,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "load_average_at_end": os.getloadavg(),
         "seconds": args.seconds,
+        "topology": args.topology,
+        "api_workers": args.api_workers if args.topology == "split" else 1,
         "targets": {
             "records_per_second": args.records_per_second,
             "ws_clients": args.ws_clients,
@@ -572,10 +634,12 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             metrics, "ioc_http_request_duration_seconds", 0.99
         ),
         "server_kpi_recompute_p99_ms_bucket": _histogram_quantile(
-            metrics, "ioc_kpi_recompute_seconds", 0.99
+            scheduler_metrics, "ioc_kpi_recompute_seconds", 0.99
         ),
+        "ioc_cpu_seconds": cpu,
         "memory_mib": {
             "samples": memory,
+            "by_role": memory_by_role,
             "first_third_mean": round(first_mib, 1),
             "last_third_mean": round(last_mib, 1),
             "growth_percent": round(100 * (last_mib - first_mib) / first_mib, 1),
@@ -597,7 +661,21 @@ def main() -> None:
     parser.add_argument("--t0", type=float)
     parser.add_argument("--until", type=float)
     parser.add_argument("--urls")
-    parser.add_argument("--db-pool", type=int, default=10, help="IOC_DB_POOL_SIZE of the IOC")
+    parser.add_argument(
+        "--db-pool", type=int, default=10, help="IOC_DB_POOL_SIZE of the process that polls"
+    )
+    parser.add_argument(
+        "--topology",
+        choices=["split", "single"],
+        default="split",
+        help="split: `ioc worker` + `ioc serve --workers N`; single: one `ioc serve` does all",
+    )
+    parser.add_argument(
+        "--api-workers", type=int, default=2, help="split: processes of `ioc serve --workers`"
+    )
+    parser.add_argument(
+        "--api-db-pool", type=int, default=5, help="split: IOC_DB_POOL_SIZE of each API process"
+    )
     args = parser.parse_args()
     if args.role == "upstream":
         run_upstream(args)
