@@ -174,14 +174,17 @@ class PgFanout:
             assert self.connection is not None
             changed = list(dict.fromkeys(t for t, data in updates if data is CHANGED))
             published = [(t, data) for t, data in updates if data is not CHANGED]
-            for payload in [*pack(self.origin, published), *pack_changed(self.origin, changed)]:
-                try:
-                    await self.connection.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
-                    self.sent += 1
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    # The other replicas refresh what they follow when they reconnect; here the
-                    # lost update is logged, never retried out of order.
-                    log.warning("live fan-out: NOTIFY failed: %s", exc)
+            payloads = [*pack(self.origin, published), *pack_changed(self.origin, changed)]
+            try:
+                # One round trip for the lot (a NOTIFY each would cost one per 7.9 kB).
+                await self.connection.executemany(
+                    "SELECT pg_notify($1, $2)", [(CHANNEL, payload) for payload in payloads]
+                )
+                self.sent += len(payloads)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # The other replicas refresh what they follow when they reconnect; here the
+                # lost updates are logged, never retried out of order.
+                log.warning("live fan-out: NOTIFY of %d payloads failed: %s", len(payloads), exc)
 
     def _on_notify(self, connection: Any, pid: int, channel: str, payload: str) -> None:
         try:
