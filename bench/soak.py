@@ -27,7 +27,8 @@ After `--seconds` the upstream stops making versions and the controller waits (u
 `--drain-seconds`) until the IOC has stored every dossier, then compares counts.
 
 Figures: REST p50/p99 (open loop, from the scheduled time); WebSocket delivery (client receipt
-minus the cell's `computed_at`, i.e. commit + publish + fan-out; and the server's own
+minus the cell's `computed_at`, i.e. commit + publish + fan-out; the part of it until the
+NOTIFY, from a probe that LISTENs like an API process; and the server's own
 publish→socket histogram from `/metrics`; with several API processes, one of them answers the
 scrape); ingest-to-screen (client receipt of a province
 backlog value N minus the moment dossier N was made upstream); the records/s the IOC stored;
@@ -61,7 +62,8 @@ from bench.common import fresh_postgres, machine, write_results
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
 PROVINCE = 75
-BACKLOG = f"kpi:onestop.backlog:{PROVINCE}"
+BACKLOG_FAMILY = "kpi:onestop.backlog:"
+BACKLOG = f"{BACKLOG_FAMILY}{PROVINCE}"
 ON_TIME = f"kpi:onestop.on_time_rate:{PROVINCE}"
 
 
@@ -294,6 +296,42 @@ def _percentiles(values: array) -> dict[str, float | int | None]:
         return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000, 1)
 
     return {"samples": len(ordered), "p50": at(50), "p99": at(99), "max": at(100)}
+
+
+# ---------------------------------------------------------------- NOTIFY probe
+
+
+async def notify_probe(args: argparse.Namespace) -> dict[str, Any]:
+    """`--role notify`: LISTEN on the IOC's fan-out channel like an API process would and time
+    each update of the clients' topics from its cell's `computed_at` (commit, publish, NOTIFY):
+    the part of WebSocket delivery spent before any API process or client."""
+    import asyncpg
+    import orjson
+
+    latencies = array("d")
+    payloads = 0
+
+    def heard(connection: Any, pid: int, channel: str, payload: str) -> None:
+        nonlocal payloads
+        received = time.time()
+        payloads += 1
+        for item in orjson.loads(payload).get("u", []):
+            if len(item) != 2 or not (item[0] == ON_TIME or item[0].startswith(BACKLOG_FAMILY)):
+                continue
+            computed = item[1].get("computed_at") if isinstance(item[1], dict) else None
+            if computed:
+                latencies.append(received - datetime.fromisoformat(computed).timestamp())
+
+    connection = await asyncpg.connect(args.dsn)
+    await connection.add_listener("ioc_live", heard)
+    await asyncio.sleep(max(0.0, args.until - time.time()))
+    await connection.close()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "payloads": payloads,
+        "computed_to_notify_ms": _percentiles(latencies),
+        "probe_process_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+    }
 
 
 # ---------------------------------------------------------------- REST load
@@ -541,6 +579,11 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 stdout=subprocess.PIPE,
             )
             processes.append(ws)
+            probe = subprocess.Popen(
+                [python, me, "--role", "notify", "--dsn", dsn, "--until", str(until)],
+                stdout=subprocess.PIPE,
+            )
+            processes.append(probe)
             paths = Path(f"/tmp/soak-{os.getpid()}-urls.txt")
             paths.write_text("\n".join(_rest_paths(communes, datetime.now(UTC))))
             time.sleep(max(0.0, t0 - time.time()))
@@ -572,6 +615,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 _json_or_error(rest.communicate(timeout=180)[0]) if rest is not None else None
             )
             ws_result = _json_or_error(ws.communicate(timeout=300)[0])
+            probe_result = _json_or_error(probe.communicate(timeout=60)[0])
 
             async def stored() -> tuple[int, int]:
                 connection = await asyncpg.connect(dsn)
@@ -627,6 +671,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "upstream_equals_stored": rows[0] == rows[1] == made["dossiers"],
         "rest": rest_result,
         "websocket": ws_result,
+        "notify_probe": probe_result,
         "server_ws_fanout_p99_ms_bucket": _histogram_quantile(
             metrics, "ioc_ws_fanout_latency_seconds", 0.99
         ),
@@ -650,8 +695,9 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--role", choices=["controller", "upstream", "ws", "rest"], default="controller"
+        "--role", choices=["controller", "upstream", "ws", "rest", "notify"], default="controller"
     )
+    parser.add_argument("--dsn", help="--role notify: the database to LISTEN on")
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--records-per-second", type=float, default=20_000)
     parser.add_argument("--ws-clients", type=int, default=2000)
@@ -679,8 +725,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.role == "upstream":
         run_upstream(args)
-    elif args.role in ("ws", "rest"):
-        role = ws_clients if args.role == "ws" else rest_load
+    elif args.role in ("ws", "rest", "notify"):
+        role = {"ws": ws_clients, "rest": rest_load, "notify": notify_probe}[args.role]
         if args.urls:
             args.paths = [p for p in Path(args.urls).read_text().splitlines() if p]
         try:
