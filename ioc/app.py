@@ -112,7 +112,7 @@ def create_worker_app(
         version="0.1.0",
         lifespan=_lifespan(settings, clock=clock, registry=registry, metrics=metrics),
     )
-    app.include_router(system_api.router, include_in_schema=False)
+    app.add_api_route("/healthz", system_api.healthz, tags=["system"])
     app.include_router(ops_api.router)  # /readyz open for probes; /metrics needs a viewer token
     return app
 

@@ -199,6 +199,14 @@ async def test_a_worker_polls_and_the_clients_of_an_api_process_see_it(
     assert clients == 0 and sent > 0
 
 
+def test_the_worker_role_answers_only_health_and_metrics() -> None:
+    settings = Settings(
+        database_url="postgresql+asyncpg://ioc@db.invalid/ioc", scheduler_enabled=False
+    )
+    worker = create_worker_app(settings)
+    assert set(worker.openapi()["paths"]) == {"/healthz", "/readyz", "/metrics"}
+
+
 def test_the_worker_role_refuses_sqlite(tmp_path: Any) -> None:
     settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
     with pytest.raises(ValueError, match="needs PostgreSQL"):
