@@ -506,7 +506,9 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     with fresh_postgres() as (url, dsn):
         upgrade(url)
         up_port, ioc_port, worker_port = _free_port(), _free_port(), _free_port()
-        t0 = time.time() + 15  # versions start once everything is up
+        # Versions start once everything is up: under load, several IOC processes may take
+        # half a minute to start, and 2,000 clients should connect before the ingest begins.
+        t0 = time.time() + args.warmup_seconds
         until = t0 + args.seconds
         seed = Path(f"/tmp/soak-{os.getpid()}.toml")
         seed.write_text(
@@ -562,6 +564,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         try:
             _wait_http(f"http://127.0.0.1:{ioc_port}/healthz", timeout=120)
             _wait_http(f"http://127.0.0.1:{scheduler_port}/healthz", timeout=120)
+            ioc_up_before_t0 = round(t0 - time.time(), 1)
             ws = subprocess.Popen(
                 [
                     python,
@@ -657,6 +660,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "load_average_at_end": os.getloadavg(),
         "seconds": args.seconds,
         "topology": args.topology,
+        "ioc_up_seconds_before_first_version": ioc_up_before_t0,
         "api_workers": args.api_workers if args.topology == "split" else 1,
         "targets": {
             "records_per_second": args.records_per_second,
@@ -703,6 +707,12 @@ def main() -> None:
     parser.add_argument("--ws-clients", type=int, default=2000)
     parser.add_argument("--rest-rate", type=float, default=500)
     parser.add_argument("--drain-seconds", type=float, default=300)
+    parser.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=45,
+        help="from starting the processes to the first upstream version",
+    )
     parser.add_argument("--port", type=int)
     parser.add_argument("--t0", type=float)
     parser.add_argument("--until", type=float)
