@@ -8,8 +8,8 @@ live updates reaching the API processes' clients through the PostgreSQL fan-out.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -58,11 +58,33 @@ def create_app(
     """Build the service; the database must already be migrated (`ioc migrate`)."""
     settings = settings or Settings()
     metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = build_context(settings, clock=clock, registry=registry, metrics=metrics)
+        if settings.open_access:
+            log.warning(
+                "OPEN ACCESS (%s): every request is let in without a token, with every role. "
+                "Never expose this service to a network.",
+                "demo" if settings.demo else "IOC_AUTH_DISABLED",
+            )
+        await _prepare_database(ctx)
+        app.state.ctx = ctx
+        await _start_live(ctx)
+        ctx.scheduler = await start_scheduler(ctx) if settings.scheduler_enabled else None
+        try:
+            yield
+        finally:
+            if ctx.scheduler is not None and ctx.scheduler.running:
+                ctx.scheduler.shutdown(wait=False)
+            await _stop_live(ctx)
+            await ctx.engine.dispose()
+
     app = FastAPI(
         title="IOC backend",
         summary="Intelligent operations center for a Vietnamese province",
         version="0.1.0",
-        lifespan=_lifespan(settings, clock=clock, registry=registry, metrics=metrics),
+        lifespan=lifespan,
     )
     # Access: a router is gated where it is included (reads), mutations on their routes.
     # A new router needs one `dependencies=` here; tests/auth/test_routes.py fails without it.
@@ -105,12 +127,13 @@ def create_worker_app(
             "the worker role needs PostgreSQL (IOC_DATABASE_URL=postgresql+asyncpg://…): on "
             "SQLite its live updates could not reach the API's clients; run `ioc serve` alone"
         )
-    metrics = Metrics()
+    # The API's lifespan (context, seeds, hub and fan-out, scheduler) without its routes.
+    lifespan = create_app(settings, clock=clock, registry=registry).router.lifespan_context
     app = FastAPI(
         title="IOC worker",
         summary="Polling, KPI recompute and incident rules; health and metrics only",
         version="0.1.0",
-        lifespan=_lifespan(settings, clock=clock, registry=registry, metrics=metrics),
+        lifespan=lifespan,
     )
     app.add_api_route("/healthz", system_api.healthz, tags=["system"])
     app.include_router(ops_api.router)  # /readyz open for probes; /metrics needs a viewer token
@@ -129,39 +152,6 @@ def create_app_from_environment() -> FastAPI:
     settings = Settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     return create_app(settings)
-
-
-def _lifespan(
-    settings: Settings,
-    *,
-    clock: Clock,
-    registry: ConnectorRegistry | None,
-    metrics: Metrics,
-) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """Context, database seeds, live hub and fan-out, and the scheduler if enabled."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx = build_context(settings, clock=clock, registry=registry, metrics=metrics)
-        if settings.open_access:
-            log.warning(
-                "OPEN ACCESS (%s): every request is let in without a token, with every role. "
-                "Never expose this service to a network.",
-                "demo" if settings.demo else "IOC_AUTH_DISABLED",
-            )
-        await _prepare_database(ctx)
-        app.state.ctx = ctx
-        await _start_live(ctx)
-        ctx.scheduler = await start_scheduler(ctx) if settings.scheduler_enabled else None
-        try:
-            yield
-        finally:
-            if ctx.scheduler is not None and ctx.scheduler.running:
-                ctx.scheduler.shutdown(wait=False)
-            await _stop_live(ctx)
-            await ctx.engine.dispose()
-
-    return lifespan
 
 
 async def _prepare_database(ctx: AppContext) -> None:
@@ -196,7 +186,7 @@ async def _start_live(ctx: AppContext) -> None:
     ctx.layout_feed.start()
     if ctx.settings.is_postgres:
         ctx.fanout = PgFanout(ctx.hub, asyncpg_dsn(ctx.settings.database_url))
-        # Another process's recompute (a worker, a replica) drops the cached series it changed.
+        # Another process's recompute (a worker, a replica) drops the cached reads it changed.
         ctx.fanout.on_remote.append(ctx.kpi_cache.invalidate_topic)
         ctx.fanout.on_reconnect.append(ctx.kpi_cache.clear)
         await ctx.fanout.start()

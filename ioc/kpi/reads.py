@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -269,9 +269,9 @@ class SeriesKey(NamedTuple):
 
 class SeriesCache:
     """An LRU of serialized series (JSON bytes), dropped when a cell of their (kpi, unit)
-    changes: here (`invalidate`) or in another process (`invalidate_topic`, called for every
-    `kpi:<kpi>:<unit>` topic the PostgreSQL fan-out hears of). `ttl_seconds` bounds staleness
-    from writers no process hears of (`ioc kpi rebuild`, a lost notification)."""
+    changes: here (`invalidate`) or in another process (`invalidate_topic`, for every KPI topic
+    the PostgreSQL fan-out hears of). `ttl_seconds` bounds staleness from writers no process
+    hears of (`ioc kpi rebuild`, a lost notification)."""
 
     def __init__(
         self,
@@ -321,27 +321,24 @@ class SeriesCache:
 
     def invalidate(self, cells: Iterable[CellValue]) -> None:
         """Forget every series of the (kpi, unit) of these changed cells."""
-        for kpi_id, unit in {(c.kpi.id, c.unit_code) for c in cells}:
-            self.forget(kpi_id, unit)
-
-    def invalidate_topic(self, topic: str) -> None:
-        """Forget every series of a `kpi:<kpi>:<unit>` topic's cells; other topics are ignored."""
-        family, _, rest = topic.partition(":")
-        kpi_id, _, unit = rest.rpartition(":")
-        if family == "kpi" and kpi_id and unit:
-            self.forget(kpi_id, unit)
-
-    def forget(self, kpi_id: str, unit: str) -> None:
-        """Forget every series of one KPI and unit, and refuse bytes read before now."""
-        cell = (kpi_id, unit)
-        self._generations[cell] = self._generations.get(cell, 0) + 1
-        for key in self._keys_of.pop(cell, set()):
-            self._entries.pop(key, None)
+        for cell in {(c.kpi.id, c.unit_code) for c in cells}:
+            self._generations[cell] = self._generations.get(cell, 0) + 1
+            for key in self._keys_of.pop(cell, set()):
+                self._entries.pop(key, None)
 
     def clear(self) -> None:
         """Forget everything."""
         for key in list(self._entries):
             self._drop(key)
+
+    def invalidate_topic(self, topic: str) -> None:
+        """Forget what `invalidate` would for a changed cell of a `kpi:<kpi>:<unit>` topic's KPI
+        and unit (another process recomputed it; the PostgreSQL fan-out names the topic).
+        Other topics are ignored."""
+        family, _, rest = topic.partition(":")
+        kpi_id, _, unit = rest.rpartition(":")
+        if family == "kpi" and kpi_id and unit:
+            self.invalidate([cast(CellValue, _TopicCell(_KpiOfTopic(kpi_id), unit))])
 
     def _drop(self, key: SeriesKey) -> None:
         self._entries.pop(key, None)
@@ -350,6 +347,20 @@ class SeriesCache:
             keys.discard(key)
             if not keys:
                 del self._keys_of[(key.kpi, key.unit)]
+
+
+@dataclass(frozen=True)
+class _KpiOfTopic:
+    id: str
+
+
+@dataclass(frozen=True)
+class _TopicCell:
+    """A topic's KPI and unit, with the two attributes `SeriesCache.invalidate` reads of a
+    changed cell (so a topic drops exactly what a local change of that cell would)."""
+
+    kpi: _KpiOfTopic
+    unit_code: str
 
 
 def _series_query(kpi: KpiDefinition, unit: str, first: Period, last: Period) -> Any:
