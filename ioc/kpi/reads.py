@@ -269,9 +269,8 @@ class SeriesKey(NamedTuple):
 
 class SeriesCache:
     """An LRU of serialized series (JSON bytes), dropped when a cell of their (kpi, unit)
-    changes: here (`invalidate`) or in another process (`invalidate_topic`, for every KPI topic
-    the PostgreSQL fan-out hears of). `ttl_seconds` bounds staleness from writers no process
-    hears of (`ioc kpi rebuild`, a lost notification)."""
+    changes. `ttl_seconds` bounds staleness from writers this process never hears of (another
+    replica's recompute, `ioc rebuild`)."""
 
     def __init__(
         self,
