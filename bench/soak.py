@@ -9,21 +9,28 @@ Five processes on this machine:
   `--records-per-second` dossier versions per second, every other one an update of a recent
   dossier (received → processing, both open), the rest new dossiers; a version is served from
   the second after it was made (the protocol's times have one-second resolution);
-* the **IOC**: `python -m ioc serve` (one uvicorn worker, scheduler on) polling it every second,
-  1,000 dossiers a page, each page stored, recomputed and published in one transaction;
+* the **IOC**, as `--topology`:
+  `split` (the default): `python -m ioc worker` (scheduler: polling every second, 1,000 dossiers
+  a page, each page stored, recomputed and published in one transaction) and one API replica,
+  `python -m ioc serve --workers N` (`--api-workers`, `IOC_SCHEDULER_ENABLED=false`), live
+  updates going from the worker to the API processes through PostgreSQL LISTEN/NOTIFY;
+  `single`: one `python -m ioc serve` process doing all of it (the first runs' layout);
 * **WebSocket clients** (`--ws-clients`, one asyncio process): each subscribes to the province's
   backlog and on-time rate and to one commune's backlog;
 * **REST load** (open loop at `--rest-rate` req/s over 32 keep-alive connections, with
   `bench/load_client.py`'s HTTP client; a reset connection counts as an error and is reopened):
   KPI current values, series, breakdowns, records and connectors;
-* this **controller**, sampling the IOC's resident memory every 5 s.
+* this **controller**, sampling the resident memory of the IOC's processes every 5 s (summed,
+  and per role) and reading their CPU time at the end.
 
 After `--seconds` the upstream stops making versions and the controller waits (up to
 `--drain-seconds`) until the IOC has stored every dossier, then compares counts.
 
 Figures: REST p50/p99 (open loop, from the scheduled time); WebSocket delivery (client receipt
-minus the cell's `computed_at`, i.e. commit + publish + fan-out; and the server's own
-publish→socket histogram from `/metrics`); ingest-to-screen (client receipt of a province
+minus the cell's `computed_at`, i.e. commit + publish + fan-out; the part of it until the
+NOTIFY, from a probe that LISTENs like an API process; and the server's own
+publish→socket histogram from `/metrics`; with several API processes, one of them answers the
+scrape); ingest-to-screen (client receipt of a province
 backlog value N minus the moment dossier N was made upstream); the records/s the IOC stored;
 memory over time; upstream vs stored counts. Writes bench/results/soak.json.
 """
@@ -55,7 +62,8 @@ from bench.common import fresh_postgres, machine, write_results
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
 PROVINCE = 75
-BACKLOG = f"kpi:onestop.backlog:{PROVINCE}"
+BACKLOG_FAMILY = "kpi:onestop.backlog:"
+BACKLOG = f"{BACKLOG_FAMILY}{PROVINCE}"
 ON_TIME = f"kpi:onestop.on_time_rate:{PROVINCE}"
 
 
@@ -290,6 +298,42 @@ def _percentiles(values: array) -> dict[str, float | int | None]:
     return {"samples": len(ordered), "p50": at(50), "p99": at(99), "max": at(100)}
 
 
+# ---------------------------------------------------------------- NOTIFY probe
+
+
+async def notify_probe(args: argparse.Namespace) -> dict[str, Any]:
+    """`--role notify`: LISTEN on the IOC's fan-out channel like an API process would and time
+    each update of the clients' topics from its cell's `computed_at` (commit, publish, NOTIFY):
+    the part of WebSocket delivery spent before any API process or client."""
+    import asyncpg
+    import orjson
+
+    latencies = array("d")
+    payloads = 0
+
+    def heard(connection: Any, pid: int, channel: str, payload: str) -> None:
+        nonlocal payloads
+        received = time.time()
+        payloads += 1
+        for item in orjson.loads(payload).get("u", []):
+            if len(item) != 2 or not (item[0] == ON_TIME or item[0].startswith(BACKLOG_FAMILY)):
+                continue
+            computed = item[1].get("computed_at") if isinstance(item[1], dict) else None
+            if computed:
+                latencies.append(received - datetime.fromisoformat(computed).timestamp())
+
+    connection = await asyncpg.connect(args.dsn)
+    await connection.add_listener("ioc_live", heard)
+    await asyncio.sleep(max(0.0, args.until - time.time()))
+    await connection.close()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "payloads": payloads,
+        "computed_to_notify_ms": _percentiles(latencies),
+        "probe_process_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+    }
+
+
 # ---------------------------------------------------------------- REST load
 
 
@@ -356,11 +400,37 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (uvicorn's worker processes)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return [pid]
+    return [pid, *(p for child in children for p in _tree(int(child)))]
+
+
 def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
+    """Resident memory of `pid` and its descendants."""
+    total = 0
+    for member in _tree(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += next((int(x.split()[1]) for x in lines if x.startswith("VmRSS:")), 0)
+    return round(total / 1024, 1)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` and its descendants so far."""
+    ticks = 0
+    for member in _tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return round(ticks / os.sysconf("SC_CLK_TCK"), 1)
 
 
 def _wait_http(url: str, timeout: float = 60) -> None:
@@ -435,8 +505,10 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     me = str(Path(__file__).resolve())
     with fresh_postgres() as (url, dsn):
         upgrade(url)
-        up_port, ioc_port = _free_port(), _free_port()
-        t0 = time.time() + 15  # versions start once everything is up
+        up_port, ioc_port, worker_port = _free_port(), _free_port(), _free_port()
+        # Versions start once everything is up: under load, several IOC processes may take
+        # half a minute to start, and 2,000 clients should connect before the ingest begins.
+        t0 = time.time() + args.warmup_seconds
         until = t0 + args.seconds
         seed = Path(f"/tmp/soak-{os.getpid()}.toml")
         seed.write_text(
@@ -461,10 +533,38 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             "IOC_DB_POOL_SIZE": str(args.db_pool),
             "IOC_DB_MAX_OVERFLOW": str(args.db_pool),
         }
-        ioc = subprocess.Popen([python, "-m", "ioc", "serve"], cwd=ROOT, env=env)
-        processes = [upstream, ioc]
+        roles: dict[str, subprocess.Popen[bytes]] = {}
+        if args.topology == "single":
+            roles["ioc"] = subprocess.Popen([python, "-m", "ioc", "serve"], cwd=ROOT, env=env)
+        else:
+            roles["worker"] = subprocess.Popen(
+                [python, "-m", "ioc", "worker", "--port", str(worker_port)], cwd=ROOT, env=env
+            )
+            roles["api"] = subprocess.Popen(
+                [python, "-m", "ioc", "serve", "--workers", str(args.api_workers)],
+                cwd=ROOT,
+                env={
+                    **env,
+                    "IOC_SCHEDULER_ENABLED": "false",
+                    "IOC_DB_POOL_SIZE": str(args.api_db_pool),
+                    "IOC_DB_MAX_OVERFLOW": str(args.api_db_pool),
+                },
+            )
+        scheduler_port = ioc_port if args.topology == "single" else worker_port
+        processes = [upstream, *roles.values()]
+
+        def sample_memory() -> None:
+            moment = round(time.time() - t0, 1)
+            per_role = {role: _rss_mib(p.pid) for role, p in roles.items()}
+            memory.append((moment, round(sum(per_role.values()), 1)))
+            memory_by_role.append((moment, per_role))
+
+        memory: list[tuple[float, float]] = []
+        memory_by_role: list[tuple[float, dict[str, float]]] = []
         try:
-            _wait_http(f"http://127.0.0.1:{ioc_port}/healthz")
+            _wait_http(f"http://127.0.0.1:{ioc_port}/healthz", timeout=120)
+            _wait_http(f"http://127.0.0.1:{scheduler_port}/healthz", timeout=120)
+            ioc_up_before_t0 = round(t0 - time.time(), 1)
             ws = subprocess.Popen(
                 [
                     python,
@@ -482,6 +582,11 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 stdout=subprocess.PIPE,
             )
             processes.append(ws)
+            probe = subprocess.Popen(
+                [python, me, "--role", "notify", "--dsn", dsn, "--until", str(until)],
+                stdout=subprocess.PIPE,
+            )
+            processes.append(probe)
             paths = Path(f"/tmp/soak-{os.getpid()}-urls.txt")
             paths.write_text("\n".join(_rest_paths(communes, datetime.now(UTC))))
             time.sleep(max(0.0, t0 - time.time()))
@@ -505,15 +610,15 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                     stdout=subprocess.PIPE,
                 )
                 processes.append(rest)
-            memory: list[tuple[float, float]] = []
             while time.time() < until:
-                memory.append((round(time.time() - t0, 1), _rss_mib(ioc.pid)))
+                sample_memory()
                 time.sleep(5)
             made = httpx.post(f"http://127.0.0.1:{up_port}/_soak/freeze").json()
             rest_result = (
                 _json_or_error(rest.communicate(timeout=180)[0]) if rest is not None else None
             )
             ws_result = _json_or_error(ws.communicate(timeout=300)[0])
+            probe_result = _json_or_error(probe.communicate(timeout=60)[0])
 
             async def stored() -> tuple[int, int]:
                 connection = await asyncpg.connect(dsn)
@@ -530,10 +635,12 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             while (rows := asyncio.run(stored()))[1] < made["dossiers"]:
                 if time.time() - drain_started > args.drain_seconds:
                     break
-                memory.append((round(time.time() - t0, 1), _rss_mib(ioc.pid)))
+                sample_memory()
                 time.sleep(2)
             drained = round(time.time() - drain_started, 1)
             metrics = httpx.get(f"http://127.0.0.1:{ioc_port}/metrics").text
+            scheduler_metrics = httpx.get(f"http://127.0.0.1:{scheduler_port}/metrics").text
+            cpu = {role: _cpu_seconds(p.pid) for role, p in roles.items()}
         finally:
             for process in reversed(processes):
                 if process.poll() is None:
@@ -552,6 +659,9 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "load_average_at_end": os.getloadavg(),
         "seconds": args.seconds,
+        "topology": args.topology,
+        "ioc_up_seconds_before_first_version": ioc_up_before_t0,
+        "api_workers": args.api_workers if args.topology == "split" else 1,
         "targets": {
             "records_per_second": args.records_per_second,
             "ws_clients": args.ws_clients,
@@ -565,6 +675,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "upstream_equals_stored": rows[0] == rows[1] == made["dossiers"],
         "rest": rest_result,
         "websocket": ws_result,
+        "notify_probe": probe_result,
         "server_ws_fanout_p99_ms_bucket": _histogram_quantile(
             metrics, "ioc_ws_fanout_latency_seconds", 0.99
         ),
@@ -572,10 +683,12 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             metrics, "ioc_http_request_duration_seconds", 0.99
         ),
         "server_kpi_recompute_p99_ms_bucket": _histogram_quantile(
-            metrics, "ioc_kpi_recompute_seconds", 0.99
+            scheduler_metrics, "ioc_kpi_recompute_seconds", 0.99
         ),
+        "ioc_cpu_seconds": cpu,
         "memory_mib": {
             "samples": memory,
+            "by_role": memory_by_role,
             "first_third_mean": round(first_mib, 1),
             "last_third_mean": round(last_mib, 1),
             "growth_percent": round(100 * (last_mib - first_mib) / first_mib, 1),
@@ -586,23 +699,44 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--role", choices=["controller", "upstream", "ws", "rest"], default="controller"
+        "--role", choices=["controller", "upstream", "ws", "rest", "notify"], default="controller"
     )
+    parser.add_argument("--dsn", help="--role notify: the database to LISTEN on")
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--records-per-second", type=float, default=20_000)
     parser.add_argument("--ws-clients", type=int, default=2000)
     parser.add_argument("--rest-rate", type=float, default=500)
     parser.add_argument("--drain-seconds", type=float, default=300)
+    parser.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=45,
+        help="from starting the processes to the first upstream version",
+    )
     parser.add_argument("--port", type=int)
     parser.add_argument("--t0", type=float)
     parser.add_argument("--until", type=float)
     parser.add_argument("--urls")
-    parser.add_argument("--db-pool", type=int, default=10, help="IOC_DB_POOL_SIZE of the IOC")
+    parser.add_argument(
+        "--db-pool", type=int, default=10, help="IOC_DB_POOL_SIZE of the process that polls"
+    )
+    parser.add_argument(
+        "--topology",
+        choices=["split", "single"],
+        default="split",
+        help="split: `ioc worker` + `ioc serve --workers N`; single: one `ioc serve` does all",
+    )
+    parser.add_argument(
+        "--api-workers", type=int, default=2, help="split: processes of `ioc serve --workers`"
+    )
+    parser.add_argument(
+        "--api-db-pool", type=int, default=5, help="split: IOC_DB_POOL_SIZE of each API process"
+    )
     args = parser.parse_args()
     if args.role == "upstream":
         run_upstream(args)
-    elif args.role in ("ws", "rest"):
-        role = ws_clients if args.role == "ws" else rest_load
+    elif args.role in ("ws", "rest", "notify"):
+        role = {"ws": ws_clients, "rest": rest_load, "notify": notify_probe}[args.role]
         if args.urls:
             args.paths = [p for p in Path(args.urls).read_text().splitlines() if p]
         try:

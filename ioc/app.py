@@ -1,4 +1,9 @@
-"""The FastAPI application factory and its lifespan (engine, hub, scheduler)."""
+"""The FastAPI application factories and their lifespan (engine, hub, scheduler).
+
+`create_app` is the API (REST, WebSocket, wall display), with the scheduler unless
+`IOC_SCHEDULER_ENABLED=false`; `create_worker_app` is the worker role (`ioc worker`): the
+scheduler — polling, KPI recompute, incident rules — with only health and metrics routes, its
+live updates reaching the API processes' clients through the PostgreSQL fan-out."""
 
 from __future__ import annotations
 
@@ -112,6 +117,48 @@ def create_app(
     return app
 
 
+def create_worker_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock = utcnow,
+    registry: ConnectorRegistry | None = None,
+) -> FastAPI:
+    """The worker role: scheduler (polling, KPI recompute, incident rules) always on, no API but
+    `/healthz`, `/readyz` and `/metrics`. Needs PostgreSQL: its live updates reach the API
+    processes' WebSocket clients through LISTEN/NOTIFY."""
+    settings = (settings or Settings()).model_copy(update={"scheduler_enabled": True})
+    if not settings.is_postgres:
+        raise WorkerNeedsPostgres(
+            "the worker role needs PostgreSQL (IOC_DATABASE_URL=postgresql+asyncpg://…): on "
+            "SQLite its live updates could not reach the API's clients; run `ioc serve` alone"
+        )
+    # The API's lifespan (context, seeds, hub and fan-out, scheduler) without its routes.
+    lifespan = create_app(settings, clock=clock, registry=registry).router.lifespan_context
+    app = FastAPI(
+        title="IOC worker",
+        summary="Polling, KPI recompute and incident rules; health and metrics only",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_api_route("/healthz", system_api.healthz, tags=["system"])
+    app.include_router(ops_api.router)  # /readyz open for probes; /metrics needs a viewer token
+    return app
+
+
+class WorkerNeedsPostgres(ValueError):
+    """`ioc worker` was asked to run on SQLite."""
+
+
+def create_app_from_environment() -> FastAPI:
+    """The API as each of `ioc serve --workers N`'s processes builds it: settings from the
+    environment, logging configured in the process itself."""
+    from ioc.ops.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    return create_app(settings)
+
+
 async def _prepare_database(ctx: AppContext) -> None:
     """Load the province's units, seed connector instances from the TOML file, if any, and
     store the default incident rules not stored yet."""
@@ -144,6 +191,9 @@ async def _start_live(ctx: AppContext) -> None:
     ctx.layout_feed.start()
     if ctx.settings.is_postgres:
         ctx.fanout = PgFanout(ctx.hub, asyncpg_dsn(ctx.settings.database_url))
+        # Another process's recompute (a worker, a replica) drops the cached reads it changed.
+        ctx.fanout.on_remote.append(ctx.kpi_cache.invalidate_topic)
+        ctx.fanout.on_reconnect.append(ctx.kpi_cache.clear)
         await ctx.fanout.start()
 
 

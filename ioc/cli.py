@@ -50,18 +50,76 @@ def migrate() -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Defaults to IOC_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Defaults to IOC_PORT")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes serving the API (defaults to IOC_WORKERS); more than one needs "
+            "PostgreSQL and IOC_SCHEDULER_ENABLED=false, the scheduler running in `ioc worker`",
+        ),
+    ] = None,
 ) -> None:
-    """Run the API, scheduler, live hub and wall display."""
+    """Run the API, live hub and wall display, and the scheduler unless
+    IOC_SCHEDULER_ENABLED=false."""
     from ioc.app import create_app
 
     settings = Settings()
     _configure_logging(settings)
+    processes = workers or settings.workers
+    options: dict[str, Any] = {
+        "host": host or settings.host,
+        "port": port or settings.port,
+        "log_level": settings.log_level.lower(),
+        "log_config": None,  # keep the handlers _configure_logging set (JSON or text)
+    }
+    if processes == 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    refusal = several_workers_refusal(settings)
+    if refusal is not None:
+        typer.secho(f"refused: {refusal}", fg="red", err=True)
+        raise typer.Exit(2)
+    # Each process builds its own app (own hub, own fan-out listener) from the environment.
+    uvicorn.run("ioc.app:create_app_from_environment", factory=True, workers=processes, **options)
+
+
+def several_workers_refusal(settings: Settings) -> str | None:
+    """Why `ioc serve` may not run several processes with these settings, or None."""
+    if not settings.is_postgres:
+        return (
+            "several workers need PostgreSQL: on SQLite a live update would reach only the "
+            "clients of the process that made it"
+        )
+    if settings.scheduler_enabled:
+        return (
+            "several workers need IOC_SCHEDULER_ENABLED=false, with the scheduler in its own "
+            "process (`ioc worker`); otherwise every process would recompute and judge"
+        )
+    return None
+
+
+@app.command()
+def worker(
+    host: Annotated[str | None, typer.Option(help="Defaults to IOC_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Defaults to IOC_WORKER_PORT")] = None,
+) -> None:
+    """Run the scheduler alone: polling, KPI recompute and incident rules, publishing live
+    updates to the API processes through PostgreSQL; answers only /healthz, /readyz, /metrics."""
+    from ioc.app import WorkerNeedsPostgres, create_worker_app
+
+    settings = Settings()
+    _configure_logging(settings)
+    try:
+        worker_app = create_worker_app(settings)
+    except WorkerNeedsPostgres as exc:
+        typer.secho(f"refused: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
     uvicorn.run(
-        create_app(settings),
+        worker_app,
         host=host or settings.host,
-        port=port or settings.port,
+        port=port or settings.worker_port,
         log_level=settings.log_level.lower(),
-        log_config=None,  # keep the handlers _configure_logging set (JSON or text)
+        log_config=None,
     )
 
 

@@ -49,7 +49,20 @@ class Settings(BaseSettings):
     connectors_file: Path | None = Field(
         default=None, description="TOML file that seeds connector instances at start"
     )
-    scheduler_enabled: bool = True
+    scheduler_enabled: bool = Field(
+        default=True,
+        description="Poll, recompute and judge in this process; false on API processes when "
+        "`ioc worker` does it (PostgreSQL)",
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="Processes `ioc serve` runs (uvicorn workers); more than one needs "
+        "PostgreSQL and IOC_SCHEDULER_ENABLED=false (the scheduler runs in `ioc worker`)",
+    )
+    worker_port: int = Field(
+        default=8001, ge=1, le=65535, description="Where `ioc worker` answers /healthz, /readyz"
+    )
     poll_max_pages: int = Field(
         default=50, ge=1, description="Pages one scheduled run may fetch before yielding"
     )

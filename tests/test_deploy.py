@@ -45,8 +45,23 @@ def test_compose_runs_a_simulator_per_seeded_connector_and_the_urls_match() -> N
         assert command[:3] == ["ioc", "simulate", seed.kind] and seed.kind in _simulators()
         port = command[command.index("--port") + 1]
         assert seed.config["base_url"] == f"http://{seed.kind}-sim:{port}"
-        depends = services["ioc"]["depends_on"]
+        depends = services["ioc-worker"]["depends_on"]  # the worker polls them
         assert f"{seed.kind}-sim" in depends
+
+
+def test_compose_polls_in_the_worker_and_serves_in_several_api_processes() -> None:
+    services = compose()["services"]
+    worker, api = services["ioc-worker"], services["ioc"]
+    assert "exec ioc worker" in worker["command"][-1] and "ioc migrate" in worker["command"][-1]
+    assert worker["environment"]["IOC_CONNECTORS_FILE"] == "/etc/ioc/connectors.toml"
+    port = worker["environment"]["IOC_WORKER_PORT"]
+    assert f"127.0.0.1:{port}/healthz" in worker["healthcheck"]["test"][-1]
+    assert api["environment"]["IOC_SCHEDULER_ENABLED"] == "false"
+    workers = Settings(
+        workers=api["environment"]["IOC_WORKERS"].split(":-")[-1].rstrip("}")
+    ).workers
+    assert workers > 1
+    assert api["environment"]["IOC_DATABASE_URL"] == worker["environment"]["IOC_DATABASE_URL"]
 
 
 def test_dockerfile_migrates_then_serves_from_the_project_directory() -> None:

@@ -5,8 +5,11 @@ is the headline cell (what a tile shows, as the topic's snapshot) plus `changed`
 of that KPI and unit the recompute changed, of any period kind and start, with its new value.
 When only other periods changed (e.g. a late dossier updates last month's cells), the headline
 is read again for topics that have subscribers, so a subscriber learns of every change; a
-topic nobody follows gets nothing. A slow client's queue keeps the latest update per topic, so
-it may miss an earlier `changed` list: treat an update as "re-read the series you show".
+topic nobody follows here is only named to the other processes (`PgFanout.send_changed`), which
+drop their cached series of it and re-read it for the clients that follow it there (a worker
+without clients of its own thus reaches every API process). A slow client's queue keeps the
+latest update per topic, so it may miss an earlier `changed` list: treat an update as "re-read
+the series you show".
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ async def publish_changes(ctx: AppContext, changed: list[CellValue]) -> int:
             updates[topic(kpi.id, unit)] = headline.read().model_dump(mode="json")
         elif hub.subscribers.get(topic(kpi.id, unit)):
             unread.append((kpi, unit))
+        elif ctx.fanout is not None:
+            ctx.fanout.send_changed(topic(kpi.id, unit))
     if unread:
         async with ctx.sessionmaker() as session:
             for kpi, unit in unread:

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -347,6 +347,15 @@ class SeriesCache:
         for key in list(self._entries):
             self._drop(key)
 
+    def invalidate_topic(self, topic: str) -> None:
+        """Forget what `invalidate` would for a changed cell of a `kpi:<kpi>:<unit>` topic's KPI
+        and unit (another process recomputed it; the PostgreSQL fan-out names the topic).
+        Other topics are ignored."""
+        family, _, rest = topic.partition(":")
+        kpi_id, _, unit = rest.rpartition(":")
+        if family == "kpi" and kpi_id and unit:
+            self.invalidate([cast(CellValue, _TopicCell(_KpiOfTopic(kpi_id), unit))])
+
     def _drop(self, key: SeriesKey) -> None:
         self._entries.pop(key, None)
         keys = self._keys_of.get((key.kpi, key.unit))
@@ -354,6 +363,20 @@ class SeriesCache:
             keys.discard(key)
             if not keys:
                 del self._keys_of[(key.kpi, key.unit)]
+
+
+@dataclass(frozen=True)
+class _KpiOfTopic:
+    id: str
+
+
+@dataclass(frozen=True)
+class _TopicCell:
+    """A topic's KPI and unit, with the two attributes `SeriesCache.invalidate` reads of a
+    changed cell (so a topic drops exactly what a local change of that cell would)."""
+
+    kpi: _KpiOfTopic
+    unit_code: str
 
 
 def _series_query(kpi: KpiDefinition, unit: str, first: Period, last: Period) -> Any:

@@ -8,8 +8,15 @@ refuses payloads of 8000 bytes or more). An update too large to travel inline be
 registry, as it would for a snapshot. Each replica ignores its own payloads and delivers the
 others' to its local clients with `Hub.deliver` (so they are not relayed again).
 
+A payload may also carry `"c": [topic, …]`: topics whose state changed without an update being
+published (a KPI cell of a past period, say, recomputed by a worker with no clients of its
+own). A receiving replica re-reads such a topic only if its clients follow it. Every topic named
+in a payload, updated or changed, is handed to the `on_remote` callbacks, which drop what this
+process caches of it (the KPI series cache).
+
 If the listening connection drops, the replica reconnects with backoff and then re-reads every
-topic its clients follow, so a lost notification never leaves a screen silently behind.
+topic its clients follow and calls the `on_reconnect` callbacks (which drop whole caches), so a
+lost notification never leaves a screen or a cached read silently behind.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -36,13 +44,27 @@ def pack(
 ) -> list[str]:
     """NOTIFY payloads carrying `updates` in order, each under `limit` bytes."""
     head = orjson.dumps({"o": origin, "u": []})[:-2]  # b'{"o":"…","u":['
-    payloads: list[str] = []
     items: list[bytes] = []
-    size = len(head) + 2
     for topic, data in updates:
         item = orjson.dumps([topic, data])
         if len(head) + len(item) + 2 > limit:
             item = orjson.dumps([topic])  # too large to travel: a pointer
+        items.append(item)
+    return _fill(head, items, limit=limit)
+
+
+def pack_changed(origin: str, topics: list[str], *, limit: int = MAX_PAYLOAD_BYTES) -> list[str]:
+    """NOTIFY payloads naming `topics` as changed (`"c"`), each under `limit` bytes."""
+    head = orjson.dumps({"o": origin, "c": []})[:-2]  # b'{"o":"…","c":['
+    return _fill(head, [orjson.dumps(t) for t in topics], limit=limit)
+
+
+def _fill(head: bytes, encoded: list[bytes], *, limit: int) -> list[str]:
+    """`head` + as many of the encoded items as fit under `limit`, + `]}`, as often as needed."""
+    payloads: list[str] = []
+    items: list[bytes] = []
+    size = len(head) + 2
+    for item in encoded:
         if items and size + len(item) + 1 > limit:
             payloads.append((head + b",".join(items) + b"]}").decode())
             items, size = [], len(head) + 2
@@ -53,6 +75,13 @@ def pack(
     return payloads
 
 
+CHANGED = object()
+"""Queued in place of data: the topic changed, re-read it if you follow it (`send_changed`)."""
+
+RemoteListener = Callable[[str], None]
+"""Called with each topic another process updated or changed (drops what is cached of it)."""
+
+
 class PgFanout:
     """Relays a hub's published updates to the other replicas and delivers theirs."""
 
@@ -61,6 +90,10 @@ class PgFanout:
         self.dsn = dsn
         self.origin = origin or uuid.uuid4().hex[:12]
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.on_remote: list[RemoteListener] = []
+        """Called with every topic named in another process's payload, before delivery."""
+        self.on_reconnect: list[Callable[[], None]] = []
+        """Called after a lost connection is back (notifications may have been missed)."""
         self.connection: asyncpg.Connection | None = None
         self.connected = asyncio.Event()
         self.received = 0
@@ -90,6 +123,11 @@ class PgFanout:
         """Queue an update for the other replicas (the hub's relay; never blocks)."""
         self.queue.put_nowait((topic, data))
 
+    def send_changed(self, topic: str) -> None:
+        """Tell the other processes that `topic` changed without an update published here: they
+        drop what they cache of it and re-read it for the clients that follow it."""
+        self.queue.put_nowait((topic, CHANGED))
+
     async def _connect(self) -> None:
         connection = await asyncpg.connect(self.dsn)
         await connection.add_listener(CHANNEL, self._on_notify)
@@ -115,6 +153,7 @@ class PgFanout:
                 delay = min(delay * 2, 30.0)
                 continue
             log.info("live fan-out: reconnected; refreshing followed topics")
+            self._call(self.on_reconnect)
             for topic in list(self.hub.subscribers):
                 self._refetch(topic)
             return
@@ -126,14 +165,19 @@ class PgFanout:
                 updates.append(self.queue.get_nowait())
             await self.connected.wait()
             assert self.connection is not None
-            for payload in pack(self.origin, updates):
-                try:
-                    await self.connection.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
-                    self.sent += 1
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    # The other replicas refresh what they follow when they reconnect; here the
-                    # lost update is logged, never retried out of order.
-                    log.warning("live fan-out: NOTIFY failed: %s", exc)
+            changed = list(dict.fromkeys(t for t, data in updates if data is CHANGED))
+            published = [(t, data) for t, data in updates if data is not CHANGED]
+            payloads = [*pack(self.origin, published), *pack_changed(self.origin, changed)]
+            try:
+                # One round trip for the lot (a NOTIFY each would cost one per 7.9 kB).
+                await self.connection.executemany(
+                    "SELECT pg_notify($1, $2)", [(CHANNEL, payload) for payload in payloads]
+                )
+                self.sent += len(payloads)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # The other replicas refresh what they follow when they reconnect; here the
+                # lost updates are logged, never retried out of order.
+                log.warning("live fan-out: NOTIFY of %d payloads failed: %s", len(payloads), exc)
 
     def _on_notify(self, connection: Any, pid: int, channel: str, payload: str) -> None:
         try:
@@ -144,11 +188,28 @@ class PgFanout:
         if message.get("o") == self.origin:
             return
         self.received += 1
-        for item in message.get("u", []):
+        updates = message.get("u", [])
+        changed = message.get("c", [])
+        if self.on_remote:
+            topics = {item[0] for item in updates if item} | set(changed)
+            for topic in topics:
+                self._call(self.on_remote, topic)
+        for item in updates:
             if len(item) == 2:
                 self.hub.deliver(item[0], item[1])
             elif len(item) == 1:
                 self._refetch(item[0])
+        for topic in changed:
+            if self.hub.subscribers.get(topic):
+                self._refetch(topic)
+
+    @staticmethod
+    def _call(callbacks: list[Callable[..., None]], *args: Any) -> None:
+        for callback in callbacks:
+            try:
+                callback(*args)
+            except Exception:  # one listener's bug must not stop the delivery
+                log.exception("live fan-out: a listener failed")
 
     def _refetch(self, topic: str) -> None:
         async def read() -> None:
