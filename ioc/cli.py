@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from ioc.config import Settings
 from ioc.context import AppContext
 from ioc.kit.clock import utcnow
+from ioc.live.api import server_options
 
 app = typer.Typer(help="Intelligent operations center (IOC) backend.", no_args_is_help=True)
 
@@ -71,6 +72,7 @@ def serve(
         "port": port or settings.port,
         "log_level": settings.log_level.lower(),
         "log_config": None,  # keep the handlers _configure_logging set (JSON or text)
+        **server_options(settings),
     }
     if processes == 1:
         uvicorn.run(create_app(settings), **options)
@@ -187,6 +189,7 @@ def demo(
                 port=settings.port,
                 log_level="warning",
                 log_config=None,
+                **server_options(settings),
             )
         )
         await asyncio.gather(*(uvicorn.Server(config).serve() for config in configs))

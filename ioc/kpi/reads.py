@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -336,11 +336,7 @@ class SeriesCache:
 
     def invalidate(self, cells: Iterable[CellValue]) -> None:
         """Forget every read of the (kpi, unit) of these changed cells, and their units' views."""
-        changed = {(c.kpi.id, c.unit_code) for c in cells}
-        for cell in changed | {(ANY_KPI, unit) for _kpi, unit in changed}:
-            self._generations[cell] = self._generations.get(cell, 0) + 1
-            for key in self._keys_of.pop(cell, set()):
-                self._entries.pop(key, None)
+        self._forget({(c.kpi.id, c.unit_code) for c in cells})
 
     def clear(self) -> None:
         """Forget everything."""
@@ -354,7 +350,14 @@ class SeriesCache:
         family, _, rest = topic.partition(":")
         kpi_id, _, unit = rest.rpartition(":")
         if family == "kpi" and kpi_id and unit:
-            self.invalidate([cast(CellValue, _TopicCell(_KpiOfTopic(kpi_id), unit))])
+            self._forget({(kpi_id, unit)})
+
+    def _forget(self, changed: set[tuple[str, str]]) -> None:
+        """Drop the reads of these (kpi, unit) and their units' views; refuse older bytes."""
+        for cell in changed | {(ANY_KPI, unit) for _kpi, unit in changed}:
+            self._generations[cell] = self._generations.get(cell, 0) + 1
+            for key in self._keys_of.pop(cell, set()):
+                self._entries.pop(key, None)
 
     def _drop(self, key: SeriesKey) -> None:
         self._entries.pop(key, None)
@@ -363,20 +366,6 @@ class SeriesCache:
             keys.discard(key)
             if not keys:
                 del self._keys_of[(key.kpi, key.unit)]
-
-
-@dataclass(frozen=True)
-class _KpiOfTopic:
-    id: str
-
-
-@dataclass(frozen=True)
-class _TopicCell:
-    """A topic's KPI and unit, with the two attributes `SeriesCache.invalidate` reads of a
-    changed cell (so a topic drops exactly what a local change of that cell would)."""
-
-    kpi: _KpiOfTopic
-    unit_code: str
 
 
 def _series_query(kpi: KpiDefinition, unit: str, first: Period, last: Period) -> Any:

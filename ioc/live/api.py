@@ -11,11 +11,19 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ioc.auth.deps import accept_websocket
+from ioc.config import Settings
 from ioc.context import AppContext
 from ioc.live.frames import direct_writer
 from ioc.live.hub import Client, Hub
 
 router = APIRouter(tags=["live"])
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """The uvicorn settings `/ws` depends on: permessage-deflate only if `IOC_WS_COMPRESSION`
+    (a compressed client misses the shared-frame fast path of `ioc.live.frames`)."""
+    return {"ws_per_message_deflate": settings.ws_compression}
+
 
 MAX_MESSAGE_BYTES = 64 * 1024
 

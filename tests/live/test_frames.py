@@ -15,6 +15,7 @@ from websockets.frames import Frame, Opcode
 
 from ioc.app import create_app
 from ioc.context import AppContext
+from ioc.live.api import server_options
 from ioc.live.frames import text_frame
 from ioc.live.hub import Client, Hub
 from tests.support.servers import serve_app
@@ -233,3 +234,21 @@ async def test_updates_go_the_ordinary_way_where_the_fast_path_is_not_provably_s
             "update",
             "update",
         ]
+
+
+@pytest.mark.parametrize("compression", [False, True], ids=["default", "IOC_WS_COMPRESSION"])
+async def test_a_browser_offering_deflate_gets_the_fast_path_unless_compression_is_on(
+    ctx: AppContext, compression: bool
+) -> None:
+    settings = ctx.settings.model_copy(update={"ws_compression": compression})
+    app = create_app(settings)
+    async with serve_app(app, **server_options(settings)) as url:
+        live = Live(app, url)
+        ws = await live.follow(compression="deflate")  # as browsers do
+        try:
+            assert bool(ws.protocol.extensions) is compression
+            assert live.hub.publish(TOPIC, {"n": 1}) == 1
+            assert [m["data"] for m in await updates(ws, 1)] == [{"n": 1}]
+            assert live.hub.frames_written_directly == (0 if compression else 1)
+        finally:
+            await ws.close()
