@@ -78,7 +78,17 @@ def asyncpg_dsn(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-_BROKEN_CONNECTION = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, OSError)
+_BROKEN_CONNECTION = (
+    OSError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+)
+"""What a statement meets on a connection the server dropped (restarted, terminated it)."""
 
 
 async def _keep_session(_connection: asyncpg.Connection) -> None:
@@ -104,10 +114,13 @@ class DirectReads:
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         """The rows of one prepared statement."""
         pool = self._pool or await self._open()
-        try:
-            return await pool.fetch(sql, *args)
-        except _BROKEN_CONNECTION:
-            return await pool.fetch(sql, *args)  # the broken connection was dropped
+        async with pool.acquire() as connection:
+            try:
+                return await connection.fetch(sql, *args)
+            except _BROKEN_CONNECTION:
+                connection.terminate()  # not given back: the pool opens a new one
+        async with pool.acquire() as connection:
+            return await connection.fetch(sql, *args)
 
     async def close(self) -> None:
         """Close the pool's connections (a later read opens a new pool)."""
