@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import delete
 
 from ioc.config import Settings
@@ -82,3 +84,11 @@ async def ctx(settings: Settings) -> AsyncIterator[AppContext]:
         yield context
     finally:
         await context.engine.dispose()
+
+
+@pytest.fixture
+async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client calling the test's `app` fixture in process (each folder starts its own app)."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ioc") as client:
+        yield client

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -25,11 +24,3 @@ async def app(ctx: AppContext, clock: Clock) -> AsyncIterator[FastAPI]:
     service_app = create_app(ctx.settings, clock=clock)
     async with service_app.router.lifespan_context(service_app):
         yield service_app
-
-
-@pytest.fixture
-async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the service (open access)."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ioc") as client:
-        yield client

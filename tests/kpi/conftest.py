@@ -1,10 +1,9 @@
-"""The KPI routes' service, with its clock stopped at `NOW`, and an HTTP client of it."""
+"""The KPI routes' service, with its clock stopped at `NOW` (the root conftest's `http` calls it)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -19,10 +18,3 @@ async def app(ctx: AppContext) -> AsyncIterator[FastAPI]:
     service = create_app(ctx.settings, clock=lambda: NOW)
     async with service.router.lifespan_context(service):
         yield service
-
-
-@pytest.fixture
-async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ioc") as client:
-        yield client

@@ -32,13 +32,6 @@ async def app(ctx: AppContext) -> AsyncIterator[FastAPI]:
         yield service
 
 
-@pytest.fixture
-async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ioc") as client:
-        yield client
-
-
 async def ingest(app: FastAPI, records: list[Dossier]) -> None:
     """Store dossiers as a poll does, then publish the changed cells."""
     service: AppContext = app.state.ctx

@@ -6,7 +6,6 @@ import io
 import logging
 from collections.abc import AsyncIterator, Iterator
 
-import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
@@ -22,14 +21,6 @@ async def app(ctx: AppContext) -> AsyncIterator[FastAPI]:
     application = create_app(ctx.settings)
     async with application.router.lifespan_context(application):
         yield application
-
-
-@pytest.fixture
-async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """A client calling the app in process."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ioc") as client:
-        yield client
 
 
 class JsonLines:
