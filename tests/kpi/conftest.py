@@ -1,4 +1,4 @@
-"""The KPI routes' service, with its clock stopped at `NOW` (the root conftest's `http` calls it)."""
+"""The KPI routes' service, its clock stopped at `NOW` (the root conftest's `http` calls it)."""
 
 from __future__ import annotations
 
