@@ -304,7 +304,11 @@ def _composite_ctes(kpi: KpiDefinition, index: int) -> tuple[list[str], str]:
     UNION ALL
     SELECT s.kpi, s.unit_code, s.period_kind, s.period_start, s.numerator, s.denominator
     FROM targets{suffix} AS t
-    JOIN kpi_values AS s ON s.kpi IN ({names}) AND {same_key}
+    CROSS JOIN unnest(ARRAY[{names}]) AS c(kpi)
+    CROSS JOIN LATERAL (
+        SELECT * FROM kpi_values AS s WHERE s.kpi = c.kpi AND {same_key}
+        OFFSET 0  -- a look-up by the key per target and component, never a scan
+    ) AS s
     WHERE NOT EXISTS (
         SELECT 1 FROM upserted AS u WHERE u.kpi = s.kpi AND u.unit_code = s.unit_code
         AND u.period_kind = s.period_kind AND u.period_start = s.period_start)

@@ -348,7 +348,6 @@ async def rebuild(
     in a few set-based statements (`ioc.kpi.bulk`); composite scores otherwise from their
     components' stored cells, the others cell by cell."""
     chosen = [k for k in kpis if k.engine_computed]  # the others' cells are their domain's
-    await session.execute(delete(KpiValue).where(KpiValue.kpi.in_([k.id for k in chosen])))
     communes = await _communes(session, province_code)
     today = local_date(now, tz)
     postgres = session.bind.dialect.name == "postgresql"
@@ -361,7 +360,11 @@ async def rebuild(
             by_record[kpi.record_type].append(kpi)
         for group in by_record.values():
             await scan.rebuild(session, group, communes, province_code, now=now, tz=tz, today=today)
+        if done:
+            await scan.store(session, [k.id for k in done])
+        await _delete_cells(session, [k for k in chosen if k not in done])
     else:
+        await _delete_cells(session, chosen)
         done = [k for k in chosen if isinstance(k.formula, InPeriod)]
         by_type: dict[str, list[KpiDefinition]] = defaultdict(list)
         for kpi in done:
@@ -384,6 +387,10 @@ async def rebuild(
         # Fresh statistics, so that the next recomputes join the cells by their key.
         await session.execute(text("ANALYZE kpi_values"))
     return await session.scalar(select(func.count()).select_from(KpiValue)) or 0
+
+
+async def _delete_cells(session: AsyncSession, kpis: list[KpiDefinition]) -> None:
+    await session.execute(delete(KpiValue).where(KpiValue.kpi.in_([k.id for k in kpis])))
 
 
 async def recompute_cells(

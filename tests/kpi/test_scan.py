@@ -1,21 +1,30 @@
-"""The PostgreSQL rebuild's SQL helpers: the 766 score and local dates."""
+"""The PostgreSQL rebuild: its SQL helpers (the 766 score, local dates) and how it stores."""
 
 from __future__ import annotations
 
 import random
 from datetime import UTC, date, datetime, timedelta
 
+import asyncpg
 import pytest
 from sqlalchemy import Date, bindparam, select, text
 
 from ioc.context import AppContext
+from ioc.db import asyncpg_dsn
+from ioc.ingest.service import ingest_batch
 from ioc.kit.clock import local_date
 from ioc.kit.types import UTCDateTime
 from ioc.kpi import service_index
+from ioc.kpi.catalog import CATALOG
+from ioc.kpi.models import KpiValue
 from ioc.kpi.scan import _Clock, date_column
+from ioc.kpi.service import rebuild
 from ioc.records.stores import STORES
+from ioc.sdk import Batch
+from ioc.units.service import unit_codes
 from tests.kpi.strategies import TZ
-from tests.support.factories import make_dossier
+from tests.kpi.support import NOW
+from tests.support.factories import BIEN_HOA, make_dossier, make_instance
 
 ON_POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
@@ -92,3 +101,90 @@ def test_stored_local_dates_are_the_local_dates_of_their_moments() -> None:
     for name in ("received_at", "due_at", "resolved_at"):
         stored = date_column(STORES["dossier"].model, name)
         assert row[stored.key] == local_date(row[name], TZ)
+
+
+def _cell(kpi: str, unit: str, day: date, numerator: float) -> KpiValue:
+    return KpiValue(
+        kpi=kpi,
+        unit_code=unit,
+        period_kind="day",
+        period_start=day,
+        numerator=numerator,
+        denominator=None,
+        value=numerator,
+        computed_at=NOW,
+    )
+
+
+async def _table_state(ctx: AppContext) -> tuple[list, list]:
+    """kpi_values' key constraint and storage options, as PostgreSQL holds them."""
+    async with ctx.sessionmaker() as session:
+        key = (
+            await session.execute(
+                text(
+                    "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+                    " WHERE conrelid = 'kpi_values'::regclass ORDER BY conname"
+                )
+            )
+        ).all()
+        options = (
+            await session.execute(
+                text("SELECT reloptions FROM pg_class WHERE oid = 'kpi_values'::regclass")
+            )
+        ).all()
+    return key, options
+
+
+@ON_POSTGRES
+async def test_a_rebuild_replaces_its_kpis_cells_and_keeps_the_others_the_key_and_storage(
+    ctx: AppContext,
+) -> None:
+    dossier_kpis = [k for k in CATALOG if k.record_type == "dossier"]
+    instance = await make_instance(ctx)
+    received = datetime(2026, 11, 16, 2, 0, tzinfo=UTC)
+    async with ctx.sessionmaker() as session, session.begin():
+        await ingest_batch(
+            session,
+            instance_id=instance,
+            batch=Batch(
+                records=[
+                    make_dossier(
+                        received_at=received, due_at=received + timedelta(days=30), resolved_at=None
+                    )
+                ]
+            ),
+            known_units=await unit_codes(session),
+            tz=TZ,
+            now=NOW,
+        )
+        stale = _cell("onestop.backlog", BIEN_HOA, date(2020, 1, 1), 7.0)
+        other = _cell("feedback.received", BIEN_HOA, date(2026, 11, 16), 3.0)
+        session.add_all([stale, other])
+    before = await _table_state(ctx)
+    # A connection that has read the table with a prepared statement, as the API's reads do.
+    reader = await asyncpg.connect(asyncpg_dsn(ctx.settings.database_url))
+    read = "SELECT numerator FROM kpi_values WHERE kpi = $1 AND unit_code = $2"
+    try:
+        assert await reader.fetchval(read, "feedback.received", BIEN_HOA) == 3.0
+        async with ctx.sessionmaker() as session, session.begin():
+            stored = await rebuild(session, province_code="75", tz=TZ, now=NOW, kpis=dossier_kpis)
+        async with ctx.sessionmaker() as session:
+            cells = {
+                (c.kpi, c.unit_code, c.period_kind, c.period_start): c.numerator
+                for c in (await session.execute(select(KpiValue))).scalars()
+            }
+        assert stored == len(cells)
+        assert ("onestop.backlog", BIEN_HOA, "day", date(2020, 1, 1)) not in cells
+        assert cells[("feedback.received", BIEN_HOA, "day", date(2026, 11, 16))] == 3.0
+        assert cells[("onestop.backlog", BIEN_HOA, "day", local_date(NOW, TZ))] == 1.0
+        assert cells[("onestop.backlog", "75", "day", local_date(NOW, TZ))] == 1.0
+        assert await _table_state(ctx) == before
+        assert before[1] == [(["fillfactor=80"],)]
+        # the key is enforced again, and the reader's prepared statement still answers
+        async with ctx.sessionmaker() as session:
+            with pytest.raises(Exception, match="pk_kpi_values"):
+                async with session.begin():
+                    session.add(_cell("feedback.received", BIEN_HOA, date(2026, 11, 16), 1.0))
+        assert await reader.fetchval(read, "feedback.received", BIEN_HOA) == 3.0
+    finally:
+        await reader.close()
