@@ -352,6 +352,9 @@ async def rebuild(
     today = local_date(now, tz)
     postgres = session.bind.dialect.name == "postgresql"
     if postgres:
+        # No recompute writes a cell until this rebuild commits (readers go on): one that has
+        # stored records waits, then adds its differences to cells that did not count them.
+        await session.execute(text("LOCK TABLE kpi_values IN SHARE MODE"))
         # Large groupings stay in memory instead of spilling to disk (this transaction only).
         await session.execute(text(f"SET LOCAL work_mem = '{BULK_WORK_MEM}'"))
         done = [k for k in chosen if scan.supported(k, chosen)]

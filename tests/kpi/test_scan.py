@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, date, datetime, timedelta
 
@@ -14,7 +15,7 @@ from ioc.db import asyncpg_dsn
 from ioc.ingest.service import ingest_batch
 from ioc.kit.clock import local_date
 from ioc.kit.types import UTCDateTime
-from ioc.kpi import service_index
+from ioc.kpi import scan, service_index
 from ioc.kpi.catalog import CATALOG
 from ioc.kpi.models import KpiValue
 from ioc.kpi.scan import _Clock, date_column
@@ -27,6 +28,7 @@ from tests.kpi.support import NOW
 from tests.support.factories import BIEN_HOA, make_dossier, make_instance
 
 ON_POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+DOSSIER_KPIS = [k for k in CATALOG if k.record_type == "dossier"]
 
 
 @ON_POSTGRES
@@ -139,7 +141,6 @@ async def _table_state(ctx: AppContext) -> tuple[list, list]:
 async def test_a_rebuild_replaces_its_kpis_cells_and_keeps_the_others_the_key_and_storage(
     ctx: AppContext,
 ) -> None:
-    dossier_kpis = [k for k in CATALOG if k.record_type == "dossier"]
     instance = await make_instance(ctx)
     received = datetime(2026, 11, 16, 2, 0, tzinfo=UTC)
     async with ctx.sessionmaker() as session, session.begin():
@@ -167,7 +168,7 @@ async def test_a_rebuild_replaces_its_kpis_cells_and_keeps_the_others_the_key_an
     try:
         assert await reader.fetchval(read, "feedback.received", BIEN_HOA) == 3.0
         async with ctx.sessionmaker() as session, session.begin():
-            stored = await rebuild(session, province_code="75", tz=TZ, now=NOW, kpis=dossier_kpis)
+            stored = await rebuild(session, province_code="75", tz=TZ, now=NOW, kpis=DOSSIER_KPIS)
         async with ctx.sessionmaker() as session:
             cells = {
                 (c.kpi, c.unit_code, c.period_kind, c.period_start): c.numerator
@@ -188,3 +189,42 @@ async def test_a_rebuild_replaces_its_kpis_cells_and_keeps_the_others_the_key_an
         assert await reader.fetchval(read, "feedback.received", BIEN_HOA) == 3.0
     finally:
         await reader.close()
+
+
+@ON_POSTGRES
+async def test_while_a_rebuild_reads_the_records_cells_can_be_read_but_not_written(
+    ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with ctx.sessionmaker() as session, session.begin():
+        session.add(_cell("feedback.received", BIEN_HOA, date(2026, 11, 16), 3.0))
+    reading, release = asyncio.Event(), asyncio.Event()
+    aggregate = scan.rebuild
+
+    async def paused(*args: object, **kwargs: object) -> None:
+        reading.set()
+        await release.wait()
+        await aggregate(*args, **kwargs)
+
+    monkeypatch.setattr(scan, "rebuild", paused)
+
+    async def rebuilding() -> None:
+        async with ctx.sessionmaker() as session, session.begin():
+            await rebuild(session, province_code="75", tz=TZ, now=NOW, kpis=DOSSIER_KPIS)
+
+    task = asyncio.create_task(rebuilding())
+    other = await asyncpg.connect(asyncpg_dsn(ctx.settings.database_url))
+    try:
+        await asyncio.wait_for(reading.wait(), 10)
+        await other.execute("SET lock_timeout = '200ms'")
+        read = "SELECT numerator FROM kpi_values WHERE kpi = 'feedback.received'"
+        assert await other.fetchval(read) == 3.0
+        with pytest.raises(asyncpg.LockNotAvailableError):
+            await other.execute(
+                "UPDATE kpi_values SET numerator = 4.0 WHERE kpi = 'feedback.received'"
+            )
+        release.set()
+        await asyncio.wait_for(task, 30)
+        assert await other.fetchval(read) == 3.0
+    finally:
+        release.set()
+        await other.close()
