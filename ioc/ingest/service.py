@@ -78,24 +78,27 @@ async def ingest_batch(
         latest = _latest_versions(records)
         columns = ["unit_code", *fact_columns(type_name)]
         if len(columns) > 1:
-            # The stored versions as the KPI formulas read them: the KPI service pairs them
-            # with the new ones to add only the differences to the cells.
-            before = await snapshot(
-                session,
-                type_name,
-                instance_id=instance_id,
-                external_ids=[r.external_id for r in latest],
-                at=kpi_now or now,
-            )
+            # The stored versions: the KPI service pairs them with the new ones to add only the
+            # differences to the cells (on PostgreSQL from a copy the database keeps, in Python
+            # from the snapshot otherwise).
+            external_ids = [r.external_id for r in latest]
+            at = kpi_now or now
             if delta_sql.supported(session, type_name):
-                before.kept = await delta_sql.keep_versions(
+                before = Snapshot(type_name, instance_id, at, external_ids, names=())
+                before.kept, old_facts = await delta_sql.keep_versions(
                     session,
                     type_name,
                     instance_id=instance_id,
-                    external_ids=before.external_ids,
+                    external_ids=external_ids,
+                    facts=columns,
                 )
+            else:
+                before = await snapshot(
+                    session, type_name, instance_id=instance_id, external_ids=external_ids, at=at
+                )
+                old_facts = before.facts()
             changes.snapshots[type_name] = before
-            changes.add(type_name, before.facts())
+            changes.add(type_name, old_facts)
         rows = [
             store.to_row(r, instance_id=instance_id, tz=tz, now=now, calendar=calendar)
             for r in latest

@@ -132,7 +132,8 @@ class Snapshot:
     rows: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     kept: int | None = None
     """On PostgreSQL, the mark of the same versions copied into a temporary table, from which
-    the recompute works out the differences in SQL (`ioc.kpi.delta_sql`)."""
+    the recompute works out the differences in SQL (`ioc.kpi.delta_sql`); `rows` is then
+    empty."""
 
     def facts(self) -> list[dict[str, Any]]:
         """The unit and local-date columns of each version (what the other formulas read)."""

@@ -69,10 +69,16 @@ def kept_table(record_type: str) -> str:
 
 
 async def keep_versions(
-    session: AsyncSession, record_type: str, *, instance_id: int, external_ids: list[str]
-) -> int:
+    session: AsyncSession,
+    record_type: str,
+    *,
+    instance_id: int,
+    external_ids: list[str],
+    facts: Sequence[str] = (),
+) -> tuple[int, list[dict[str, Any]]]:
     """Copy the stored versions of these records into this connection's temporary table
-    (emptied at commit) before they are overwritten; returns their mark, for `apply`."""
+    (emptied at commit) before they are overwritten; returns their mark, for `apply`, and the
+    columns `facts` of each version copied."""
     name = kept_table(record_type)
     records = STORES[record_type].model.__table__.name
     mark = next(_marks)
@@ -82,15 +88,16 @@ async def keep_versions(
         f" ON COMMIT DELETE ROWS; CREATE INDEX IF NOT EXISTS {name}_key"
         f" ON {name} (external_id, kept)"
     )
-    await driver.execute(
+    returning = f" RETURNING {', '.join(facts)}" if facts else ""
+    rows = await driver.fetch(
         f"INSERT INTO {name} SELECT $1, r.* FROM {records} AS r"
         " JOIN unnest($2::text[]) AS i(external_id) ON r.external_id = i.external_id"
-        " WHERE r.instance_id = $3",
+        f" WHERE r.instance_id = $3{returning}",
         mark,
         external_ids,
         instance_id,
     )
-    return mark
+    return mark, [dict(r) for r in rows]
 
 
 # ---------------------------------------------------------------- SQL text

@@ -15,7 +15,7 @@ from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.reads import breakdown
 from ioc.kpi.service import CellValue, current_value, current_values, recompute, refresh
 from ioc.models import PollRun
-from ioc.sdk import Batch, Dossier, DossierStatus
+from ioc.sdk import Batch, Dossier, DossierStatus, Encounter, EncounterClass, Record
 from ioc.units.service import COMMUNE_LEVEL, unit_codes
 from tests.support.factories import BIEN_HOA, TRAN_BIEN, make_dossier, make_instance
 
@@ -40,7 +40,7 @@ def dossier(unit: str, *, resolved_after: timedelta | None, **overrides: object)
 
 
 async def ingest_and_recompute(
-    ctx: AppContext, records: list[Dossier], *, instance: int | None = None
+    ctx: AppContext, records: list[Dossier] | list[Record], *, instance: int | None = None
 ) -> list[CellValue]:
     instance = instance or await make_instance(ctx)
     now = NOW
@@ -134,6 +134,39 @@ async def test_recompute_reports_only_cells_whose_value_changed(ctx: AppContext)
     assert first, "the first ingest creates cells"
     again = await ingest_and_recompute(ctx, records, instance=instance)
     assert again == []
+
+
+async def test_a_record_moved_to_another_unit_and_day_is_taken_out_of_its_old_median_cell(
+    ctx: AppContext,
+) -> None:
+    # Medians are recomputed from the records: the old version's cell is found from the
+    # unit and date the ingest read before overwriting it.
+    instance = await make_instance(ctx, kind="fhir")
+
+    def visit(unit: str, start: datetime, wait: float, version: int) -> Encounter:
+        return Encounter(
+            external_id="E1",
+            unit_code=unit,
+            facility_code="BV1",
+            encounter_class=EncounterClass.EMERGENCY,
+            status="finished",
+            start_at=start,
+            wait_minutes=wait,
+            source_updated_at=NOW - timedelta(hours=10 - version),
+        )
+
+    first = datetime(2026, 11, 18, 2, 0, tzinfo=UTC)
+    second = datetime(2026, 11, 19, 2, 0, tzinfo=UTC)
+    await ingest_and_recompute(ctx, [visit(BIEN_HOA, first, 40.0, 1)], instance=instance)
+    day = PeriodKind.DAY
+    assert (
+        await cell(ctx, "health.er_wait_minutes", BIEN_HOA, day, date(2026, 11, 18))
+    ) is not None
+    await ingest_and_recompute(ctx, [visit(TRAN_BIEN, second, 20.0, 2)], instance=instance)
+    old = await cell(ctx, "health.er_wait_minutes", BIEN_HOA, day, date(2026, 11, 18))
+    new = await cell(ctx, "health.er_wait_minutes", TRAN_BIEN, day, date(2026, 11, 19))
+    assert old is None or old.value is None
+    assert new is not None and new.value == 20.0
 
 
 async def test_current_value_reads_the_headline_period(ctx: AppContext) -> None:
