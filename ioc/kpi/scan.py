@@ -16,12 +16,12 @@ every cell in one statement.
    its communes; composite scores with a SQL form (the Decision 766 index) are combined from the
    summed components at every level; then one row per KPI and cell, written in key order into a
    temporary table (`CELLS_TABLE`), record type after record type.
-3. Store (`store`). `kpi_values` is locked, emptied (the cells of KPIs not rebuilt kept aside and
-   put back), filled from the temporary table without its primary key, and the key built again:
-   writing 862,637 cells into an indexed table cost about 4 s on an empty table and 10 s over the
-   dead entries a `DELETE` leaves; without the index and building it afterwards, about 2 s, and
-   the table is left compact. Readers wait only for this step (the lock is taken here, not while
-   the records are read); before it they read the old cells.
+3. Store (`store`). `kpi_values` is locked, emptied (the cells of the KPIs not rebuilt kept aside
+   and put back), filled from the temporary table without its primary key, and the key built
+   again: writing 862,637 cells into an indexed table cost about 4 s on an empty table and 10 s
+   over the dead entries a `DELETE` leaves; without the index and building it afterwards, about
+   2 s, and the table is left compact. Readers wait for this step only (before it they read the
+   old cells); writers wait from the rebuild's start (`ioc.kpi.service.rebuild`).
 
 The cells are the ones the general path computes: `tests/kpi/test_properties.py` holds a rebuild
 to the oracle, and incremental recompute to a rebuild, on both databases. Values are rounded as
@@ -580,8 +580,8 @@ def cells_sql(plan: _Plan, names: dict[str, str], composites: list[KpiDefinition
     )
 
 
-async def store(session: AsyncSession, rebuilt: list[str]) -> None:
-    """Replace the stored cells of the KPIs `rebuilt` by those of `CELLS_TABLE` (step 3)."""
+async def store(session: AsyncSession, replaced: list[str]) -> None:
+    """Drop every stored cell of the KPIs `replaced` and store those of `CELLS_TABLE` (step 3)."""
     table = KpiValue.__tablename__
     key = KpiValue.__table__.primary_key
     columns = ", ".join(c.name for c in key.columns)
@@ -590,8 +590,8 @@ async def store(session: AsyncSession, rebuilt: list[str]) -> None:
     await session.execute(
         text(
             f"CREATE TEMPORARY TABLE {kept} ON COMMIT DROP AS"
-            f" SELECT * FROM {table} WHERE kpi <> ALL(:rebuilt)"
-        ).bindparams(bindparam("rebuilt", rebuilt, type_=ARRAY(String)))
+            f" SELECT * FROM {table} WHERE kpi <> ALL(:replaced)"
+        ).bindparams(bindparam("replaced", replaced, type_=ARRAY(String)))
     )
     await session.execute(text(f"TRUNCATE {table}"))
     await session.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT {key.name}"))

@@ -363,9 +363,10 @@ async def rebuild(
             by_record[kpi.record_type].append(kpi)
         for group in by_record.values():
             await scan.rebuild(session, group, communes, province_code, now=now, tz=tz, today=today)
-        if done:
-            await scan.store(session, [k.id for k in done])
-        await _delete_cells(session, [k for k in chosen if k not in done])
+        if done:  # every chosen KPI's cells go; the others are recomputed below
+            await scan.store(session, [k.id for k in chosen])
+        else:
+            await _delete_cells(session, chosen)
     else:
         await _delete_cells(session, chosen)
         done = [k for k in chosen if isinstance(k.formula, InPeriod)]
