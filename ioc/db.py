@@ -72,6 +72,20 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under a PostgreSQL session, inside the session's transaction.
+
+    SQLAlchemy begins a transaction on its first statement, not before: a command sent straight
+    on the driver first would run on its own and commit at once (a temporary table `ON COMMIT
+    DELETE ROWS` would be emptied under the caller), so this begins the session's first."""
+    connection = await session.connection()
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None
+    if not driver.is_in_transaction():
+        await connection.exec_driver_sql("SELECT 1")
+    return driver
+
+
 def asyncpg_dsn(database_url: str) -> str:
     """A plain `postgresql://` DSN for asyncpg from the SQLAlchemy URL."""
     url = make_url(database_url).set(drivername="postgresql")

@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import JSON
 
+from ioc.db import driver_connection
+
 COPY_THRESHOLD = 200
 """From this many rows on, PostgreSQL upserts stage the rows with COPY."""
 
@@ -78,8 +80,7 @@ async def _copy_upsert(
     update_where: UpdateWhere | None,
 ) -> None:
     staging = f"_staging_{target.name}"
-    connection = await session.connection()
-    raw = (await connection.get_raw_connection()).driver_connection
+    raw = await driver_connection(session)
     await raw.execute(
         f'CREATE TEMP TABLE IF NOT EXISTS "{staging}" '
         f'(LIKE "{target.name}" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS'

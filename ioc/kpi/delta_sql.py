@@ -39,6 +39,7 @@ from sqlalchemy import column, literal_column, table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ioc.db import driver_connection
 from ioc.kit.clock import local_date, local_midnight
 from ioc.kit.types import UTCDateTime
 from ioc.kpi import service_index
@@ -82,7 +83,7 @@ async def keep_versions(
     name = kept_table(record_type)
     records = STORES[record_type].model.__table__.name
     mark = next(_marks)
-    driver = await _driver(session)
+    driver = await driver_connection(session)
     await driver.execute(
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} (kept integer, LIKE {records})"
         f" ON COMMIT DELETE ROWS; CREATE INDEX IF NOT EXISTS {name}_key"
@@ -675,19 +676,10 @@ async def apply(
         "ids": external_ids,
         "kept": kept,
     }
-    driver = await _driver(session)
+    driver = await driver_connection(session)
     await driver.execute(SETTINGS)
     rows = await driver.fetch(sql, *(parameters[n] for n in names))
     return [tuple(r) for r in rows]  # type: ignore[misc]
-
-
-async def _driver(session: AsyncSession) -> Any:
-    """The session's asyncpg connection (plain rows, several commands in one `execute`)."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None
-    return driver
 
 
 def _numbered(sql: str) -> tuple[str, list[str]]:
