@@ -190,7 +190,12 @@ async def _start_live(ctx: AppContext) -> None:
     )
     ctx.layout_feed.start()
     if ctx.settings.is_postgres:
-        ctx.fanout = PgFanout(ctx.hub, asyncpg_dsn(ctx.settings.database_url))
+        ctx.fanout = PgFanout(
+            ctx.hub,
+            asyncpg_dsn(ctx.settings.database_url),
+            wait=ctx.metrics.notify_wait,
+            handling=ctx.metrics.notify_handling,
+        )
         # Another process's recompute (a worker, a replica) drops the cached reads it changed.
         ctx.fanout.on_remote.append(ctx.kpi_cache.invalidate_topic)
         ctx.fanout.on_reconnect.append(ctx.kpi_cache.clear)

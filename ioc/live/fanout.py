@@ -8,6 +8,12 @@ refuses payloads of 8000 bytes or more). An update too large to travel inline be
 registry, as it would for a snapshot. Each replica ignores its own payloads and delivers the
 others' to its local clients with `Hub.deliver` (so they are not relayed again).
 
+A payload carries `"t"`, the sender's wall-clock time when it was handed to PostgreSQL, so a
+receiver can tell how long a payload waited (PostgreSQL's queue and its own event loop) before it
+was handled (`wait`), and how long handling it took until every update was written to the local
+clients' sockets or queued for them (`handling`): the two parts of live delivery between the
+worker's commit and the server's publish → socket histogram.
+
 A payload may also carry `"c": [topic, …]`: topics whose state changed without an update being
 published (a KPI cell of a past period, say, recomputed by a worker with no clients of its
 own). A receiving replica re-reads such a topic only if its clients follow it. Every topic named
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +38,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ioc.live.hub import Hub, UnknownTopic
+from ioc.live.hub import Hub, Observer, UnknownTopic
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +47,15 @@ MAX_PAYLOAD_BYTES = 7900
 
 
 def pack(
-    origin: str, updates: list[tuple[str, Any]], *, limit: int = MAX_PAYLOAD_BYTES
+    origin: str,
+    updates: list[tuple[str, Any]],
+    *,
+    limit: int = MAX_PAYLOAD_BYTES,
+    sent_at: float | None = None,
 ) -> list[str]:
-    """NOTIFY payloads carrying `updates` in order, each under `limit` bytes."""
-    head = orjson.dumps({"o": origin, "u": []})[:-2]  # b'{"o":"…","u":['
+    """NOTIFY payloads carrying `updates` in order, each under `limit` bytes, stamped with
+    `sent_at` (wall-clock seconds; now by default)."""
+    head = _head(origin, "u", sent_at)
     items: list[bytes] = []
     for topic, data in updates:
         item = orjson.dumps([topic, data])
@@ -53,10 +65,18 @@ def pack(
     return _fill(head, items, limit=limit)
 
 
-def pack_changed(origin: str, topics: list[str], *, limit: int = MAX_PAYLOAD_BYTES) -> list[str]:
+def pack_changed(
+    origin: str, topics: list[str], *, limit: int = MAX_PAYLOAD_BYTES, sent_at: float | None = None
+) -> list[str]:
     """NOTIFY payloads naming `topics` as changed (`"c"`), each under `limit` bytes."""
-    head = orjson.dumps({"o": origin, "c": []})[:-2]  # b'{"o":"…","c":['
+    head = _head(origin, "c", sent_at)
     return _fill(head, [orjson.dumps(t) for t in topics], limit=limit)
+
+
+def _head(origin: str, key: str, sent_at: float | None) -> bytes:
+    """A payload's beginning up to its list's `[`: b'{"o":"…","t":…,"u":['."""
+    stamp = time.time() if sent_at is None else sent_at
+    return orjson.dumps({"o": origin, "t": round(stamp, 4), key: []})[:-2]
 
 
 def _fill(head: bytes, encoded: list[bytes], *, limit: int) -> list[str]:
@@ -85,7 +105,15 @@ RemoteListener = Callable[[str], None]
 class PgFanout:
     """Relays a hub's published updates to the other replicas and delivers theirs."""
 
-    def __init__(self, hub: Hub, dsn: str, *, origin: str | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        dsn: str,
+        *,
+        origin: str | None = None,
+        wait: Observer | None = None,
+        handling: Observer | None = None,
+    ) -> None:
         self.hub = hub
         self.dsn = dsn
         self.origin = origin or uuid.uuid4().hex[:12]
@@ -98,6 +126,11 @@ class PgFanout:
         self.connected = asyncio.Event()
         self.received = 0
         self.sent = 0
+        self.wait = wait
+        """Observes, per payload received, seconds from its sending (`"t"`) to its handling."""
+        self.handling = handling
+        """Observes, per payload received, seconds from its handling's start to every update
+        handed to the local clients (written to their sockets, or queued when one is busy)."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -180,6 +213,7 @@ class PgFanout:
                 log.warning("live fan-out: NOTIFY of %d payloads failed: %s", len(payloads), exc)
 
     def _on_notify(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        started = time.perf_counter()
         try:
             message = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -188,6 +222,15 @@ class PgFanout:
         if message.get("o") == self.origin:
             return
         self.received += 1
+        sent_at = message.get("t")
+        if self.wait is not None and isinstance(sent_at, int | float):
+            self.wait.observe(max(0.0, time.time() - sent_at))
+        self._handle(message)
+        if self.handling is not None:
+            self.handling.observe(time.perf_counter() - started)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        """Drop what is cached of the payload's topics, deliver its updates, re-read pointers."""
         updates = message.get("u", [])
         changed = message.get("c", [])
         if self.on_remote:
