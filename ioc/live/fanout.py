@@ -17,8 +17,9 @@ worker's commit and the server's publish → socket histogram.
 A payload may also carry `"c": [topic, …]`: topics whose state changed without an update being
 published (a KPI cell of a past period, say, recomputed by a worker with no clients of its
 own). A receiving replica re-reads such a topic only if its clients follow it. Every topic named
-in a payload, updated or changed, is handed to the `on_remote` callbacks, which drop what this
-process caches of it (the KPI series cache).
+in a payload is handed, before delivery, to callbacks that keep this process's caches right (the
+KPI read cache): `on_remote_update` with an update's new state, `on_remote_changed` with a
+changed topic, `on_remote` with a pointer's topic (its state unknown here).
 
 If the listening connection drops, the replica reconnects with backoff and then re-reads every
 topic its clients follow and calls the `on_reconnect` callbacks (which drop whole caches), so a
@@ -99,7 +100,10 @@ CHANGED = object()
 """Queued in place of data: the topic changed, re-read it if you follow it (`send_changed`)."""
 
 RemoteListener = Callable[[str], None]
-"""Called with each topic another process updated or changed (drops what is cached of it)."""
+"""Called with a topic another process changed (drops what is cached of it)."""
+
+RemoteUpdateListener = Callable[[str, Any], None]
+"""Called with a topic another process published and its new state."""
 
 
 class PgFanout:
@@ -119,7 +123,13 @@ class PgFanout:
         self.origin = origin or uuid.uuid4().hex[:12]
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.on_remote: list[RemoteListener] = []
-        """Called with every topic named in another process's payload, before delivery."""
+        """Called, before delivery, with each topic of another process's update whose state did
+        not travel (too large: a pointer, read here again)."""
+        self.on_remote_update: list[RemoteUpdateListener] = []
+        """Called, before delivery, with each topic another process published and its state."""
+        self.on_remote_changed: list[RemoteListener] = []
+        """Called with each topic another process named as changed beside its published state
+        (`"c"`: cells of other periods than the one its state shows)."""
         self.on_reconnect: list[Callable[[], None]] = []
         """Called after a lost connection is back (notifications may have been missed)."""
         self.connection: asyncpg.Connection | None = None
@@ -233,10 +243,13 @@ class PgFanout:
         """Drop what is cached of the payload's topics, deliver its updates, re-read pointers."""
         updates = message.get("u", [])
         changed = message.get("c", [])
-        if self.on_remote:
-            topics = {item[0] for item in updates if item} | set(changed)
-            for topic in topics:
-                self._call(self.on_remote, topic)
+        for item in updates:
+            if len(item) == 2:
+                self._call(self.on_remote_update, item[0], item[1])
+            elif len(item) == 1:
+                self._call(self.on_remote, item[0])
+        for topic in changed:
+            self._call(self.on_remote_changed, topic)
         for item in updates:
             if len(item) == 2:
                 self.hub.deliver(item[0], item[1])
