@@ -142,6 +142,8 @@ class PgFanout:
         """Observes, per payload received, seconds from its handling's start to every update
         handed to the local clients (written to their sockets, or queued when one is busy)."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._rereading: dict[str, bool] = {}
+        """Topics being re-read, each with whether it was named again since its read began."""
 
     async def start(self) -> None:
         """Connect, listen, and relay this hub's publishes from now on."""
@@ -268,16 +270,31 @@ class PgFanout:
                 log.exception("live fan-out: a listener failed")
 
     def _refetch(self, topic: str) -> None:
+        """Re-read a topic and deliver its state; while a read of it is in progress, only make
+        sure one more read begins after it (payloads arriving faster than reads coalesce)."""
+        if topic.startswith("layout:"):  # derived topics are rendered by each replica
+            return
+        if topic in self._rereading:
+            self._rereading[topic] = True
+            return
+        self._rereading[topic] = False
+
         async def read() -> None:
             try:
-                self.hub.deliver(topic, await self.hub.topics(topic))
-            except UnknownTopic:
-                return
-            except Exception:
-                log.exception("live fan-out: re-reading %s failed", topic)
+                while True:
+                    try:
+                        self.hub.deliver(topic, await self.hub.topics(topic))
+                    except UnknownTopic:
+                        return
+                    except Exception:
+                        log.exception("live fan-out: re-reading %s failed", topic)
+                    if not self._rereading.get(topic):
+                        return
+                    self._rereading[topic] = False  # named again meanwhile: once more
+            finally:
+                self._rereading.pop(topic, None)
 
-        if not topic.startswith("layout:"):  # derived topics are rendered by each replica
-            self._spawn(read())
+        self._spawn(read())
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
