@@ -235,18 +235,15 @@ async def ws_clients(args: argparse.Namespace) -> dict[str, Any]:
     delivery = array("d")  # seconds: receipt − computed_at, every update
     screen = array("d")  # seconds: receipt of backlog N − when dossier N was made upstream
     counts = {"updates": 0, "snapshots": 0, "errors": 0, "disconnects": 0}
-    stop = asyncio.Event()
 
     async def client(index: int) -> None:
         topics = [BACKLOG, ON_TIME, f"kpi:onestop.backlog:{communes[index % len(communes)]}"]
         try:
             async with websockets.connect(url, max_queue=None, open_timeout=60) as ws:
                 await ws.send(orjson.dumps({"type": "subscribe", "topics": topics}).decode())
-                while not stop.is_set():
-                    try:
-                        raw = await asyncio.wait_for(ws.recv(), 1)
-                    except TimeoutError:
-                        continue
+                # A plain recv (cancelled at the end): a timeout per message would cost a task
+                # and a timer each, and this one process reads for 2,000 clients.
+                async for raw in ws:
                     received = time.time()
                     message = orjson.loads(raw)
                     kind = message.get("type")
@@ -266,17 +263,31 @@ async def ws_clients(args: argparse.Namespace) -> dict[str, Any]:
                         if message["topic"] == BACKLOG and data.get("value"):
                             made = args.t0 + 2 * (int(data["value"]) - 1) / args.records_per_second
                             screen.append(received - made)
+            counts["disconnects"] += 1  # the server closed the connection
         except Exception:
             counts["disconnects"] += 1
 
+    lags = array("d")  # seconds this process's event loop was late waking a 0.25 s sleep
+
+    async def watch_loop() -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.25)
+            lags.append(time.perf_counter() - before - 0.25)
+
+    watcher = asyncio.create_task(watch_loop())
     tasks = []
     for index in range(args.ws_clients):
         tasks.append(asyncio.create_task(client(index)))
         if index % 100 == 99:
             await asyncio.sleep(0.05)  # do not open 2,000 handshakes in one burst
+    started = time.time()
+    cpu_started = time.process_time()
     await asyncio.sleep(max(0.0, args.until - time.time()))
-    stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    busy = (time.process_time() - cpu_started) / max(1e-9, time.time() - started)
+    for task in [*tasks, watcher]:
+        task.cancel()
+    await asyncio.gather(*tasks, watcher, return_exceptions=True)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "clients": args.ws_clients,
@@ -284,6 +295,8 @@ async def ws_clients(args: argparse.Namespace) -> dict[str, Any]:
         "delivery_ms": _percentiles(delivery),
         "ingest_to_screen_ms": _percentiles(screen),
         "client_process_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+        "client_process_cpu_share_while_connected": round(busy, 2),
+        "client_event_loop_lag_ms": _percentiles(lags),
     }
 
 
@@ -388,6 +401,7 @@ async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
         "answered_per_second": round(len(latencies) / elapsed, 1),
         "statuses": statuses,
         "latency_ms": _percentiles(latencies),
+        "client_process_cpu_seconds": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
     }
 
 
@@ -490,6 +504,21 @@ def _histogram_quantile(text: str, name: str, q: float) -> float | None:
         if buckets[bound] >= q * total:
             return None if bound == math.inf else bound * 1000
     return None
+
+
+def _histogram_count_sum(text: str, name: str) -> tuple[float, float] | None:
+    """A Prometheus histogram's count and sum (summed over its labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals = {"count": 0.0, "sum": 0.0}
+    found = False
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            for part in totals:
+                if sample.name == f"{name}_{part}":
+                    totals[part] += sample.value
+                    found = True
+    return (totals["count"], round(totals["sum"], 3)) if found else None
 
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
@@ -679,6 +708,18 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "server_ws_fanout_p99_ms_bucket": _histogram_quantile(
             metrics, "ioc_ws_fanout_latency_seconds", 0.99
         ),
+        "server_notify": {
+            "wait_p50_p99_ms_bucket": [
+                _histogram_quantile(metrics, "ioc_live_notify_wait_seconds", q) for q in (0.5, 0.99)
+            ],
+            "handling_p50_p99_ms_bucket": [
+                _histogram_quantile(metrics, "ioc_live_notify_handling_seconds", q)
+                for q in (0.5, 0.99)
+            ],
+            "payloads_and_handling_seconds": _histogram_count_sum(
+                metrics, "ioc_live_notify_handling_seconds"
+            ),
+        },
         "server_http_p99_ms_bucket": _histogram_quantile(
             metrics, "ioc_http_request_duration_seconds", 0.99
         ),

@@ -31,6 +31,7 @@ from ioc.ingest.instances import read_seed_file, upsert_instance
 from ioc.ingest.registry import ConnectorRegistry
 from ioc.kit.clock import Clock, utcnow
 from ioc.kpi import api as kpi_api
+from ioc.kpi.current_front import CurrentValuesFront
 from ioc.kpi.series_front import SeriesReadFront
 from ioc.layouts import api as layouts_api
 from ioc.layouts.service import ensure_default_layout
@@ -105,6 +106,7 @@ def create_app(
     app.include_router(system_api.router)  # /healthz stays open; the rest gated on its routes
     app.include_router(ops_api.router)  # /readyz open for probes; /metrics needs a viewer token
     app.add_middleware(SeriesReadFront)  # the wall's hot read, before routing (see its module)
+    app.add_middleware(CurrentValuesFront)  # the other one
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestObservability, metrics=metrics)
 
@@ -190,9 +192,17 @@ async def _start_live(ctx: AppContext) -> None:
     )
     ctx.layout_feed.start()
     if ctx.settings.is_postgres:
-        ctx.fanout = PgFanout(ctx.hub, asyncpg_dsn(ctx.settings.database_url))
-        # Another process's recompute (a worker, a replica) drops the cached reads it changed.
+        ctx.fanout = PgFanout(
+            ctx.hub,
+            asyncpg_dsn(ctx.settings.database_url),
+            wait=ctx.metrics.notify_wait,
+            handling=ctx.metrics.notify_handling,
+        )
+        # Another process's recompute (a worker, a replica) drops the cached reads it changed,
+        # or patches them with the new headline values it published.
         ctx.fanout.on_remote.append(ctx.kpi_cache.invalidate_topic)
+        ctx.fanout.on_remote_update.append(ctx.kpi_cache.update_topic)
+        ctx.fanout.on_remote_changed.append(ctx.kpi_cache.forget_series_of_topic)
         ctx.fanout.on_reconnect.append(ctx.kpi_cache.clear)
         await ctx.fanout.start()
 

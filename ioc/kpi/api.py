@@ -71,8 +71,9 @@ def _unit(ctx: ContextDep, unit: str | None) -> str:
     response_model=list[KpiRead],
     description=(
         "The current (headline-period) value of every KPI, or of those asked for, for one "
-        "unit. Served from a cache dropped whenever a cell of the unit is recomputed, and "
-        f"after {reads.CURRENT_VALUES_TTL_SECONDS:g} s for the values that move with time alone."
+        "unit. Served from a cache dropped whenever a cell of the unit is recomputed (patched in "
+        "place with the new headline values when another process recomputed them), and after "
+        f"{reads.CURRENT_VALUES_TTL_SECONDS:g} s for the values that move with time alone."
     ),
 )
 async def get_current_kpis(

@@ -5,6 +5,7 @@ by a record column (agency, field, procedure, facility, school), and the records
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -279,11 +280,22 @@ ANY_KPI = "*"
 """The `kpi` of a cached view that depends on every KPI of its unit."""
 
 
+Ticket = tuple[int, int]
+"""What `SeriesCache.ticket` hands out: the generation of the key's (kpi, unit) and how many
+remote updates the cache had taken in."""
+
+
 class SeriesCache:
     """An LRU of serialized reads (JSON bytes), dropped when a cell of their (kpi, unit)
     changes — a view of `ANY_KPI` when any cell of its unit does. `ttl_seconds` bounds
     staleness from writers this process never hears of (another replica's recompute,
-    `ioc rebuild`); an entry may be given a shorter one (values that move with time alone)."""
+    `ioc rebuild`); an entry may be given a shorter one (values that move with time alone).
+
+    Another process's recompute arrives as the new headline state of a KPI topic
+    (`update_topic`): it drops the series of that KPI and unit, but patches the unit's
+    current-values views in place (the state is the very `KpiRead` they hold), including a
+    view whose read is in flight when its `put` comes, so that a stream of updates does not
+    keep every view of its units a miss."""
 
     def __init__(
         self,
@@ -300,6 +312,17 @@ class SeriesCache:
         # Bumped on every invalidation, so that a read made before a change cannot be
         # cached after it (bounded by the number of KPIs × units).
         self._generations: dict[tuple[str, str], int] = {}
+        # Remote headline states, the latest per (kpi, unit), numbered in order of arrival:
+        # a view read before one of them arrived is patched with it when it is put.
+        self._updates = 0
+        self._cleared_at = 0
+        """`_updates` when the cache was last cleared: older tickets are refused."""
+        self._latest: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        self._views: dict[SeriesKey, list[dict[str, Any]]] = {}
+        """Patched views not serialized again yet (their items; `get` serializes them)."""
+        self.flights: dict[tuple[SeriesKey, int], asyncio.Future[bytes]] = {}
+        """Reads in progress by key and generation, shared by the requests that miss the same
+        entry meanwhile (their bytes are patched with what arrives until they are put)."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -314,25 +337,39 @@ class SeriesCache:
             self._drop(key)
             return None
         self._entries.move_to_end(key)
+        items = self._views.pop(key, None)
+        if items is not None:
+            data = _KPI_READS.dump_json(_KPI_READS.validate_python(items))
+            self._entries[key] = (data, expires_at)
         return data
 
-    def ticket(self, key: SeriesKey) -> int:
+    def ticket(self, key: SeriesKey) -> Ticket:
         """Take before reading the database; `put` refuses bytes an invalidation made stale."""
-        return self._generations.get((key.kpi, key.unit), 0)
+        return self._generations.get((key.kpi, key.unit), 0), self._updates
 
     def put(
-        self, key: SeriesKey, data: bytes, ticket: int, *, ttl_seconds: float | None = None
-    ) -> None:
-        """Cache `data` for `key`, unless a cell of its (kpi, unit) changed since `ticket`."""
+        self, key: SeriesKey, data: bytes, ticket: Ticket, *, ttl_seconds: float | None = None
+    ) -> bytes:
+        """Cache `data` for `key`, unless a cell of its (kpi, unit) changed since `ticket`; a
+        current-values view is first patched with the remote updates that came since. Returns
+        the bytes cached (or `data` when refused)."""
         cell = (key.kpi, key.unit)
-        if self._generations.get(cell, 0) != ticket:
-            return
+        generation, updates = ticket
+        if self._generations.get(cell, 0) != generation or updates < self._cleared_at:
+            return data
+        if updates != self._updates and _is_current_view(key):
+            patched = self._catch_up(key, data, since=updates)
+            if patched is None:
+                return data
+            data = patched
         ttl = self.ttl_seconds if ttl_seconds is None else min(ttl_seconds, self.ttl_seconds)
         self._entries[key] = (data, self._clock() + ttl)
         self._entries.move_to_end(key)
+        self._views.pop(key, None)
         self._keys_of.setdefault(cell, set()).add(key)
         while len(self._entries) > self.max_entries:
             self._drop(next(iter(self._entries)))
+        return data
 
     def invalidate(self, cells: Iterable[CellValue]) -> None:
         """Forget every read of the (kpi, unit) of these changed cells, and their units' views."""
@@ -342,30 +379,131 @@ class SeriesCache:
         """Forget everything."""
         for key in list(self._entries):
             self._drop(key)
+        self._latest.clear()
+        self._updates += 1
+        self._cleared_at = self._updates
 
     def invalidate_topic(self, topic: str) -> None:
         """Forget what `invalidate` would for a changed cell of a `kpi:<kpi>:<unit>` topic's KPI
         and unit (another process recomputed it; the PostgreSQL fan-out names the topic).
         Other topics are ignored."""
-        family, _, rest = topic.partition(":")
-        kpi_id, _, unit = rest.rpartition(":")
-        if family == "kpi" and kpi_id and unit:
-            self._forget({(kpi_id, unit)})
+        cell = _kpi_cell(topic)
+        if cell is not None:
+            self._forget({cell})
+
+    def forget_series_of_topic(self, topic: str) -> None:
+        """Forget the series of a `kpi:<kpi>:<unit>` topic's KPI and unit, not its unit's
+        current-values views: another process changed cells of the topic other than the
+        headline one (`"c"` in the fan-out), which those views do not show."""
+        cell = _kpi_cell(topic)
+        if cell is not None:
+            self._forget_reads(cell)
+
+    def update_topic(self, topic: str, state: Any) -> None:
+        """Another process published `state`, the new headline `KpiRead` of a KPI topic (with
+        the cells it changed): drop the series of the KPI and unit, patch the unit's
+        current-values views with it. A state of another shape drops what `invalidate_topic`
+        drops. Other topics are ignored."""
+        cell = _kpi_cell(topic)
+        if cell is None:
+            return
+        read = _headline_read(state)
+        if read is None:
+            self._forget({cell})
+            return
+        self._forget_reads(cell)
+        self._updates += 1
+        self._latest[cell] = (self._updates, read)
+        _kpi, unit = cell
+        for key in list(self._keys_of.get((ANY_KPI, unit), ())):
+            if not _is_current_view(key) or not self._patch(key, read):
+                self._drop(key)
+
+    def _patch(self, key: SeriesKey, read: dict[str, Any]) -> bool:
+        """Put `read` in place of its KPI's item of a cached view; False if it does not fit."""
+        items = self._views.get(key)
+        if items is None:
+            entry = self._entries.get(key)
+            if entry is None:
+                return False
+            items = orjson.loads(entry[0])
+        for index, item in enumerate(items):
+            if item.get("kpi") == read["kpi"]:
+                if (item.get("period_kind"), item.get("period_start")) != (
+                    read["period_kind"],
+                    read["period_start"],
+                ):
+                    return False  # another headline period (the day turned): read it again
+                items[index] = read
+                self._views[key] = items
+                return True
+        return True  # the view does not show this KPI
+
+    def _catch_up(self, key: SeriesKey, data: bytes, *, since: int) -> bytes | None:
+        """`data` of a view read before remote updates numbered after `since`, patched with
+        them; None if one does not fit."""
+        items = orjson.loads(data)
+        patched = False
+        for index, item in enumerate(items):
+            latest = self._latest.get((item.get("kpi"), key.unit))
+            if latest is None or latest[0] <= since:
+                continue
+            read = latest[1]
+            if (item.get("period_kind"), item.get("period_start")) != (
+                read["period_kind"],
+                read["period_start"],
+            ):
+                return None
+            items[index] = read
+            patched = True
+        return _KPI_READS.dump_json(_KPI_READS.validate_python(items)) if patched else data
 
     def _forget(self, changed: set[tuple[str, str]]) -> None:
         """Drop the reads of these (kpi, unit) and their units' views; refuse older bytes."""
         for cell in changed | {(ANY_KPI, unit) for _kpi, unit in changed}:
-            self._generations[cell] = self._generations.get(cell, 0) + 1
-            for key in self._keys_of.pop(cell, set()):
-                self._entries.pop(key, None)
+            self._forget_reads(cell)
+
+    def _forget_reads(self, cell: tuple[str, str]) -> None:
+        """Drop the cached reads of one (kpi, unit) and refuse the ones in flight."""
+        self._generations[cell] = self._generations.get(cell, 0) + 1
+        for key in self._keys_of.pop(cell, set()):
+            self._entries.pop(key, None)
+            self._views.pop(key, None)
 
     def _drop(self, key: SeriesKey) -> None:
         self._entries.pop(key, None)
+        self._views.pop(key, None)
         keys = self._keys_of.get((key.kpi, key.unit))
         if keys is not None:
             keys.discard(key)
             if not keys:
                 del self._keys_of[(key.kpi, key.unit)]
+
+
+CURRENT_VIEW = "current:"
+"""The `kind` of a cached current-values view begins so (the KPI ids follow)."""
+
+
+def _is_current_view(key: SeriesKey) -> bool:
+    return key.kpi == ANY_KPI and key.kind.startswith(CURRENT_VIEW)
+
+
+def _kpi_cell(topic: str) -> tuple[str, str] | None:
+    """(kpi id, unit code) of a `kpi:<kpi>:<unit>` topic; None for any other topic."""
+    family, _, rest = topic.partition(":")
+    kpi_id, _, unit = rest.rpartition(":")
+    return (kpi_id, unit) if family == "kpi" and kpi_id and unit else None
+
+
+_READ_FIELDS = frozenset(KpiRead.model_fields)
+
+
+def _headline_read(state: Any) -> dict[str, Any] | None:
+    """A KPI topic's published state as the `KpiRead` it carries (its `changed` list left
+    out); None when it is not one."""
+    if not isinstance(state, dict) or not state.keys() >= _READ_FIELDS:
+        return None
+    return {name: state[name] for name in KpiRead.model_fields}
 
 
 def _series_query(kpi: KpiDefinition, unit: str, first: Period, last: Period) -> Any:
@@ -487,8 +625,7 @@ async def series_bytes(
     rows = await _series_rows(kpi, unit, first, last, engine=engine, direct=direct)
     document = series_document(kpi, unit, series_periods(first, last), rows)
     data = orjson.dumps(document, option=orjson.OPT_UTC_Z)
-    cache.put(key, data, ticket)
-    return data, False
+    return cache.put(key, data, ticket), False
 
 
 CURRENT_VALUES_TTL_SECONDS = 5.0
@@ -508,20 +645,31 @@ async def current_values_bytes(
     tz: ZoneInfo,
 ) -> tuple[bytes, bool]:
     """The current values of `kpis` for `unit` as JSON bytes (a list of `KpiRead`), from `cache`
-    when it holds them, and whether it did. Dropped when any cell of the unit changes."""
+    when it holds them, and whether it did. Dropped when any cell of the unit changes here;
+    patched when another process publishes a new headline value. Requests that miss while the
+    same read is in progress share it."""
     today = local_date(now, tz)
-    view = "current:" + ",".join(kpi.id for kpi in kpis)
+    view = CURRENT_VIEW + ",".join(kpi.id for kpi in kpis)
     key = SeriesKey(ANY_KPI, unit, view, today, today)
     cached = cache.get(key)
     if cached is not None:
         return cached, True
     ticket = cache.ticket(key)
-    async with sessionmaker() as session:
-        await require_unit(session, unit)
-        values = await current_values(session, unit, now=now, tz=tz, kpis=kpis)
-    data = _KPI_READS.dump_json(values)
-    cache.put(key, data, ticket, ttl_seconds=CURRENT_VALUES_TTL_SECONDS)
-    return data, False
+    flying = (key, ticket[0])
+    flight = cache.flights.get(flying)
+    if flight is None:
+
+        async def read() -> bytes:
+            async with sessionmaker() as session:
+                await require_unit(session, unit)
+                values = await current_values(session, unit, now=now, tz=tz, kpis=kpis)
+            data = _KPI_READS.dump_json(values)
+            return cache.put(key, data, ticket, ttl_seconds=CURRENT_VALUES_TTL_SECONDS)
+
+        flight = asyncio.ensure_future(read())
+        cache.flights[flying] = flight
+        flight.add_done_callback(lambda _: cache.flights.pop(flying, None))
+    return await asyncio.shield(flight), False
 
 
 # ---------------------------------------------------------------- breakdown

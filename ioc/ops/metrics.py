@@ -7,6 +7,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 """Seconds, for HTTP requests and live delivery."""
 
+WAIT_BUCKETS = (*LATENCY_BUCKETS, 30, 60, 120, 300)
+"""Seconds, for waits that queue up under overload (a NOTIFY payload waiting to be handled)."""
+
+HANDLING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
+"""Seconds, for synchronous work on the event loop (handling one NOTIFY payload)."""
+
 POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 """Seconds, for whole poll runs (many pages) and KPI recomputes."""
 
@@ -54,6 +60,19 @@ class Metrics:
             "ioc_ws_fanout_latency_seconds",
             "From a topic update's publish to its frame written to a client's socket",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.notify_wait = Histogram(
+            "ioc_live_notify_wait_seconds",
+            "From another process's sending of a NOTIFY payload to its handling here",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.notify_handling = Histogram(
+            "ioc_live_notify_handling_seconds",
+            "Handling one NOTIFY payload received: from its receipt to its updates written to "
+            "the local clients' sockets (or queued for the busy ones)",
+            buckets=HANDLING_BUCKETS,
             registry=r,
         )
         self.http_latency = Histogram(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import httpx
@@ -15,7 +16,9 @@ import websockets
 from ioc.app import create_app
 from ioc.config import Settings
 from ioc.context import AppContext
-from ioc.live.fanout import MAX_PAYLOAD_BYTES, pack
+from ioc.live.fanout import MAX_PAYLOAD_BYTES, PgFanout, pack, pack_changed
+from ioc.live.hub import Client, Hub
+from tests.live.test_hub import RecordingSender, drain
 from tests.support.servers import serve_app
 from tests.support.upstream import instance_for, running_upstream
 
@@ -39,6 +42,66 @@ def test_updates_are_packed_under_the_notify_limit_and_oversized_ones_become_poi
     assert [i[0] for i in items] == [t for t, _ in updates]  # all of them, in order
     assert items[-1] == ["layout:big"]  # too large: a pointer
     assert items[0][1] == updates[0][1]
+
+
+class Observed:
+    """A histogram's observations, in order."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def observe(self, amount: float) -> None:
+        self.values.append(amount)
+
+
+async def test_a_received_payload_is_timed_from_its_sending_and_through_its_delivery() -> None:
+    hub = Hub()
+    sender = RecordingSender()
+    client = Client(sender, queue_limit=10)
+    writer = asyncio.create_task(client.run_writer())
+    hub.subscribers["kpi:a:75"] = {client}
+    client.topics.add("kpi:a:75")
+    wait, handling = Observed(), Observed()
+    fanout = PgFanout(hub, "postgresql://unused", origin="api", wait=wait, handling=handling)
+    [payload] = pack("worker", [("kpi:a:75", {"value": 7})], sent_at=time.time() - 2.0)
+    fanout._on_notify(None, 0, "ioc_live", payload)
+    [own] = pack("api", [("kpi:a:75", {"value": 8})])
+    fanout._on_notify(None, 0, "ioc_live", own)  # its own payload: neither delivered nor timed
+    await drain(client)
+    writer.cancel()
+    assert [f["data"]["value"] for f in sender.frames] == [7]
+    assert len(wait.values) == 1 and 1.99 <= wait.values[0] < 30  # "t" has 0.1 ms steps
+    assert len(handling.values) == 1 and 0 <= handling.values[0] < wait.values[0]
+
+
+async def test_changed_topics_named_during_a_re_read_are_read_once_more_not_once_each() -> None:
+    reads: list[int] = []
+    release = asyncio.Event()
+
+    async def state(topic: str) -> dict[str, int]:
+        reads.append(len(reads) + 1)
+        number = len(reads)
+        await release.wait()
+        return {"read": number}
+
+    hub = Hub(state)
+    sender = RecordingSender()
+    client = Client(sender, queue_limit=10)
+    writer = asyncio.create_task(client.run_writer())
+    hub.subscribers["kpi:a:75"] = {client}
+    client.topics.add("kpi:a:75")
+    fanout = PgFanout(hub, "postgresql://unused", origin="api")
+    for _ in range(4):  # the first begins a read; the three others arrive during it
+        [payload] = pack_changed("worker", ["kpi:a:75"])
+        fanout._on_notify(None, 0, "ioc_live", payload)
+        await asyncio.sleep(0)
+    release.set()
+    await drain(client)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    writer.cancel()
+    assert reads == [1, 2]  # the second began after the last payload: it saw its change
+    assert [f["data"]["read"] for f in sender.frames] == [1, 2]
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from ioc.app import create_app, create_worker_app
 from ioc.config import Settings
 from ioc.context import AppContext
 from ioc.kit.clock import local_date
+from ioc.kpi import reads
 from ioc.kpi.catalog import get_kpi
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import Period, PeriodKind
@@ -326,3 +327,48 @@ def test_serve_refuses_several_workers_on_sqlite_or_with_the_scheduler(tmp_path:
     )
     assert on_sqlite.returncode == 2 and "need PostgreSQL" in on_sqlite.stderr
     assert with_scheduler.returncode == 2 and "IOC_SCHEDULER_ENABLED=false" in with_scheduler.stderr
+
+
+async def test_current_values_follow_another_process_recompute_without_being_read_again(
+    postgres_settings: Settings, ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B keeps serving its cached current values of the province, patched with the headline
+    values A's recompute published: the same answer as B reading them again. (The one-stop
+    KPIs: data freshness moves with each poll, not with a cell, and is read again after
+    `CURRENT_VALUES_TTL_SECONDS`.)"""
+    monkeypatch.setattr(reads, "CURRENT_VALUES_TTL_SECONDS", 600.0)  # no expiry meanwhile
+    a, b = create_app(postgres_settings), create_app(postgres_settings)
+
+    async def current(http: httpx.AsyncClient) -> httpx.Response:
+        return await http.get("/api/v1/kpis", params={"domain": "onestop"})
+
+    def shown(response: httpx.Response) -> list[tuple[Any, ...]]:
+        fields = ("kpi", "period_start", "value", "numerator", "denominator")
+        return [tuple(v[f] for f in fields) for v in response.json()]
+
+    async for upstream in running_upstream():
+        instance_id = await instance_for(ctx, upstream)
+        async with (
+            serve_app(a) as url_a,
+            serve_app(b) as url_b,
+            httpx.AsyncClient(base_url=url_a, timeout=30) as http_a,
+            httpx.AsyncClient(base_url=url_b, timeout=30) as http_b,
+        ):
+            before = await current(http_b)
+            run = await http_a.post(f"/api/v1/connectors/{instance_id}/run")
+            assert run.json()["stored"] > 0
+            fresh = await current(http_a)  # A dropped its own entry
+
+            async def b_agrees(expected: httpx.Response = fresh) -> bool:
+                return shown(await current(http_b)) == shown(expected)
+
+            await eventually(b_agrees)
+            patched = await current(http_b)
+            b.state.ctx.kpi_cache.clear()
+            read_again = await current(http_b)
+    assert shown(patched) != shown(before)
+    assert (before.headers["x-cache"], patched.headers["x-cache"]) == ("miss", "hit")
+    assert read_again.headers["x-cache"] == "miss"
+    assert shown(patched) == shown(read_again)
+    backlog = [[v for v in r.json() if v["kpi"] == BACKLOG] for r in (patched, read_again)]
+    assert backlog[0] == backlog[1]  # computed_at too: the cell's, as stored

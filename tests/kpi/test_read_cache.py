@@ -1,0 +1,146 @@
+"""The KPI read cache under another process's updates: series dropped, current-values views
+patched in place with the headline value published (also when their read is in flight), and
+requests missing the same view at once sharing one read."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import event
+
+from ioc.context import AppContext
+from ioc.kpi import reads
+from ioc.kpi.catalog import get_kpi
+from ioc.kpi.reads import ANY_KPI, CURRENT_VIEW, SeriesCache, SeriesKey
+from ioc.kpi.schemas import KpiRead
+
+UNIT = "26068"
+DAY = date(2026, 11, 25)
+BACKLOG, ON_TIME = "onestop.backlog", "onestop.on_time_rate"
+VIEW = SeriesKey(ANY_KPI, UNIT, f"{CURRENT_VIEW}{BACKLOG},{ON_TIME}", DAY, DAY)
+SERIES = SeriesKey(BACKLOG, UNIT, "day", DAY, DAY)
+OTHER_SERIES = SeriesKey(ON_TIME, UNIT, "day", DAY, DAY)
+
+
+def headline(kpi_id: str, value: float, *, start: str = "2026-11-25", at: str = "10:00") -> dict:
+    """A KPI's headline cell as `KpiRead` JSON, as a worker publishes it (and a view holds it)."""
+    kpi = get_kpi(kpi_id)
+    return KpiRead(
+        kpi=kpi.id,
+        unit=UNIT,
+        name_vi=kpi.name_vi,
+        name_en=kpi.name_en,
+        domain=kpi.domain,
+        unit_of_measure=kpi.unit_of_measure,
+        good_direction=kpi.good_direction.value,
+        warn=kpi.warn,
+        critical=kpi.critical,
+        period_kind="day" if kpi_id == BACKLOG else "month",
+        period_start=date.fromisoformat(start),
+        value=value,
+        numerator=value,
+        denominator=None if kpi_id == BACKLOG else 100.0,
+        computed_at=f"2026-11-25T{at}:00.123456Z",
+    ).model_dump(mode="json")
+
+
+def view_bytes(*items: dict) -> bytes:
+    """The bytes a fresh read of the view would give."""
+    return reads._KPI_READS.dump_json(reads._KPI_READS.validate_python(list(items)))
+
+
+def published(item: dict) -> dict:
+    """A topic's update as the worker publishes it: the headline plus the cells it changed."""
+    return {**item, "changed": [{"period_kind": "day", "period_start": "2026-11-25"}]}
+
+
+def cached(cache: SeriesCache, key: SeriesKey, data: bytes) -> None:
+    cache.put(key, data, cache.ticket(key))
+
+
+def test_an_update_from_another_process_patches_the_current_values_and_drops_the_series() -> None:
+    cache = SeriesCache()
+    cached(cache, VIEW, view_bytes(headline(BACKLOG, 5), headline(ON_TIME, 90)))
+    cached(cache, SERIES, b"backlog series")
+    cached(cache, OTHER_SERIES, b"on-time series")
+    cache.update_topic(f"kpi:{BACKLOG}:{UNIT}", published(headline(BACKLOG, 6, at="10:01")))
+    assert cache.get(VIEW) == view_bytes(headline(BACKLOG, 6, at="10:01"), headline(ON_TIME, 90))
+    assert cache.get(SERIES) is None
+    assert cache.get(OTHER_SERIES) == b"on-time series"
+
+
+def test_updates_of_other_units_and_topics_leave_a_view_alone() -> None:
+    cache = SeriesCache()
+    data = view_bytes(headline(BACKLOG, 5), headline(ON_TIME, 90))
+    cached(cache, VIEW, data)
+    cache.update_topic(f"kpi:{BACKLOG}:75", published(headline(BACKLOG, 6)))
+    cache.update_topic("connectors", [{"id": 1}])
+    cache.update_topic(f"kpi:{BACKLOG}:{UNIT}", {"value": 6})  # not a KpiRead: dropped instead
+    assert cache.get(VIEW) is None
+    cached(cache, VIEW, data)
+    cache.update_topic(f"kpi:{BACKLOG}:75", published(headline(BACKLOG, 6)))
+    assert cache.get(VIEW) == data
+
+
+def test_an_update_of_another_headline_period_drops_the_view() -> None:
+    cache = SeriesCache()
+    cached(cache, VIEW, view_bytes(headline(BACKLOG, 5), headline(ON_TIME, 90)))
+    cache.update_topic(f"kpi:{BACKLOG}:{UNIT}", published(headline(BACKLOG, 1, start="2026-11-26")))
+    assert cache.get(VIEW) is None
+
+
+def test_a_view_read_while_updates_arrive_is_cached_with_them() -> None:
+    cache = SeriesCache()
+    ticket = cache.ticket(VIEW)  # the read begins
+    cache.update_topic(f"kpi:{ON_TIME}:{UNIT}", published(headline(ON_TIME, 80, at="10:02")))
+    cache.update_topic(f"kpi:{ON_TIME}:{UNIT}", published(headline(ON_TIME, 70, at="10:03")))
+    read_before = view_bytes(headline(BACKLOG, 5), headline(ON_TIME, 90))
+    stored = cache.put(VIEW, read_before, ticket)
+    expected = view_bytes(headline(BACKLOG, 5), headline(ON_TIME, 70, at="10:03"))
+    assert stored == expected and cache.get(VIEW) == expected
+
+
+def test_a_view_read_before_a_local_change_or_a_clear_is_still_refused() -> None:
+    cache = SeriesCache()
+    ticket = cache.ticket(VIEW)
+    cache.invalidate_topic(f"kpi:{BACKLOG}:{UNIT}")  # a state too large to travel, say
+    cache.put(VIEW, view_bytes(headline(BACKLOG, 5), headline(ON_TIME, 90)), ticket)
+    assert cache.get(VIEW) is None
+    ticket = cache.ticket(VIEW)
+    cache.clear()  # the fan-out reconnected: notifications may have been missed
+    cache.put(VIEW, view_bytes(headline(BACKLOG, 5), headline(ON_TIME, 90)), ticket)
+    assert cache.get(VIEW) is None
+
+
+def test_a_change_beside_the_headline_drops_the_series_but_not_the_current_values() -> None:
+    cache = SeriesCache()
+    data = view_bytes(headline(BACKLOG, 5), headline(ON_TIME, 90))
+    cached(cache, VIEW, data)
+    cached(cache, SERIES, b"backlog series")
+    cache.forget_series_of_topic(f"kpi:{BACKLOG}:{UNIT}")
+    assert cache.get(SERIES) is None
+    assert cache.get(VIEW) == data
+
+
+async def test_requests_missing_the_same_current_values_share_one_read(ctx: AppContext) -> None:
+    statements = 0
+
+    def count(*_: Any) -> None:
+        nonlocal statements
+        statements += 1
+
+    event.listen(ctx.engine.sync_engine, "before_cursor_execute", count)
+    kpis = [get_kpi(BACKLOG), get_kpi(ON_TIME)]
+    now, tz = datetime.now(UTC), ctx.settings.tz
+
+    async def ask(cache: SeriesCache) -> tuple[bytes, bool]:
+        return await reads.current_values_bytes(ctx.sessionmaker, cache, UNIT, kpis, now=now, tz=tz)
+
+    alone = await ask(SeriesCache())
+    one_read, statements = statements, 0
+    together = await asyncio.gather(*(ask(cache) for cache in [SeriesCache()] * 3))
+    event.remove(ctx.engine.sync_engine, "before_cursor_execute", count)
+    assert one_read > 0 and statements == one_read
+    assert together == [alone] * 3  # each a miss, the same bytes
