@@ -521,6 +521,69 @@ def _histogram_count_sum(text: str, name: str) -> tuple[float, float] | None:
     return (totals["count"], round(totals["sum"], 3)) if found else None
 
 
+def _ingest_stages(text: str) -> dict[str, Any]:
+    """Where the worker's ingest time went, from its Prometheus metrics: per stage the count,
+    the wall seconds (sum and mean) and the process CPU seconds while it ran; and the records,
+    pages and KPI cells per ingest transaction."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            stage = sample.labels.get("stage", "")
+            sums[f"{sample.name}:{stage}"] = sums.get(f"{sample.name}:{stage}", 0) + sample.value
+    stages: dict[str, Any] = {}
+    for key, count in sums.items():
+        name, _, stage = key.partition(":")
+        if name != "ioc_ingest_stage_seconds_count" or not count:
+            continue
+        wall = sums.get(f"ioc_ingest_stage_seconds_sum:{stage}", 0.0)
+        cpu = sums.get(f"ioc_ingest_stage_cpu_seconds_total:{stage}", 0.0)
+        stages[stage] = {
+            "count": int(count),
+            "wall_seconds": round(wall, 2),
+            "wall_ms_mean": round(1000 * wall / count, 1),
+            "cpu_seconds": round(cpu, 2),
+        }
+    batches = sums.get("ioc_ingest_batch_records_count:", 0)
+    per_batch = {
+        "batches": int(batches),
+        "records_mean": round(sums.get("ioc_ingest_batch_records_sum:", 0) / batches, 1)
+        if batches
+        else None,
+        "pages_mean": round(sums.get("ioc_ingest_batch_pages_sum:", 0) / batches, 2)
+        if batches
+        else None,
+        "kpi_cells_mean": round(sums.get("ioc_ingest_kpi_cells_total:", 0) / batches, 1)
+        if batches
+        else None,
+    }
+    return {"stages": stages, "per_transaction": per_batch}
+
+
+async def _backends(dsn: str) -> list[int]:
+    """The pids of the PostgreSQL backends serving this database (but this one)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await connection.close()
+    return [row["pid"] for row in rows]
+
+
+def _backend_cpu(dsn: str, seen: dict[int, float]) -> None:
+    """Note the CPU seconds so far of every PostgreSQL backend serving this database in `seen`
+    (by pid; a backend that exits keeps its last reading)."""
+    for pid in asyncio.run(_backends(dsn)):
+        if (cpu := _cpu_seconds(pid)) > 0 or pid not in seen:
+            seen[pid] = cpu
+
+
 def soak(args: argparse.Namespace) -> dict[str, Any]:
     """Run every part, then collect the figures."""
     import asyncpg
@@ -582,7 +645,10 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         scheduler_port = ioc_port if args.topology == "single" else worker_port
         processes = [upstream, *roles.values()]
 
+        backend_cpu: dict[int, float] = {}
+
         def sample_memory() -> None:
+            _backend_cpu(dsn, backend_cpu)
             moment = round(time.time() - t0, 1)
             per_role = {role: _rss_mib(p.pid) for role, p in roles.items()}
             memory.append((moment, round(sum(per_role.values()), 1)))
@@ -670,6 +736,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             metrics = httpx.get(f"http://127.0.0.1:{ioc_port}/metrics").text
             scheduler_metrics = httpx.get(f"http://127.0.0.1:{scheduler_port}/metrics").text
             cpu = {role: _cpu_seconds(p.pid) for role, p in roles.items()}
+            _backend_cpu(dsn, backend_cpu)
+            cpu["postgresql_backends"] = round(sum(backend_cpu.values()), 1)
         finally:
             for process in reversed(processes):
                 if process.poll() is None:
@@ -727,6 +795,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             scheduler_metrics, "ioc_kpi_recompute_seconds", 0.99
         ),
         "ioc_cpu_seconds": cpu,
+        "worker_ingest": _ingest_stages(scheduler_metrics),
         "memory_mib": {
             "samples": memory,
             "by_role": memory_by_role,
