@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     poll_max_pages: int = Field(
         default=50, ge=1, description="Pages one scheduled run may fetch before yielding"
     )
+    ingest_batch_records: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most records one ingest transaction stores: a connector's pages fetched "
+        "ahead of the store are stored together up to this many (a larger page alone); as "
+        "many may wait fetched ahead",
+    )
     kpi_refresh_seconds: float = Field(
         default=60.0,
         gt=0,

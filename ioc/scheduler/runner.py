@@ -1,5 +1,6 @@
-"""Runs one poll of a connector instance: fetch pages, ingest each in one transaction with its
-KPI recompute and cursor advance, record the run and the instance's health, then publish.
+"""Runs one poll of a connector instance: fetch pages (ahead of the store), ingest the pages
+ready in one transaction with their KPI recompute, incident rules and cursor advance, publish,
+and record the run and the instance's health.
 
 Operational timestamps (poll runs, health, ingest times) are real time; KPIs are judged at the
 context's clock, which a demo may set to a simulator's replayed time."""
@@ -31,6 +32,7 @@ from ioc.kpi.publish import publish_changes
 from ioc.kpi.service import CellValue, recompute, refresh
 from ioc.live.topics import publish_connectors
 from ioc.ops.logs import log_context
+from ioc.scheduler.pipeline import PageBuffer, fetch_pages, merge
 from ioc.sdk import Batch, Connector, ConnectorError, ConnectorRateLimited
 from ioc.units.service import province_code_str, unit_codes
 
@@ -166,18 +168,7 @@ async def _poll_locked(ctx: AppContext, instance_id: int, *, force: bool) -> Pol
     connector: Connector | None = None
     try:
         connector = ctx.registry.create(instance.kind, instance.config, clock=ctx.clock)
-        cursor = dict(instance.cursor)
-        for _ in range(ctx.settings.poll_max_pages):
-            async with asyncio.timeout(instance.timeout_seconds):
-                batch = await connector.poll(cursor)
-            outcome.pages += 1
-            outcome.fetched += batch.fetched or len(batch.records) + len(batch.rejected)
-            stored, rejected = await _store_page(ctx, instance, connector, batch)
-            outcome.stored += stored
-            outcome.rejected += rejected
-            cursor = batch.cursor
-            if not batch.has_more:
-                break
+        await _fetch_and_store(ctx, instance, connector, outcome)
     except ConnectorRateLimited as exc:
         outcome.ok, outcome.rate_limited, outcome.retry_after = False, True, exc.retry_after
         outcome.error = f"{type(exc).__name__}: {exc}"
@@ -203,20 +194,63 @@ def _seconds(delta: timedelta) -> float:
     return delta.total_seconds()
 
 
-async def _store_page(
-    ctx: AppContext, instance: ConnectorInstance, connector: Connector, batch: Batch
+async def _fetch_and_store(
+    ctx: AppContext, instance: ConnectorInstance, connector: Connector, outcome: PollOutcome
+) -> None:
+    """Fetch pages ahead while storing the ones ready, several at a time (`ioc.scheduler.pipeline`),
+    until the connector has no more or the page budget is spent. A fetch error is raised after
+    the pages fetched before it are stored; a store error drops the pages fetched ahead (the
+    committed cursor has not moved past them)."""
+    limit = ctx.settings.ingest_batch_records
+    buffer = PageBuffer(limit)
+    fetcher = asyncio.create_task(
+        fetch_pages(
+            connector,
+            dict(instance.cursor),
+            buffer,
+            max_pages=ctx.settings.poll_max_pages,
+            page_seconds=instance.timeout_seconds,
+            on_page=lambda: ctx.metrics.stage("fetch"),
+        )
+    )
+    try:
+        while pages := await buffer.take(limit):
+            batch = merge(pages)
+            outcome.pages += len(pages)
+            outcome.fetched += batch.fetched or len(batch.records) + len(batch.rejected)
+            stored, rejected = await _store_pages(ctx, instance, connector, batch, pages=len(pages))
+            outcome.stored += stored
+            outcome.rejected += rejected
+    finally:
+        fetcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await fetcher
+
+
+async def _store_pages(
+    ctx: AppContext, instance: ConnectorInstance, connector: Connector, batch: Batch, *, pages: int
 ) -> tuple[int, int]:
-    """Ingest one page, recompute its KPI cells and advance the cursor: all or nothing."""
+    """Ingest a batch of pages, recompute its KPI cells, judge the incident rules and advance the
+    cursor: all or nothing; then publish."""
     record_type = connector.record_types[0].record_type if connector.record_types else "record"
+    metrics = ctx.metrics
+    metrics.ingest_batch_records.observe(batch.fetched or len(batch.records) + len(batch.rejected))
+    metrics.ingest_batch_pages.observe(pages)
+    began = metrics.start("begin")
     async with write_transaction(ctx) as session:
+        metrics.finish(began)
         result = await store_batch(
             ctx, session, instance_id=instance.id, batch=batch, record_type=record_type
         )
-        stored = await session.get(ConnectorInstance, instance.id, with_for_update=True)
-        assert stored is not None
-        stored.cursor = batch.cursor
-    await publish_changes(ctx, result.changed_cells)
-    incident_queries.publish(ctx.hub, result.incidents)
+        with metrics.stage("cursor"):
+            stored = await session.get(ConnectorInstance, instance.id, with_for_update=True)
+            assert stored is not None
+            stored.cursor = batch.cursor  # written by the commit's flush
+        committing = metrics.start("commit")
+    metrics.finish(committing)
+    with metrics.stage("publish"):
+        await publish_changes(ctx, result.changed_cells)
+        incident_queries.publish(ctx.hub, result.incidents)
     ctx.metrics.records_stored.labels(instance.name, instance.kind).inc(result.stored)
     ctx.metrics.records_rejected.labels(instance.name, instance.kind).inc(result.rejected)
     return result.stored, result.rejected
@@ -245,18 +279,20 @@ async def store_batch(
     """Ingest a batch, recompute the KPI cells it touches and judge the incident rules on what
     changed, inside the caller's transaction."""
     kpi_now = ctx.clock()  # one moment for both, so the KPI cells move by differences
-    result = await ingest_batch(
-        session,
-        instance_id=instance_id,
-        batch=batch,
-        known_units=await unit_codes(session),
-        tz=ctx.settings.tz,
-        now=utcnow(),
-        record_type=record_type,
-        calendar=ctx.settings.calendar,
-        kpi_now=kpi_now,
-    )
-    with ctx.metrics.kpi_recompute.labels("ingest").time():
+    metrics = ctx.metrics
+    with metrics.stage("ingest"):
+        result = await ingest_batch(
+            session,
+            instance_id=instance_id,
+            batch=batch,
+            known_units=await unit_codes(session),
+            tz=ctx.settings.tz,
+            now=utcnow(),
+            record_type=record_type,
+            calendar=ctx.settings.calendar,
+            kpi_now=kpi_now,
+        )
+    with metrics.stage("kpi"), metrics.kpi_recompute.labels("ingest").time():
         changed = await recompute(
             session,
             changes=result.changes,
@@ -264,9 +300,11 @@ async def store_batch(
             tz=ctx.settings.tz,
             now=kpi_now,
         )
-    judged = await incident_lifecycle.evaluate_after_ingest(
-        session, changes=result.changes, cells=changed, env=environment(ctx)
-    )
+    metrics.ingest_kpi_cells.inc(len(changed))
+    with metrics.stage("incidents"):
+        judged = await incident_lifecycle.evaluate_after_ingest(
+            session, changes=result.changes, cells=changed, env=environment(ctx)
+        )
     return StoreResult(result.stored, result.rejected, changed, judged)
 
 
