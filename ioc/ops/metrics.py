@@ -32,7 +32,8 @@ INGEST_STAGES = ("fetch", "begin", "ingest", "kpi", "incidents", "cursor", "comm
 and the connector's mapping), then for each batch of pages `begin` the transaction (with the
 KPI lock), `ingest` (validate, look up stored versions, upsert, rejects), `kpi` (recompute the
 touched cells), `incidents` (judge the rules on what changed), `cursor` (lock the instance's row
-and set its cursor), `commit` (write the cursor and commit), and `publish` the changes live after the commit."""
+and set its cursor), `commit` (write the cursor and commit), and `publish` the changes live
+after the commit."""
 
 
 class Metrics:

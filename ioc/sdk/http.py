@@ -8,6 +8,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+import orjson
 from pydantic import Field, SecretStr, field_validator
 
 from ioc.sdk.connector import Connector
@@ -72,16 +73,27 @@ class HttpConnector(Connector):
         except httpx.HTTPError as exc:
             raise ConnectorUnavailable(f"{type(exc).__name__}: {exc}") from exc
         raise_for_upstream(response)
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise ConnectorError(f"upstream answered with invalid JSON: {exc}") from exc
+        return decode_json(response)
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def decode_json(response: httpx.Response) -> Any:
+    """The JSON body of an answer: orjson (several times faster on large pages) for UTF-8
+    bodies, else what the standard library accepts (other encodings, NaN); invalid JSON is a
+    `ConnectorError`."""
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise ConnectorError(f"upstream answered with invalid JSON: {exc}") from exc
 
 
 def raise_for_upstream(response: httpx.Response) -> None:
