@@ -736,6 +736,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             metrics = httpx.get(f"http://127.0.0.1:{ioc_port}/metrics").text
             scheduler_metrics = httpx.get(f"http://127.0.0.1:{scheduler_port}/metrics").text
             cpu = {role: _cpu_seconds(p.pid) for role, p in roles.items()}
+            cpu["upstream"] = _cpu_seconds(upstream.pid)
             _backend_cpu(dsn, backend_cpu)
             cpu["postgresql_backends"] = round(sum(backend_cpu.values()), 1)
         finally:
