@@ -34,7 +34,12 @@ class Connector:
         """The runtime's clock: real time, or a demo's replayed time; use it for "now"."""
 
     async def poll(self, cursor: Cursor) -> Batch:
-        """Fetch what changed since `cursor` (empty on the first poll)."""
+        """Fetch what changed since `cursor` (empty on the first poll).
+
+        Depend on `cursor` alone: the runtime asks for the next page with this page's cursor
+        while this page is still being stored, stores consecutive pages in one transaction
+        with the last one's cursor, and after a failure asks again from the committed cursor.
+        """
         raise NotImplementedError
 
     async def check(self) -> None:
