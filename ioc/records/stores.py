@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import Enum
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
@@ -94,7 +94,13 @@ def due_soon_from(due: datetime | None, tz: ZoneInfo, calendar: WorkingCalendar)
     """The first local midnight from which `due` falls within DUE_SOON_WORKING_DAYS."""
     if due is None:
         return None
-    due_day = local_date(due, tz)
+    return _due_soon_from_day(local_date(due, tz), tz, calendar)
+
+
+@lru_cache(maxsize=4096)
+def _due_soon_from_day(due_day: date, tz: ZoneInfo, calendar: WorkingCalendar) -> datetime:
+    """`due_soon_from` of a local due day: remembered, as a page's dossiers share few due days
+    (a calendar's days never change once it is made)."""
     first = due_day
     while calendar.add_working_days(first - timedelta(days=1), DUE_SOON_WORKING_DAYS) >= due_day:
         first -= timedelta(days=1)
