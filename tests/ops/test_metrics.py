@@ -36,7 +36,15 @@ async def test_a_poll_counts_its_outcome_duration_stored_and_rejected_records(
     assert found[("ioc_polls_total", (*labels, ("outcome", "ok")))] == 1
     assert found[("ioc_polls_total", (*labels, ("outcome", "rate_limited")))] == 1
     assert found[("ioc_poll_duration_seconds_count", (*labels, ("outcome", "ok")))] == 1
-    assert found[("ioc_kpi_recompute_seconds_count", (("trigger", "ingest"),))] == outcome.pages
+    # One recompute per ingest transaction, which stores the pages ready (one or several).
+    transactions = found[("ioc_ingest_batch_pages_count", ())]
+    assert 1 <= transactions <= outcome.pages
+    assert found[("ioc_ingest_batch_pages_sum", ())] == outcome.pages
+    assert found[("ioc_kpi_recompute_seconds_count", (("trigger", "ingest"),))] == transactions
+    assert found[("ioc_ingest_stage_seconds_count", (("stage", "fetch"),))] >= outcome.pages
+    for stage in ("begin", "ingest", "kpi", "incidents", "cursor", "commit", "publish"):
+        assert found[("ioc_ingest_stage_seconds_count", (("stage", stage),))] == transactions
+    assert found[("ioc_ingest_kpi_cells_total", ())] > 0
 
 
 async def test_websocket_clients_are_gauged_and_each_delivery_timed(ctx: AppContext) -> None:
