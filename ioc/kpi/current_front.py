@@ -11,17 +11,13 @@ from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from ioc.auth.authenticator import RateLimited
-from ioc.auth.deps import bearer_of
-from ioc.auth.oidc import InvalidCredentials
-from ioc.auth.permissions import Permission
 from ioc.context import AppContext
 from ioc.kpi import reads
 from ioc.kpi.api import router
 from ioc.kpi.catalog import CATALOG, UnknownKpi, get_kpi
-from ioc.kpi.series_front import answer, authorization
+from ioc.kpi.series_front import ReadFront, may_read
 from ioc.records.service import UnknownUnit
 from ioc.units.service import province_code_str
 
@@ -57,25 +53,15 @@ def parse_current_request(scope: Scope) -> CurrentValuesRequest | None:
     )
 
 
-class CurrentValuesFront:
-    """ASGI middleware answering well-formed current-values reads without the router."""
+class CurrentValuesFront(ReadFront):
+    """Well-formed current-values reads."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    route = CURRENT_ROUTE
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer a current-values read if it is well formed and allowed; else hand it on."""
+    async def read(self, scope: Scope) -> tuple[bytes, bool] | None:
         request = parse_current_request(scope)
-        found = await self._answer(scope, request) if request is not None else None
-        if found is None:
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = CURRENT_ROUTE
-        await answer(send, *found)
-
-    async def _answer(
-        self, scope: Scope, request: CurrentValuesRequest
-    ) -> tuple[bytes, bool] | None:
+        if request is None:
+            return None
         ctx: AppContext = scope["app"].state.ctx
         try:
             kpis = [get_kpi(k) for k in request.kpis] if request.kpis else list(CATALOG)
@@ -83,12 +69,7 @@ class CurrentValuesFront:
             return None
         if request.domain is not None:
             kpis = [k for k in kpis if k.domain == request.domain]
-        assert ctx.auth is not None
-        try:
-            principal = await ctx.auth.authenticate(bearer_of(authorization(scope)))
-        except (InvalidCredentials, RateLimited):
-            return None
-        if not principal.can(Permission.READ):
+        if not await may_read(ctx, scope):
             return None
         try:
             return await reads.current_values_bytes(

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 from urllib.parse import parse_qsl
 
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ioc.auth.authenticator import RateLimited
@@ -81,23 +82,48 @@ def _day(text: str | None) -> date | None:
     return date.fromisoformat(text)
 
 
-class SeriesReadFront:
-    """ASGI middleware answering well-formed KPI series reads without the router."""
+class ReadFront:
+    """ASGI middleware answering one kind of well-formed read without the router: `read`
+    returns the cached bytes and whether they were a hit, or None to hand the request on."""
+
+    route: ClassVar[BaseRoute]
+    """The route stood in for: logs and metrics name its template."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer a series read if it is well formed and allowed; else hand it on."""
-        request = parse_series_request(scope)
-        found = await self._answer(scope, request) if request is not None else None
+        """Answer the read if it is well formed and allowed; else hand it on."""
+        found = await self.read(scope)
         if found is None:
             await self.app(scope, receive, send)
             return
-        scope["route"] = SERIES_ROUTE
+        scope["route"] = self.route
         await answer(send, *found)
 
-    async def _answer(self, scope: Scope, request: SeriesRequest) -> tuple[bytes, bool] | None:
+    async def read(self, scope: Scope) -> tuple[bytes, bool] | None:
+        raise NotImplementedError
+
+
+async def may_read(ctx: AppContext, scope: Scope) -> bool:
+    """Whether the request's credential is valid, within its rate and allowed to read."""
+    assert ctx.auth is not None
+    try:
+        principal = await ctx.auth.authenticate(bearer_of(authorization(scope)))
+    except (InvalidCredentials, RateLimited):
+        return False
+    return principal.can(Permission.READ)
+
+
+class SeriesReadFront(ReadFront):
+    """Well-formed KPI series reads."""
+
+    route = SERIES_ROUTE
+
+    async def read(self, scope: Scope) -> tuple[bytes, bool] | None:
+        request = parse_series_request(scope)
+        if request is None:
+            return None
         ctx: AppContext = scope["app"].state.ctx
         try:
             definition = get_kpi(request.kpi)
@@ -106,12 +132,7 @@ class SeriesReadFront:
             span = reads.series_span(kind, request.date_from, request.date_to, today=today)
         except (UnknownKpi, reads.InvalidKpiRead):
             return None
-        assert ctx.auth is not None
-        try:
-            principal = await ctx.auth.authenticate(bearer_of(authorization(scope)))
-        except (InvalidCredentials, RateLimited):
-            return None
-        if not principal.can(Permission.READ):
+        if not await may_read(ctx, scope):
             return None
         unit = request.unit or province_code_str(ctx.settings.province)
         try:
