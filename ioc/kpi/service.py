@@ -292,10 +292,12 @@ async def refresh(
 ) -> list[CellValue]:
     """Recompute the cells that change with time alone, since the start of yesterday:
 
-    - every stock, latest-record, median and composite KPI in the running periods and in those
-      that ended yesterday (a month that just ended is judged at its end, not at the last refresh);
+    - every stock, latest-record and median KPI in the running periods and in those that ended
+      yesterday (a month that just ended is judged at its end, not at the last refresh);
     - for rates with open records (on time until due), the day cells — and the periods holding
-      them — of the open records whose due moment passed since the start of yesterday.
+      them — of the open records whose due moment passed since the start of yesterday;
+    - composite scores of stored components where those components changed (they change with
+      time only through them), recombined from the stored cells as after an ingest.
 
     After a downtime longer than a day, run `ioc kpi rebuild`.
     """
@@ -307,27 +309,45 @@ async def refresh(
     wanted: Wanted = {}
     for kpi in CATALOG:
         formula = kpi.formula
-        if not kpi.engine_computed:
-            continue  # stored by their own domain as they change
+        if not kpi.engine_computed or _follows_stored_components(kpi):
+            continue  # stored by their own domain as they change; recombined below
         if not isinstance(formula, InPeriod):
             wanted[kpi.id] = {(unit, period) for unit in communes for period in running}
         elif formula.drifts_at is not None:
-            wanted[kpi.id] = await _drifted_cells(session, formula, communes, since=since, now=now)
-    return await recompute_cells(session, wanted, province_code=province_code, tz=tz, now=now)
+            wanted[kpi.id] = await _drifted_cells(
+                session, formula, communes, since=since, now=now, tz=tz
+            )
+    changed = await recompute_cells(session, wanted, province_code=province_code, tz=tz, now=now)
+    return changed + await _composites_of(session, changed, now=now, skip=set())
+
+
+def _follows_stored_components(kpi: KpiDefinition) -> bool:
+    """Whether `kpi` is a composite of stored components only (combined from their cells)."""
+    formula = kpi.formula
+    return isinstance(formula, Composite) and all(
+        KPIS[name].engine_computed and not isinstance(KPIS[name].formula, Composite)
+        for name in formula.components
+    )
 
 
 async def _drifted_cells(
-    session: AsyncSession, formula: InPeriod, communes: set[str], *, since: datetime, now: datetime
+    session: AsyncSession,
+    formula: InPeriod,
+    communes: set[str],
+    *,
+    since: datetime,
+    now: datetime,
+    tz: ZoneInfo,
 ) -> set[tuple[str, Period]]:
     """Cells holding records whose drift moment (e.g. the due time) fell in [since, now]."""
     table = STORES[formula.record_type].model
     moment = getattr(table, formula.drifts_at)
     day = getattr(table, formula.time_column)
-    query = (
-        select(table.unit_code, day)
-        .where(table.unit_code.in_(communes), moment >= since, moment <= now, day.is_not(None))
-        .distinct()
-    )
+    conditions = [table.unit_code.in_(communes), moment >= since, moment <= now, day.is_not(None)]
+    stored = scan.date_column(table, formula.drifts_at)
+    if stored is not None:  # the same rows, by the index on (unit, local date) when there is one
+        conditions.append(stored.between(local_date(since, tz), local_date(now, tz)))
+    query = select(table.unit_code, day).where(*conditions).distinct()
     cells: set[tuple[str, Period]] = set()
     for unit, found in (await session.execute(query)).all():
         cells |= {(unit, period) for period in periods_of([found])}
