@@ -9,9 +9,10 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import orjson
@@ -238,18 +239,34 @@ def _free_port() -> int:
 
 
 def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    # stderr goes to a file, not a pipe: nobody reads a pipe while the process runs, and a
+    # process whose logs fill it (64 kB) blocks on its next write and never exits.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (open as long as the process runs)
+    process = subprocess.Popen(
         [sys.executable, "-m", "ioc", *args],
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
+    _LOGS[process.pid] = log
+    return process
+
+
+_LOGS: dict[int, IO[bytes]] = {}
+"""The stderr file of each process started, by pid."""
+
+
+def _errors(process: subprocess.Popen[bytes]) -> str:
+    """What the process wrote to its stderr file."""
+    log = _LOGS[process.pid]
+    log.seek(0)
+    return log.read().decode(errors="replace")
 
 
 async def _up(url: str, process: subprocess.Popen[bytes]) -> None:
     async def answers() -> bool:
-        assert process.poll() is None, (process.stderr.read() if process.stderr else b"").decode()
+        assert process.poll() is None, _errors(process)
         try:
             async with httpx.AsyncClient(timeout=2) as http:
                 return (await http.get(url)).status_code == 200
