@@ -13,8 +13,9 @@ from sqlalchemy import event
 from ioc.context import AppContext
 from ioc.kpi import reads
 from ioc.kpi.catalog import get_kpi
+from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.reads import ANY_KPI, CURRENT_VIEW, SeriesCache, SeriesKey
-from ioc.kpi.schemas import KpiRead
+from ioc.kpi.service import CellValue, to_read
 
 UNIT = "26068"
 DAY = date(2026, 11, 25)
@@ -27,23 +28,12 @@ OTHER_SERIES = SeriesKey(ON_TIME, UNIT, "day", DAY, DAY)
 def headline(kpi_id: str, value: float, *, start: str = "2026-11-25", at: str = "10:00") -> dict:
     """A KPI's headline cell as `KpiRead` JSON, as a worker publishes it (and a view holds it)."""
     kpi = get_kpi(kpi_id)
-    return KpiRead(
-        kpi=kpi.id,
-        unit=UNIT,
-        name_vi=kpi.name_vi,
-        name_en=kpi.name_en,
-        domain=kpi.domain,
-        unit_of_measure=kpi.unit_of_measure,
-        good_direction=kpi.good_direction.value,
-        warn=kpi.warn,
-        critical=kpi.critical,
-        period_kind="day" if kpi_id == BACKLOG else "month",
-        period_start=date.fromisoformat(start),
-        value=value,
-        numerator=value,
-        denominator=None if kpi_id == BACKLOG else 100.0,
-        computed_at=f"2026-11-25T{at}:00.123456Z",
-    ).model_dump(mode="json")
+    kind = PeriodKind.DAY if kpi_id == BACKLOG else PeriodKind.MONTH
+    period = Period(kind, date.fromisoformat(start))
+    computed = datetime.fromisoformat(f"2026-11-25T{at}:00.123456+00:00")
+    denominator = None if kpi_id == BACKLOG else 100.0
+    cell = CellValue(kpi, UNIT, period, value, denominator, computed)
+    return to_read(kpi, UNIT, period, cell).model_dump(mode="json")
 
 
 def view_bytes(*items: dict) -> bytes:
