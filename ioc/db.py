@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import asyncpg
 from sqlalchemy import JSON, MetaData, event, make_url
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -84,6 +87,24 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     if not driver.is_in_transaction():
         await connection.exec_driver_sql("SELECT 1")
     return driver
+
+
+_UNIQUE_VIOLATIONS = {"23505", "SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
+"""PostgreSQL's SQLSTATE and SQLite's error names for a duplicate key."""
+
+
+@contextmanager
+def unique_or(taken: Exception) -> Iterator[None]:
+    """Turn a duplicate key met inside into `taken`, the error the caller's own check gives: a
+    name another transaction took after the caller looked for it (two requests creating the
+    same name at once) is then a clear 4xx, not a database error. Roll the session back after."""
+    try:
+        yield
+    except IntegrityError as exc:
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "sqlite_errorname", None)
+        if code not in _UNIQUE_VIOLATIONS:
+            raise
+        raise taken from None
 
 
 def asyncpg_dsn(database_url: str) -> str:

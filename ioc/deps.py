@@ -27,7 +27,9 @@ async def get_settings(ctx: ContextDep) -> Settings:
 
 
 async def get_session(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
-    """One session per request, committed if the handler succeeds."""
+    """One session per request, committed if the handler succeeds: before the response is
+    sent (`scope="function"` on `SessionDep`), so a client told 201 finds its write stored, and
+    a commit that fails is the client's 5xx, not a success it was already sent."""
     async with ctx.sessionmaker() as session:
         try:
             yield session
@@ -37,5 +39,5 @@ async def get_session(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
             raise
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

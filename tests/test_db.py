@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import asyncpg
 import pytest
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
 
-from ioc.db import DirectReads, asyncpg_dsn
+from ioc.context import AppContext
+from ioc.db import DirectReads, asyncpg_dsn, unique_or
+from ioc.layouts.models import WallLayout
 
 ON_POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
@@ -45,3 +51,23 @@ async def test_one_connection_serves_read_after_read(
     finally:
         await reads.close()
     assert second["pid"] == first["pid"]  # one connection, reused: no reconnect per read
+
+
+class Taken(Exception):
+    """The caller's own error for a key in use."""
+
+
+async def test_a_duplicate_key_becomes_the_callers_error_and_other_violations_stay(
+    ctx: AppContext,
+) -> None:
+    row = {"id": "hall", "name_vi": "Sảnh", "name_en": "Hall", "unit_code": "75", "columns": 4}
+    now = datetime(2026, 11, 20, tzinfo=UTC)
+    row |= {"rows": 3, "tiles": [], "is_default": False, "created_at": now, "updated_at": now}
+    async with ctx.sessionmaker() as session:
+        await session.execute(insert(WallLayout), [row])
+        with pytest.raises(Taken), unique_or(Taken()):
+            async with session.begin_nested():
+                await session.execute(insert(WallLayout), [row])
+        with pytest.raises(IntegrityError), unique_or(Taken()):  # a missing name is no duplicate
+            async with session.begin_nested():
+                await session.execute(insert(WallLayout), [row | {"id": "lobby", "name_vi": None}])

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ioc.db import unique_or
 from ioc.incidents.common import SYSTEM, Conflict, IncidentNotFound, InvalidRule, timeline_event
 from ioc.incidents.models import ACTIVE_STATUSES, RESOLVED, Incident, IncidentRule, RuleState
 from ioc.incidents.rules import (
@@ -87,7 +88,8 @@ async def create_rule(session: AsyncSession, data: RuleCreate, *, now: datetime)
     _apply_fields(rule, data.model_dump(exclude_unset=True, exclude={"name", "kind"}))
     await _validate(session, rule)
     session.add(rule)
-    await session.flush()
+    with unique_or(_name_taken(rule)):
+        await session.flush()
     return rule
 
 
@@ -105,11 +107,12 @@ async def update_rule(
         rule.name = changes.pop("name")
     _apply_fields(rule, changes)
     rule.updated_at = now
-    await _validate(session, rule)
-    closed = []
-    if not rule.enabled:
-        closed = await close_rule_incidents(session, rule, now=now, reason="rule disabled")
-    await session.flush()
+    with unique_or(_name_taken(rule)):  # the checks' queries flush the new name first
+        await _validate(session, rule)
+        closed = []
+        if not rule.enabled:
+            closed = await close_rule_incidents(session, rule, now=now, reason="rule disabled")
+        await session.flush()
     return rule, closed
 
 
@@ -164,6 +167,12 @@ def _apply_fields(rule: IncidentRule, changes: Mapping[str, Any]) -> None:
         setattr(rule, name, value)
 
 
+def _name_taken(rule: IncidentRule, holder: int | None = None) -> InvalidRule:
+    """The error for a rule named like another (`holder`, when known)."""
+    held = "" if holder is None else f" (id {holder})"
+    return InvalidRule(f"a rule named {rule.name!r} exists already{held}")
+
+
 async def _validate(session: AsyncSession, rule: IncidentRule) -> None:
     """Refuse a rule that cannot be evaluated, saying why (mapped to 422)."""
     same_name = await session.scalar(
@@ -172,7 +181,7 @@ async def _validate(session: AsyncSession, rule: IncidentRule) -> None:
         else select(IncidentRule.id).where(IncidentRule.name == rule.name)
     )
     if same_name is not None:
-        raise InvalidRule(f"a rule named {rule.name!r} exists already (id {same_name})")
+        raise _name_taken(rule, same_name)
     if rule.kind not in KINDS:
         raise InvalidRule(f"kind must be one of {', '.join(KINDS)}, not {rule.kind!r}")
     if rule.unit_code is not None and await session.get(AdminUnit, rule.unit_code) is None:

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.auth.secrets import SecretsUnavailable, open_config, seal_config
+from ioc.db import unique_or
 from ioc.ingest.models import ConnectorInstance, PollRun
 from ioc.ingest.registry import ConnectorRegistry
 from ioc.ingest.schemas import (
@@ -126,9 +127,11 @@ async def create_instance(
 ) -> ConnectorInstance:
     """A new instance, its config validated against its connector's schema."""
     validate_config(registry, data.kind, data.config)
+    taken = _name_taken(data.name)
     if await _by_name(session, data.name) is not None:
-        raise InvalidInstance(f"a connector instance named {data.name!r} already exists")
-    return await upsert_instance(session, data, now=now, registry=registry)
+        raise taken
+    with unique_or(taken):
+        return await upsert_instance(session, data, now=now, registry=registry)
 
 
 async def update_instance(
@@ -149,14 +152,15 @@ async def update_instance(
         instance.config = sealed(registry, instance.kind, config)
     if changes.get("name") not in (None, instance.name):
         if await _by_name(session, changes["name"]) is not None:
-            raise InvalidInstance(f"a connector instance named {changes['name']!r} already exists")
+            raise _name_taken(changes["name"])
         instance.name = changes["name"]
     for key in ("interval_seconds", "timeout_seconds", "max_backoff_seconds"):
         if changes.get(key) is not None:
             setattr(instance, key, changes[key])
     if changes.get("enabled") is not None:
         _set_enabled(instance, changes["enabled"])
-    await session.flush()
+    with unique_or(_name_taken(instance.name)):
+        await session.flush()
     return instance
 
 
@@ -256,6 +260,10 @@ def _set_enabled(instance: ConnectorInstance, enabled: bool) -> None:
     elif instance.health == DISABLED:
         instance.health = "ok"
         instance.next_attempt_at = None
+
+
+def _name_taken(name: str) -> InvalidInstance:
+    return InvalidInstance(f"a connector instance named {name!r} already exists")
 
 
 async def _by_name(session: AsyncSession, name: str) -> ConnectorInstance | None:

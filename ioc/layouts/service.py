@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ioc.db import unique_or
 from ioc.kit.clock import local_date, local_midnight
 from ioc.kpi.catalog import Direction, KpiDefinition, get_kpi
 from ioc.kpi.engine import TOTAL, compute
@@ -69,8 +70,9 @@ async def create_layout(
     session: AsyncSession, data: LayoutCreate, *, province_code: str, now: datetime
 ) -> WallLayout:
     """Store a new layout after checking its units."""
+    taken = LayoutExists(f"layout {data.id!r} already exists")
     if await session.get(WallLayout, data.id) is not None:
-        raise LayoutExists(f"layout {data.id!r} already exists")
+        raise taken
     unit = data.unit or province_code
     await _check_units(session, data.tiles, layout_unit=unit)
     if data.is_default:
@@ -88,7 +90,8 @@ async def create_layout(
         updated_at=now,
     )
     session.add(layout)
-    await session.flush()
+    with unique_or(taken):
+        await session.flush()
     return layout
 
 
