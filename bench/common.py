@@ -83,6 +83,15 @@ def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "host": platform.node()}
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process of this machine so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def write_results(name: str, results: dict[str, Any]) -> Path:
     """Print and save the figures as bench/results/<name>.json."""
     RESULTS.mkdir(exist_ok=True)

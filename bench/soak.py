@@ -57,7 +57,7 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import fresh_postgres, machine, write_results
+from bench.common import fresh_postgres, machine, process_cpu_seconds, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -437,14 +437,7 @@ def _rss_mib(pid: int) -> float:
 
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of `pid` and its descendants so far."""
-    ticks = 0
-    for member in _tree(pid):
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return round(ticks / os.sysconf("SC_CLK_TCK"), 1)
+    return round(sum(process_cpu_seconds(member) for member in _tree(pid)), 1)
 
 
 def _wait_http(url: str, timeout: float = 60) -> None:
@@ -462,6 +455,8 @@ def _wait_http(url: str, timeout: float = 60) -> None:
 
 
 def _rest_paths(communes: list[str], today: datetime) -> list[str]:
+    """The REST mix; `today` in the province's time zone (its days are the KPIs' days: a UTC
+    date is yesterday there for seven hours a day, a day whose cells are computed on read)."""
     start = (today - timedelta(days=30)).date().isoformat()
     end = today.date().isoformat()
     paths = ["/api/v1/kpis", "/api/v1/connectors", "/api/v1/records/dossier?limit=20"]
@@ -693,7 +688,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             )
             processes.append(probe)
             paths = Path(f"/tmp/soak-{os.getpid()}-urls.txt")
-            paths.write_text("\n".join(_rest_paths(communes, datetime.now(UTC))))
+            paths.write_text("\n".join(_rest_paths(communes, datetime.now(LOCAL))))
             time.sleep(max(0.0, t0 - time.time()))
             rest = None
             if args.rest_rate > 0:
@@ -817,6 +812,53 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def floor(result: dict[str, Any]) -> dict[str, Any]:
+    """Cores the soak needs at its targets before the IOC runs a line: the load's own processes
+    (their CPU per unit in this run, scaled to the target rates) and PostgreSQL's bare storage
+    of the records (`bench/ingest.py`'s raw upsert of the same number of records per batch,
+    its backend's CPU per record, measured now on a fresh database). Beside them, what this
+    run's IOC processes and PostgreSQL backends spent per unit, scaled the same way."""
+    from bench.ingest import make_batches, run_raw
+    from ioc.migrations import upgrade
+    from ioc.units.service import province_rows
+
+    targets, cpu = result["targets"], result["ioc_cpu_seconds"]
+    versions_made = result["upstream"]["versions"]
+    versions_stored = 2 * result["stored_at_end"]["distinct"] or 1
+    per_batch = round(
+        (result["worker_ingest"] or {}).get("per_transaction", {}).get("records_mean", 5000)
+    )
+    communes = [str(r["code"]) for r in province_rows(PROVINCE) if r["level"] == "commune"]
+    with fresh_postgres() as (url, dsn):
+        upgrade(url)
+        raw = asyncio.run(run_raw(dsn, make_batches(40, per_batch, communes), LOCAL.key))
+    rest, ws = result["rest"] or {}, result["websocket"] or {}
+    answered = rest.get("answered_per_second", 0) * result["seconds"] or 1
+    load = {
+        "upstream": cpu["upstream"] / max(1, versions_made) * targets["records_per_second"],
+        "rest_client": rest.get("client_process_cpu_seconds", 0) / answered * targets["rest_rate"],
+        "websocket_clients (as measured)": ws.get("client_process_cpu_share_while_connected", 0),
+        "postgresql_bare_storage": raw["postgresql_cpu_us_per_record"]
+        / 1e6
+        * targets["records_per_second"],
+    }
+    ioc = {
+        "worker": cpu.get("worker", 0) / versions_stored * targets["records_per_second"],
+        "api": cpu.get("api", 0) / answered * targets["rest_rate"],
+        "postgresql_backends": cpu["postgresql_backends"]
+        / versions_stored
+        * targets["records_per_second"],
+    }
+    return {
+        "machine_cores": os.cpu_count(),
+        "raw_upsert": raw,
+        "load_and_bare_storage_cores": {k: round(v, 2) for k, v in load.items()},
+        "load_and_bare_storage_cores_total": round(sum(load.values()), 2),
+        "this_run_scaled_to_targets_cores": {k: round(v, 2) for k, v in ioc.items()},
+        "this_run_scaled_to_targets_cores_total": round(sum(ioc.values()), 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -868,7 +910,9 @@ def main() -> None:
             result = asyncio.run(role(args))
         print(json.dumps(result))
     else:
-        write_results("soak", soak(args))
+        result = soak(args)
+        result["floor"] = floor(result)
+        write_results("soak", result)
 
 
 if __name__ == "__main__":

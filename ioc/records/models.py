@@ -96,6 +96,7 @@ class DossierRow(RecordColumns, Base):
         return (
             Index("ix_dossiers_unit_due_date", "unit_code", "due_date"),
             Index("ix_dossiers_unit_received_date", "unit_code", "received_date"),
+            Index("ix_dossiers_received_date_id", "received_date", "id"),  # newest first
         )
 
 
@@ -126,7 +127,10 @@ class FeedbackRow(RecordColumns, Base):
 
     @classmethod
     def extra_indexes(cls) -> tuple[Index, ...]:
-        return (Index("ix_feedback_reports_unit_requested_date", "unit_code", "requested_date"),)
+        return (
+            Index("ix_feedback_reports_unit_requested_date", "unit_code", "requested_date"),
+            Index("ix_feedback_reports_requested_date_id", "requested_date", "id"),
+        )
 
 
 class EncounterRow(RecordColumns, Base):

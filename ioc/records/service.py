@@ -237,13 +237,17 @@ def units_under(unit_code: str) -> Select[tuple[str]]:
 
 
 def order_by_clauses(query: RecordQuery) -> list[ColumnElement[Any]]:
-    """The ORDER BY of a query: its sort, NULLs last either way, then the id tiebreak."""
+    """The ORDER BY of a query: its sort, NULLs last either way, then the id tiebreak.
+
+    NULLS LAST only where a column may hold NULL (the databases' defaults differ): on a NOT
+    NULL column it changes nothing but keeps PostgreSQL from reading an index backwards, and
+    the default order (newest first) has an index to read (`ix_<table>_<date>_id`)."""
     table = query.model.__table__
     clauses: list[ColumnElement[Any]] = []
     for name, descending in query.sort_columns():
         column = table.c[name]
         ordered = column.desc() if descending else column.asc()
-        clauses.append(ordered.nulls_last())  # same on both databases, whose defaults differ
+        clauses.append(ordered.nulls_last() if column.nullable else ordered)
     return clauses
 
 

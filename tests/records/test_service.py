@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, text
 
 from ioc.context import AppContext
 from ioc.records.models import DossierRow
@@ -17,7 +17,9 @@ from ioc.records.service import (
     RecordQuery,
     UnknownRecordType,
     UnknownUnit,
+    order_by_clauses,
     query_records,
+    records_select,
 )
 from ioc.sdk import DossierStatus, FeedbackReport, FeedbackStatus
 from tests.records.conftest import Store, dossier_due
@@ -205,6 +207,25 @@ async def test_default_order_is_newest_first_by_the_types_main_date_column(
     await store([dossier_due(date(2026, 3, day), external_id=f"d{day}") for day in (7, 20, 12)])
     page = await ask(ctx)
     assert [item["external_id"] for item in page.items] == ["d20", "d12", "d7"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    ("record_type", "sort"),
+    [("dossier", None), ("dossier", "received_date"), ("feedback", None)],
+    ids=["dossiers-newest-first", "dossiers-oldest-first", "feedback-newest-first"],
+)
+async def test_a_page_in_the_default_date_order_is_read_from_an_index_not_sorted(
+    ctx: AppContext, record_type: str, sort: str | None
+) -> None:
+    query = RecordQuery(record_type=record_type, sort=[sort] if sort else [], limit=20)
+    statement = records_select(query).order_by(*order_by_clauses(query)).limit(20)
+    async with ctx.sessionmaker() as session, session.begin():
+        await session.execute(text("SET LOCAL enable_sort = off"))  # a sort only if unavoidable
+        sql = statement.compile(session.bind, compile_kwargs={"literal_binds": True})
+        plan = "\n".join((await session.scalars(text(f"EXPLAIN {sql}"))).all())
+    assert "Sort" not in plan, plan
+    assert "_date_id" in plan, plan
 
 
 @pytest.mark.parametrize(
