@@ -154,11 +154,14 @@ class WorkerNeedsPostgres(ValueError):
 def create_app_from_environment() -> FastAPI:
     """The API as each of `ioc serve --workers N`'s processes builds it: settings from the
     environment, logging configured in the process itself."""
+    from ioc.ops.collector import tune_for_service
     from ioc.ops.logs import configure_logging
 
     settings = Settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
-    return create_app(settings)
+    application = create_app(settings)
+    tune_for_service()
+    return application
 
 
 async def _prepare_database(ctx: AppContext) -> None:

@@ -16,6 +16,7 @@ from ioc.config import Settings
 from ioc.context import AppContext
 from ioc.kit.clock import utcnow
 from ioc.live.api import server_options
+from ioc.ops.collector import tune_for_service
 
 app = typer.Typer(help="Intelligent operations center (IOC) backend.", no_args_is_help=True)
 
@@ -75,7 +76,9 @@ def serve(
         **server_options(settings),
     }
     if processes == 1:
-        uvicorn.run(create_app(settings), **options)
+        application = create_app(settings)
+        tune_for_service()
+        uvicorn.run(application, **options)
         return
     refusal = several_workers_refusal(settings)
     if refusal is not None:
@@ -116,6 +119,7 @@ def worker(
     except WorkerNeedsPostgres as exc:
         typer.secho(f"refused: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
+    tune_for_service()
     uvicorn.run(
         worker_app,
         host=host or settings.host,

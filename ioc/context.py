@@ -19,6 +19,7 @@ from ioc.kpi import service_index
 from ioc.kpi.reads import SeriesCache
 from ioc.live.hub import Hub
 from ioc.ops.metrics import Metrics
+from ioc.records.totals import TotalsCache
 
 if TYPE_CHECKING:
     from ioc.layouts.live import LayoutFeed
@@ -40,6 +41,8 @@ class AppContext:
     """Serialises write transactions on SQLite, which allows one writer at a time."""
     kpi_cache: SeriesCache = field(default_factory=SeriesCache)
     """Serialized KPI series, dropped as their cells change (see `ioc.kpi.publish`)."""
+    record_totals: TotalsCache = field(default_factory=TotalsCache)
+    """Large totals of record listings, counted at most every few seconds."""
     auth: Authenticator | None = None
     """Turns bearer credentials into principals; owns the token cache and rate limits."""
     metrics: Metrics = field(default_factory=Metrics)

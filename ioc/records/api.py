@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from ioc.auth.deps import PrincipalDep
 from ioc.auth.masking import mask_record
 from ioc.auth.permissions import Permission, Principal
-from ioc.deps import SessionDep
+from ioc.deps import ContextDep, SessionDep
 from ioc.kit.params import Offset
 from ioc.records.schemas import Page
 from ioc.records.service import (
@@ -51,6 +51,7 @@ async def get_records(
     record_type: str,
     request: Request,
     session: SessionDep,
+    ctx: ContextDep,
     principal: PrincipalDep,
     unit: Annotated[
         str | None, Query(description="Unit code: that unit and every unit below it")
@@ -83,7 +84,9 @@ async def get_records(
             limit=limit,
             offset=offset,
         )
-        return masked_page(await query_records(session, query), record_type, principal)
+        return masked_page(
+            await query_records(session, query, totals=ctx.record_totals), record_type, principal
+        )
     except (UnknownRecordType, UnknownUnit) as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except InvalidRecordQuery as exc:

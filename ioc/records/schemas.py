@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ioc.records.totals import LARGE_TOTAL, TTL_SECONDS
+
 RecordItem = dict[str, Any]
 """One stored record: column name → value (dates and datetimes as ISO 8601 strings)."""
 
@@ -14,6 +16,10 @@ class Page(BaseModel):
     """One page of records and how many match in all."""
 
     items: list[RecordItem] = Field(description="The records of this page, in the asked order")
-    total: int = Field(description="How many records match the query, across all pages")
+    total: int = Field(
+        description="How many records match the query, across all pages. In a listing, a total "
+        f"of {LARGE_TOTAL:,} or more is counted at most every {TTL_SECONDS:g} seconds, so it "
+        "may lag the records stored since by that much"
+    )
     limit: int
     offset: int

@@ -22,6 +22,7 @@ from ioc.db import SQLITE_CASEFOLD, casefold
 from ioc.records.models import RecordColumns
 from ioc.records.schemas import Page, RecordItem
 from ioc.records.stores import STORES
+from ioc.records.totals import TotalsCache
 from ioc.units.models import AdminUnit
 
 MAX_LIMIT = 500
@@ -161,6 +162,14 @@ class RecordQuery:
                 converted[name] = [_convert(self.record_type, name, column, v) for v in values]
         return converted
 
+    def match_key(self) -> tuple[Any, ...]:
+        """What decides which records match (not their page or order): equal for two queries
+        that match the same records."""
+        filters = tuple(sorted((name, tuple(v)) for name, v in self.filter_values().items()))
+        search = casefold(self.q.strip()) if self.q is not None and self.q.strip() else None
+        window = (self.effective_time_column, self.date_from, self.date_to)
+        return self.record_type, self.unit, window, filters, search
+
     def sort_columns(self) -> list[tuple[str, bool]]:
         """The sort as (column, descending) pairs, ending with the `id` tiebreak."""
         sortable = sortable_columns(self.record_type)
@@ -256,18 +265,25 @@ async def query_records(
     query: RecordQuery,
     *,
     extra_conditions: Sequence[ColumnElement[bool]] = (),
+    totals: TotalsCache | None = None,
 ) -> Page:
-    """One page of the records matching `query` and every `extra_conditions`, with the total."""
+    """One page of the records matching `query` and every `extra_conditions`, with the total;
+    a large total of a query without `extra_conditions` from `totals` when it holds it."""
     if query.unit is not None and await session.get(AdminUnit, query.unit) is None:
         raise UnknownUnit(f"unknown unit code {query.unit!r}")
     statement = records_select(query).where(*extra_conditions)
-    total = await session.scalar(select(func.count()).select_from(statement.subquery()))
+    cache = None if extra_conditions else totals
+    total = cache.get(query.match_key()) if cache is not None else None
+    if total is None:
+        total = await session.scalar(select(func.count()).select_from(statement.subquery())) or 0
+        if cache is not None:
+            cache.put(query.match_key(), total)
     rows = await session.scalars(
         statement.order_by(*order_by_clauses(query)).limit(query.limit).offset(query.offset)
     )
     return Page(
         items=[record_item(row) for row in rows],
-        total=total or 0,
+        total=total,
         limit=query.limit,
         offset=query.offset,
     )

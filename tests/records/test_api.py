@@ -167,3 +167,21 @@ async def test_malformed_parameter_is_a_422_pointing_at_it(
     assert response.status_code == 422
     (error,) = response.json()["detail"]
     assert error["loc"] == ["query", field] and error["msg"]
+
+
+async def test_a_large_listing_total_is_counted_once_for_its_pages(
+    ctx: AppContext, store: Store
+) -> None:
+    app = create_app(ctx.settings)
+    async with app.router.lifespan_context(app):
+        app.state.ctx.record_totals.large = 3  # as if 3 were a large table
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ioc") as client:
+            await store([make_dossier() for _ in range(3)])
+            first = (await client.get(URL, params={"limit": 2})).json()
+            await store([make_dossier()])
+            second = (await client.get(URL, params={"limit": 2, "offset": 2})).json()
+            commune = (await client.get(URL, params={"unit": BIEN_HOA})).json()
+    assert (first["total"], second["total"]) == (3, 3)
+    assert len(second["items"]) == 2  # the page itself is read now
+    assert commune["total"] == 4

@@ -21,6 +21,7 @@ from ioc.records.service import (
     query_records,
     records_select,
 )
+from ioc.records.totals import TotalsCache
 from ioc.sdk import DossierStatus, FeedbackReport, FeedbackStatus
 from tests.records.conftest import Store, dossier_due
 from tests.support.factories import BIEN_HOA, TRAN_BIEN, make_dossier
@@ -370,3 +371,48 @@ def test_bad_query_is_refused_with_a_message_naming_the_problem(
 async def test_unknown_unit_is_refused_with_its_code(ctx: AppContext) -> None:
     with pytest.raises(UnknownUnit, match="unknown unit code '99999'"):
         await ask(ctx, unit="99999")
+
+
+async def test_a_large_total_is_reused_by_queries_matching_the_same_records(
+    ctx: AppContext, store: Store
+) -> None:
+    """A listing's total at or above the cache's `large` is counted once per `ttl_seconds`,
+    shared by every page and sort of the same query; other queries count their own."""
+    now = [0.0]
+    totals = TotalsCache(large=3, ttl_seconds=10, clock=lambda: now[0])
+    await store([make_dossier(unit_code=BIEN_HOA) for _ in range(3)])
+
+    async def total(**fields: Any) -> int:
+        async with ctx.sessionmaker() as session:
+            query = RecordQuery(record_type="dossier", **fields)
+            return (await query_records(session, query, totals=totals)).total
+
+    assert await total() == 3
+    await store([make_dossier(unit_code=BIEN_HOA)])
+    assert await total(offset=2, sort="-due_at", limit=1) == 3  # the same records: remembered
+    assert await total(unit=BIEN_HOA) == 4  # other records: counted
+    now[0] = 10.0
+    assert await total() == 4  # its time is up: counted again
+
+
+async def test_a_small_total_or_a_drill_down_s_is_always_counted(
+    ctx: AppContext, store: Store
+) -> None:
+    totals = TotalsCache(large=3, clock=lambda: 0.0)
+    await store([make_dossier(external_id="first")])
+
+    async def total(extra_conditions: tuple[ColumnElement[bool], ...] = ()) -> int:
+        async with ctx.sessionmaker() as session:
+            query = RecordQuery(record_type="dossier")
+            page = await query_records(
+                session, query, totals=totals, extra_conditions=extra_conditions
+            )
+            return page.total
+
+    assert await total() == 1
+    await store([make_dossier(), make_dossier()])
+    assert await total() == 3  # 1 was small: counted again
+    everything = (DossierRow.id > 0,)
+    assert await total(everything) == 3
+    await store([make_dossier()])
+    assert await total(everything) == 4  # with extra conditions: never remembered
