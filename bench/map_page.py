@@ -26,13 +26,13 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine, write_results  # noqa: E402
-from bench.soak import ChangeLog  # noqa: E402
-from connectors.onestop.connector import map_dossier  # noqa: E402
-from ioc.app import create_app  # noqa: E402
-from ioc.config import Settings  # noqa: E402
-from ioc.ops.collector import tune_for_service  # noqa: E402
-from ioc.sdk import Batch  # noqa: E402
+from bench.common import machine, write_results
+from bench.soak import ChangeLog
+from connectors.onestop.connector import map_dossier
+from ioc.app import create_app
+from ioc.config import Settings
+from ioc.ops.collector import tune_for_service
+from ioc.sdk import Batch
 
 BUFFERED_PAGES = 8
 """Batches kept alive while the next pages are mapped (the worker stores about 7 per batch)."""
