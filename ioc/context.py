@@ -85,6 +85,7 @@ def build_context(
         registry=registry or ConnectorRegistry(),
         clock=clock,
         metrics=metrics or Metrics(),
+        kpi_cache=SeriesCache(computed_ttl_seconds=settings.kpi_refresh_seconds),
     )
     if settings.is_postgres:
         ctx.direct_reads = DirectReads(settings.database_url, max_size=settings.db_pool_size)

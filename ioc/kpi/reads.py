@@ -302,10 +302,12 @@ class SeriesCache:
         *,
         max_entries: int = 512,
         ttl_seconds: float = 300.0,
+        computed_ttl_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_entries = max_entries
         self.ttl_seconds = ttl_seconds
+        self.computed_ttl_seconds = computed_ttl_seconds
         self._clock = clock
         self._entries: OrderedDict[SeriesKey, tuple[bytes, float]] = OrderedDict()
         self._keys_of: dict[tuple[str, str], set[SeriesKey]] = {}
@@ -320,6 +322,11 @@ class SeriesCache:
         self._latest: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
         self._views: dict[SeriesKey, list[dict[str, Any]]] = {}
         """Patched views not serialized again yet (their items; `get` serializes them)."""
+        self._computed: OrderedDict[tuple[str, str, Period], tuple[int, float, KpiRead]] = (
+            OrderedDict()
+        )
+        """Cells computed on read (none stored): by (kpi, unit, period), with the generation
+        of their (kpi, unit) when computed and when they expire."""
         self.flights: dict[tuple[SeriesKey, int], asyncio.Future[bytes]] = {}
         """Reads in progress by key and generation, shared by the requests that miss the same
         entry meanwhile (their bytes are patched with what arrives until they are put)."""
@@ -371,6 +378,39 @@ class SeriesCache:
             self._drop(next(iter(self._entries)))
         return data
 
+    def computed_ticket(self, kpi_id: str, unit_code: str) -> int:
+        """Take before computing a cell on read; `remember_computed` refuses it if a cell of
+        its (kpi, unit) changed meanwhile."""
+        return self._generations.get((kpi_id, unit_code), 0)
+
+    def computed(self, kpi_id: str, unit_code: str, period: Period) -> KpiRead | None:
+        """A cell computed on read before, unless a cell of its (kpi, unit) changed since (a
+        recompute stored it, or changed the records it counts) or `computed_ttl_seconds`
+        passed (the interval of the time-driven refresh, which is how late a stored cell of a
+        value that moves with time alone may be too)."""
+        key = (kpi_id, unit_code, period)
+        entry = self._computed.get(key)
+        if entry is None:
+            return None
+        generation, expires_at, read = entry
+        if generation != self.computed_ticket(kpi_id, unit_code) or self._clock() >= expires_at:
+            del self._computed[key]
+            return None
+        self._computed.move_to_end(key)
+        return read
+
+    def remember_computed(
+        self, kpi_id: str, unit_code: str, period: Period, read: KpiRead, ticket: int
+    ) -> None:
+        """Keep a cell computed on read after `ticket` was taken, if nothing changed since."""
+        if ticket != self.computed_ticket(kpi_id, unit_code):
+            return
+        key = (kpi_id, unit_code, period)
+        self._computed[key] = (ticket, self._clock() + self.computed_ttl_seconds, read)
+        self._computed.move_to_end(key)
+        while len(self._computed) > self.max_entries:
+            self._computed.popitem(last=False)
+
     def invalidate(self, cells: Iterable[CellValue]) -> None:
         """Forget every read of the (kpi, unit) of these changed cells, and their units' views."""
         self._forget({(c.kpi.id, c.unit_code) for c in cells})
@@ -380,6 +420,7 @@ class SeriesCache:
         for key in list(self._entries):
             self._drop(key)
         self._latest.clear()
+        self._computed.clear()
         self._updates += 1
         self._cleared_at = self._updates
 
@@ -662,7 +703,9 @@ async def current_values_bytes(
         async def read() -> bytes:
             async with sessionmaker() as session:
                 await require_unit(session, unit)
-                values = await current_values(session, unit, now=now, tz=tz, kpis=kpis)
+                values = await current_values(
+                    session, unit, now=now, tz=tz, kpis=kpis, computed=cache
+                )
             data = _KPI_READS.dump_json(values)
             return cache.put(key, data, ticket, ttl_seconds=CURRENT_VALUES_TTL_SECONDS)
 

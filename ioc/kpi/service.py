@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
@@ -725,12 +725,30 @@ async def cell_value(
     cell = await session.get(KpiValue, (kpi.id, unit_code, period.kind.value, period.start))
     if cell is not None:
         return to_read(kpi, unit_code, period, cell)
-    children = (
-        await session.scalars(select(AdminUnit.code).where(AdminUnit.parent_code == unit_code))
-    ).all()
-    units = list(children) or [unit_code]
+    children = await _children(session, unit_code)
+    return await _computed_cell(session, kpi, unit_code, children, period, now=now, tz=tz)
+
+
+async def _children(session: AsyncSession, unit_code: str) -> list[str]:
+    """The codes of the units directly under `unit_code`."""
+    query = select(AdminUnit.code).where(AdminUnit.parent_code == unit_code)
+    return list((await session.scalars(query)).all())
+
+
+async def _computed_cell(
+    session: AsyncSession,
+    kpi: KpiDefinition,
+    unit_code: str,
+    children: list[str],
+    period: Period,
+    *,
+    now: datetime,
+    tz: ZoneInfo,
+) -> KpiRead:
+    """A cell computed from the records (or incidents, or sources) under the unit."""
+    units = children or [unit_code]
     if isinstance(kpi.formula, IncidentResponse) and children:  # those of the unit itself
-        units.append(unit_code)
+        units = [*children, unit_code]
     totals = await compute(session, kpi, units, [period], now=now, tz=tz, by=None)
     sums = totals.get((TOTAL, period), _zero(kpi))
     return CellValue(kpi, unit_code, period, *sums, now).read()
@@ -744,6 +762,25 @@ async def current_value(
     return await cell_value(session, kpi, unit_code, period, now=now, tz=tz)
 
 
+class ComputedCells(Protocol):
+    """Where `current_values` keeps the cells it computed on read, until one of their
+    (kpi, unit) changes or their time is up (`ioc.kpi.reads.SeriesCache`)."""
+
+    def computed_ticket(self, kpi_id: str, unit_code: str) -> int:
+        """Take before computing; `remember_computed` refuses a cell that changed since."""
+        ...
+
+    def computed(self, kpi_id: str, unit_code: str, period: Period) -> KpiRead | None:
+        """The cell computed before, if it still holds."""
+        ...
+
+    def remember_computed(
+        self, kpi_id: str, unit_code: str, period: Period, read: KpiRead, ticket: int
+    ) -> None:
+        """Keep `read`, computed after `ticket` was taken."""
+        ...
+
+
 async def current_values(
     session: AsyncSession,
     unit_code: str,
@@ -751,17 +788,20 @@ async def current_values(
     now: datetime,
     tz: ZoneInfo,
     kpis: Iterable[KpiDefinition] = CATALOG,
+    computed: ComputedCells | None = None,
 ) -> list[KpiRead]:
     """The headline value of every catalogue KPI (or of `kpis`) for one unit.
 
     The stored cells come in one statement. A cell not stored yet is computed on read, as
     `cell_value` does, except where the unit holds no record of the KPI's type at all: then it
-    reads as the empty cell computing it would give, without a statement per KPI.
+    reads as the empty cell computing it would give, without a statement per KPI. Cells
+    computed on read are taken from, and kept in, `computed` when given.
     """
     wanted = [(kpi, headline_period(kpi, now=now, tz=tz)) for kpi in kpis]
     stored = await _stored_cells(session, unit_code, wanted)
     missing = {kpi.record_type for kpi, period in wanted if (kpi.id, period) not in stored}
     empty = await _types_without_records(session, unit_code, missing & STORES.keys())
+    children: list[str] | None = None
     values = []
     for kpi, period in wanted:
         cell = stored.get((kpi.id, period))
@@ -769,8 +809,16 @@ async def current_values(
             values.append(to_read(kpi, unit_code, period, cell))
         elif kpi.record_type in empty:
             values.append(CellValue(kpi, unit_code, period, *_zero(kpi), now).read())
+        elif computed is not None and (read := computed.computed(kpi.id, unit_code, period)):
+            values.append(read)
         else:
-            values.append(await cell_value(session, kpi, unit_code, period, now=now, tz=tz))
+            ticket = computed.computed_ticket(kpi.id, unit_code) if computed else 0
+            if children is None:
+                children = await _children(session, unit_code)
+            read = await _computed_cell(session, kpi, unit_code, children, period, now=now, tz=tz)
+            if computed is not None:
+                computed.remember_computed(kpi.id, unit_code, period, read, ticket)
+            values.append(read)
     return values
 
 

@@ -15,6 +15,7 @@ from ioc.kpi import reads
 from ioc.kpi.catalog import get_kpi
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.reads import ANY_KPI, CURRENT_VIEW, SeriesCache, SeriesKey
+from ioc.kpi.schemas import KpiRead
 from ioc.kpi.service import CellValue, to_read
 
 UNIT = "26068"
@@ -134,3 +135,42 @@ async def test_requests_missing_the_same_current_values_share_one_read(ctx: AppC
     event.remove(ctx.engine.sync_engine, "before_cursor_execute", count)
     assert one_read > 0 and statements == one_read
     assert together == [alone] * 3  # each a miss, the same bytes
+
+
+def computed_cell(value: float) -> KpiRead:
+    return KpiRead.model_validate(headline(BACKLOG, value))
+
+
+BACKLOG_TODAY = Period(PeriodKind.DAY, DAY)
+
+
+def test_a_cell_computed_on_read_is_kept_until_a_cell_of_its_kpi_and_unit_changes() -> None:
+    cache = SeriesCache()
+    ticket = cache.computed_ticket(BACKLOG, UNIT)
+    cache.remember_computed(BACKLOG, UNIT, BACKLOG_TODAY, computed_cell(5), ticket)
+    cache.update_topic(f"kpi:{BACKLOG}:75", published(headline(BACKLOG, 6)))  # another unit
+    cache.update_topic(f"kpi:{ON_TIME}:{UNIT}", published(headline(ON_TIME, 80)))  # another KPI
+    assert cache.computed(BACKLOG, UNIT, BACKLOG_TODAY) == computed_cell(5)
+    cache.forget_series_of_topic(f"kpi:{BACKLOG}:{UNIT}")  # a cell beside the headline changed
+    assert cache.computed(BACKLOG, UNIT, BACKLOG_TODAY) is None
+
+
+def test_a_cell_computed_before_a_change_of_its_kpi_and_unit_is_not_kept() -> None:
+    cache = SeriesCache()
+    ticket = cache.computed_ticket(BACKLOG, UNIT)  # the computation begins
+    cache.update_topic(f"kpi:{BACKLOG}:{UNIT}", published(headline(BACKLOG, 6)))
+    cache.remember_computed(BACKLOG, UNIT, BACKLOG_TODAY, computed_cell(5), ticket)
+    assert cache.computed(BACKLOG, UNIT, BACKLOG_TODAY) is None
+
+
+def test_a_cell_computed_on_read_expires_after_the_refresh_interval_and_on_a_clear() -> None:
+    now = [0.0]
+    cache = SeriesCache(computed_ttl_seconds=60, clock=lambda: now[0])
+    cache.remember_computed(BACKLOG, UNIT, BACKLOG_TODAY, computed_cell(5), 0)
+    now[0] = 59.9
+    assert cache.computed(BACKLOG, UNIT, BACKLOG_TODAY) == computed_cell(5)
+    now[0] = 60.0
+    assert cache.computed(BACKLOG, UNIT, BACKLOG_TODAY) is None
+    cache.remember_computed(BACKLOG, UNIT, BACKLOG_TODAY, computed_cell(5), 0)
+    cache.clear()
+    assert cache.computed(BACKLOG, UNIT, BACKLOG_TODAY) is None

@@ -12,7 +12,7 @@ from ioc.ingest.service import ingest_batch
 from ioc.kpi.catalog import CATALOG, KPIS
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import Period, PeriodKind
-from ioc.kpi.reads import breakdown
+from ioc.kpi.reads import SeriesCache, breakdown
 from ioc.kpi.service import CellValue, current_value, current_values, recompute, refresh
 from ioc.models import PollRun
 from ioc.sdk import Batch, Dossier, DossierStatus, Encounter, EncounterClass, Record
@@ -252,6 +252,44 @@ async def test_all_current_values_at_once_equal_each_kpi_s_current_value(
         v.model_dump(exclude={"computed_at"}) for v in one_by_one
     ]
     assert [v.computed_at is None for v in together] == [v.computed_at is None for v in one_by_one]
+
+
+async def test_a_cell_computed_on_read_is_kept_until_a_cell_of_its_kpi_and_unit_changes(
+    ctx: AppContext,
+) -> None:
+    """Current values keep what they computed for a cell no recompute stored (here: records
+    stored without one), so the next read does not compute it again; until the cache hears
+    that a cell of that KPI and unit changed."""
+    instance = await make_instance(ctx)
+    backlog = KPIS["onestop.backlog"]
+    open_until = {"resolved_after": None, "due_at": NOW + timedelta(days=3)}
+
+    async def store_without_recompute(record: Dossier) -> None:
+        async with ctx.sessionmaker() as session, session.begin():
+            await ingest_batch(
+                session,
+                instance_id=instance,
+                batch=Batch(records=[record]),
+                known_units=await unit_codes(session, level=COMMUNE_LEVEL),
+                tz=ctx.settings.tz,
+                now=NOW,
+            )
+
+    async def backlog_now(memo: SeriesCache | None) -> float | None:
+        async with ctx.sessionmaker() as session:
+            values = await current_values(
+                session, BIEN_HOA, now=NOW, tz=ctx.settings.tz, kpis=[backlog], computed=memo
+            )
+        return values[0].value
+
+    memo = SeriesCache()
+    await store_without_recompute(dossier(BIEN_HOA, **open_until))
+    assert await backlog_now(memo) == 1  # computed on read
+    await store_without_recompute(dossier(BIEN_HOA, **open_until))
+    assert await backlog_now(memo) == 1  # kept: not computed again
+    assert await backlog_now(None) == 2  # what computing it gives now
+    memo.invalidate_topic(f"kpi:onestop.backlog:{BIEN_HOA}")
+    assert await backlog_now(memo) == 2
 
 
 async def test_data_freshness_is_the_stalest_sources_minutes_since_its_last_successful_poll(
