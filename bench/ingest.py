@@ -105,6 +105,10 @@ async def run_ioc(url: str, batches: list[list[Dossier]], *, with_kpis: bool) ->
                     known_units=known,
                     tz=ctx.settings.tz,
                     now=utcnow(),
+                    calendar=ctx.settings.calendar,
+                    # as the runtime's `store_batch`: the stored versions kept for the KPI
+                    # differences, judged at the moment the recompute uses
+                    kpi_now=NOW if with_kpis else None,
                 )
                 if with_kpis:
                     await recompute(
