@@ -235,9 +235,11 @@ async def ws_clients(args: argparse.Namespace) -> dict[str, Any]:
     delivery = array("d")  # seconds: receipt − computed_at, every update
     screen = array("d")  # seconds: receipt of backlog N − when dossier N was made upstream
     counts = {"updates": 0, "snapshots": 0, "errors": 0, "disconnects": 0}
+    receipts: list[tuple[str, float]] = []  # (update key, receipt) of the sampled clients
 
     async def client(index: int) -> None:
         topics = [BACKLOG, ON_TIME, f"kpi:onestop.backlog:{communes[index % len(communes)]}"]
+        seen: set[str] = set()
         try:
             async with websockets.connect(url, max_queue=None, open_timeout=60) as ws:
                 await ws.send(orjson.dumps({"type": "subscribe", "topics": topics}).decode())
@@ -260,6 +262,10 @@ async def ws_clients(args: argparse.Namespace) -> dict[str, Any]:
                         if computed:
                             computed_at = datetime.fromisoformat(computed).timestamp()
                             delivery.append(received - computed_at)
+                            key = _update_key(message["topic"], data)
+                            if index < PAIRED_CLIENTS and key not in seen:  # not a re-read
+                                seen.add(key)
+                                receipts.append((key, received))
                         if message["topic"] == BACKLOG and data.get("value"):
                             made = args.t0 + 2 * (int(data["value"]) - 1) / args.records_per_second
                             screen.append(received - made)
@@ -297,6 +303,7 @@ async def ws_clients(args: argparse.Namespace) -> dict[str, Any]:
         "client_process_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
         "client_process_cpu_share_while_connected": round(busy, 2),
         "client_event_loop_lag_ms": _percentiles(lags),
+        "receipts_of_paired_clients": receipts,
     }
 
 
@@ -323,6 +330,7 @@ async def notify_probe(args: argparse.Namespace) -> dict[str, Any]:
 
     latencies = array("d")
     payloads = 0
+    first_heard: dict[str, float] = {}
 
     def heard(connection: Any, pid: int, channel: str, payload: str) -> None:
         nonlocal payloads
@@ -334,6 +342,7 @@ async def notify_probe(args: argparse.Namespace) -> dict[str, Any]:
             computed = item[1].get("computed_at") if isinstance(item[1], dict) else None
             if computed:
                 latencies.append(received - datetime.fromisoformat(computed).timestamp())
+                first_heard.setdefault(_update_key(item[0], item[1]), received)
 
     connection = await asyncpg.connect(args.dsn)
     await connection.add_listener("ioc_live", heard)
@@ -344,7 +353,33 @@ async def notify_probe(args: argparse.Namespace) -> dict[str, Any]:
         "payloads": payloads,
         "computed_to_notify_ms": _percentiles(latencies),
         "probe_process_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+        "first_heard": first_heard,
     }
+
+
+PAIRED_CLIENTS = 100
+"""WebSocket clients whose every receipt is kept, to pair with the NOTIFY it came from."""
+
+
+def _update_key(topic: str, data: dict[str, Any]) -> str:
+    """What names one published update of a KPI topic, in the NOTIFY and on the socket."""
+    return f"{topic}|{data.get('computed_at')}|{data.get('value')}"
+
+
+def _notify_to_socket(ws_result: dict[str, Any], probe_result: dict[str, Any]) -> dict[str, Any]:
+    """WebSocket delivery from the moment the update reached PostgreSQL's listeners (the probe
+    heard its NOTIFY) to a client's receipt: the push leg, which the API processes and the
+    socket do (the time before it is the ingest transaction's, with `computed_at` taken at its
+    start). Pairs the sampled clients' receipts with the probe's first hearing of the same
+    update; takes the raw lists out of both results."""
+    receipts = ws_result.pop("receipts_of_paired_clients", [])
+    first_heard = probe_result.pop("first_heard", {})
+    paired = array("d")
+    for key, received in receipts:
+        heard = first_heard.get(key)
+        if heard is not None:
+            paired.append(max(0.0, received - heard))
+    return {"sampled_clients": PAIRED_CLIENTS, "receipts": len(receipts), **_percentiles(paired)}
 
 
 # ---------------------------------------------------------------- REST load
@@ -719,6 +754,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             )
             ws_result = _json_or_error(ws.communicate(timeout=300)[0])
             probe_result = _json_or_error(probe.communicate(timeout=60)[0])
+            push_leg = _notify_to_socket(ws_result, probe_result)
 
             async def stored() -> tuple[int, int]:
                 connection = await asyncpg.connect(dsn)
@@ -777,7 +813,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "drain_seconds": drained,
         "upstream_equals_stored": rows[0] == rows[1] == made["dossiers"],
         "rest": rest_result,
-        "websocket": ws_result,
+        "websocket": {**ws_result, "delivery_from_notify_ms": push_leg},
         "notify_probe": probe_result,
         "server_ws_fanout_p99_ms_bucket": _histogram_quantile(
             metrics, "ioc_ws_fanout_latency_seconds", 0.99

@@ -5,11 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 import pytest
 from pydantic import ValidationError
 
-from ioc.sdk import Batch, RecordRejected
+from ioc.sdk import Batch, Record, RecordRejected
 from tests.support.factories import make_dossier
 
 
@@ -34,9 +35,26 @@ def test_due_date_before_receipt_is_refused_with_a_readable_reason() -> None:
         make_dossier(received_at=received, due_at=received - timedelta(days=1))
 
 
-def test_naive_timestamps_are_refused() -> None:
-    with pytest.raises(ValidationError, match="no UTC offset"):
-        make_dossier(received_at=datetime(2026, 11, 2, 9, 0))
+def test_naive_timestamps_are_refused_naming_the_field() -> None:
+    with pytest.raises(ValidationError, match="returned_at: timestamp has no UTC offset"):
+        make_dossier(returned_at=datetime(2026, 11, 2, 9, 0))
+
+
+def test_a_plugin_s_record_type_refuses_naive_timestamps_in_its_own_fields() -> None:
+    class Inspection(Record):
+        record_type: ClassVar[str] = "inspection"
+        inspected_at: datetime | None = None
+        note: str = ""
+
+    at = datetime(2026, 11, 2, 9, 0)
+    common = {
+        "external_id": "I1",
+        "unit_code": "26068",
+        "source_updated_at": at.replace(tzinfo=UTC),
+    }
+    assert Inspection(**common, inspected_at=at.replace(tzinfo=UTC)).inspected_at is not None
+    with pytest.raises(ValidationError, match="inspected_at: timestamp has no UTC offset"):
+        Inspection(**common, inspected_at=at)
 
 
 def test_from_payloads_keeps_each_failed_mapping_as_rejected_with_its_reason() -> None:
