@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError
 
 from ioc.context import AppContext
-from ioc.db import DirectReads, asyncpg_dsn, unique_or
+from ioc.db import DirectReads, asyncpg_dsn, create_engine, unique_or
 from ioc.layouts.models import WallLayout
 
 ON_POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -71,3 +72,42 @@ async def test_a_duplicate_key_becomes_the_callers_error_and_other_violations_st
         with pytest.raises(IntegrityError), unique_or(Taken()):  # a missing name is no duplicate
             async with session.begin_nested():
                 await session.execute(insert(WallLayout), [row | {"id": "lobby", "name_vi": None}])
+
+
+@ON_POSTGRES
+async def test_a_pooled_connection_whose_backend_was_terminated_is_replaced_at_checkout(
+    database_url: str,
+) -> None:
+    """No pre-ping round trip, yet a request never gets a connection the server closed."""
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        async with engine.connect() as connection:
+            first = await connection.scalar(text("SELECT pg_backend_pid()"))
+        killer = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            assert await killer.fetchval("SELECT pg_terminate_backend($1)", first)
+        finally:
+            await killer.close()
+        await asyncio.sleep(0.2)  # the pooled connection's loop reads the EOF
+        async with engine.connect() as connection:
+            second = await connection.scalar(text("SELECT pg_backend_pid()"))
+            assert (await connection.scalar(text("SELECT 7"))) == 7
+    finally:
+        await engine.dispose()
+    assert second != first
+
+
+@ON_POSTGRES
+async def test_a_live_pooled_connection_is_handed_out_without_a_ping(database_url: str) -> None:
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    sent: list[str] = []
+    try:
+        async with engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            driver.add_query_logger(lambda record: sent.append(record.query))
+        async with engine.connect() as connection:
+            assert (await connection.scalar(text("SELECT 7"))) == 7
+    finally:
+        await engine.dispose()
+    # the request's own transaction only (a pre-ping adds a BEGIN and a ROLLBACK of its own)
+    assert sent == ["BEGIN;", "ROLLBACK;"]
