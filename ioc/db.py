@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -153,9 +154,9 @@ async def _keep_session(_connection: asyncpg.Connection) -> None:
 class DirectReads:
     """Hot single-statement reads straight on asyncpg (PostgreSQL only).
 
-    The engine's pool pings every connection it hands out (a round trip, ~0.2 ms of CPU) and
-    SQLAlchemy wraps each statement in a transaction; for a read served hundreds of times a
-    second this pool does neither: its connections are taken as they are, a statement that
+    SQLAlchemy wraps each statement in a transaction (a BEGIN and a ROLLBACK round trip); for a
+    read served hundreds of times a second this pool does not: its connections are taken as
+    they are (as the engine's, see `guard_checkouts`), a statement that
     meets a dead one (the database restarted) is retried once on a new connection, and a
     connection goes back without a reset round trip. Opened on first use; `close()` at shutdown.
     """
@@ -173,7 +174,9 @@ class DirectReads:
             try:
                 return await connection.fetch(sql, *args)
             except _BROKEN_CONNECTION:
-                connection.terminate()  # not given back: the pool opens a new one
+                # not given back: the pool opens a new one (unless asyncpg already let it go)
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    connection.terminate()
         async with pool.acquire() as connection:
             return await connection.fetch(sql, *args)
 

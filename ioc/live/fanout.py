@@ -96,6 +96,9 @@ def _fill(head: bytes, encoded: list[bytes], *, limit: int) -> list[str]:
     return payloads
 
 
+STOP_SECONDS = 2.0
+"""How long `PgFanout.stop` waits for its tasks, then for the connection to close."""
+
 CHANGED = object()
 """Queued in place of data: the topic changed, re-read it if you follow it (`send_changed`)."""
 
@@ -155,14 +158,20 @@ class PgFanout:
         """Stop relaying and close the connection."""
         if self.hub.relay == self.send:
             self.hub.relay = None
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         connection, self.connection = self.connection, None  # a closing, not a loss
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=STOP_SECONDS)
+            if pending and connection is not None:
+                # A NOTIFY batch cancelled midway can leave asyncpg and the server each waiting
+                # for the other (seen in the topology tests): closing the socket ends it.
+                connection.terminate()
+                await asyncio.wait(pending, timeout=STOP_SECONDS)
         if connection is not None and not connection.is_closed():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), 2)
+                await asyncio.wait_for(connection.close(), STOP_SECONDS)
 
     def send(self, topic: str, data: Any) -> None:
         """Queue an update for the other replicas (the hub's relay; never blocks)."""
