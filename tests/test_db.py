@@ -1,4 +1,5 @@
-"""The hot reads' own PostgreSQL connections: no pre-ping, yet a dead connection costs no read."""
+"""PostgreSQL connections, the engine's and the hot reads' own: no pre-ping, yet no request meets a
+connection the server closed; duplicate keys become the caller's error."""
 
 from __future__ import annotations
 

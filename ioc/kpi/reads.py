@@ -589,7 +589,7 @@ async def _series_rows(
     engine: AsyncEngine,
     direct: DirectReads | None,
 ) -> list[Any]:
-    if direct is not None:  # PostgreSQL: no pre-ping, no transaction round trips
+    if direct is not None:  # PostgreSQL: no transaction round trips
         return await direct.fetch(
             _SERIES_SQL, kpi.id, first.kind.value, first.start, last.start, unit
         )

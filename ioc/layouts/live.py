@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Set
 from typing import Any
 
 import orjson
@@ -80,6 +81,8 @@ class LayoutFeed:
         self.kinds_of: dict[str, set[str]] = {}
         self.last_sent: dict[str, bytes] = {}
         self.renders = 0
+        self._followed: tuple[int, frozenset[str]] = (-1, frozenset())
+        """The layouts followed, as of the hub's `followed_version`."""
         self._flush: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
 
@@ -154,10 +157,16 @@ class LayoutFeed:
 
     # ------------------------------------------------------------ updating
 
-    def followed(self) -> set[str]:
-        """Layouts some client of this process follows."""
-        prefix = f"{LAYOUT_FAMILY}:"
-        return {t[len(prefix) :] for t in self.hub.subscribers if t.startswith(prefix)}
+    def followed(self) -> frozenset[str]:
+        """Layouts some client of this process follows (looked for again only when the topics
+        followed change: this runs for every update delivered)."""
+        version, layouts = self._followed
+        if version != self.hub.followed_version:
+            prefix = f"{LAYOUT_FAMILY}:"
+            subscribed = self.hub.subscribers
+            layouts = frozenset(t[len(prefix) :] for t in subscribed if t.startswith(prefix))
+            self._followed = (self.hub.followed_version, layouts)
+        return layouts
 
     def on_update(self, topic: str, data: Any) -> None:
         """A watcher of every delivered update: mark the followed layouts it touches."""
@@ -176,7 +185,7 @@ class LayoutFeed:
         elif topic == LAYOUTS_TOPIC and isinstance(data, dict) and data.get("changed") in followed:
             self.mark({data["changed"]})
 
-    def mark(self, layout_ids: set[str]) -> None:
+    def mark(self, layout_ids: Set[str]) -> None:
         """Render these layouts again shortly."""
         if not layout_ids:
             return

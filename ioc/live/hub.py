@@ -311,6 +311,8 @@ class Hub:
         """Names this hub's seq numbering: a resume against another epoch gets a snapshot."""
         self.clients: set[Client] = set()
         self.subscribers: dict[str, set[Client]] = {}
+        self.followed_version = 0
+        """Changes whenever a topic gains its first subscriber or loses its last."""
         self.seq: dict[str, int] = {}
         self.history: dict[str, deque[Entry]] = {}
         self.left_at: dict[str, float] = {}
@@ -421,7 +423,11 @@ class Hub:
                 )
                 continue
             # Register first so no update published while the snapshot is read is lost.
-            self.subscribers.setdefault(topic, set()).add(client)
+            followers = self.subscribers.get(topic)
+            if followers is None:
+                followers = self.subscribers[topic] = set()
+                self.followed_version += 1
+            followers.add(client)
             self.left_at.pop(topic, None)
             client.topics.add(topic)
             last = resumable.get(topic)
@@ -510,6 +516,7 @@ class Hub:
             clients.discard(client)
             if not clients:
                 del self.subscribers[topic]
+                self.followed_version += 1
                 self.left_at[topic] = time.monotonic()
 
     # ------------------------------------------------------------ heartbeat

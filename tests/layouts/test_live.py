@@ -1,9 +1,11 @@
-"""A wall following a layout redraws when the layout itself is edited."""
+"""A wall following a layout redraws when the layout itself is edited; the layouts followed follow
+the subscriptions."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -11,6 +13,9 @@ import websockets
 
 from ioc.app import create_app
 from ioc.context import AppContext
+from ioc.layouts.live import LayoutFeed
+from ioc.live.hub import Client, Hub
+from tests.live.test_hub import RecordingSender
 from tests.support.servers import serve_app
 
 
@@ -45,3 +50,20 @@ async def test_editing_a_followed_layout_sends_its_new_tiles(ctx: AppContext) ->
     assert len(before["data"]["tiles"]) == 11
     assert announced["data"]["changed"] == "default"
     assert (after["data"]["name_vi"], len(after["data"]["tiles"])) == ("Một cửa", 1)
+
+
+async def test_the_layouts_followed_follow_the_subscriptions_as_they_change() -> None:
+    async def state(topic: str) -> dict[str, Any]:
+        return {"topic": topic}
+
+    hub = Hub(state)
+    feed = LayoutFeed(SimpleNamespace(hub=hub))  # type: ignore[arg-type]  # it reads the hub only
+    client = Client(RecordingSender(), queue_limit=10)
+    hub.attach(client)
+    assert feed.followed() == set()
+    await hub.subscribe(client, ["layout:default", "kpi:onestop.backlog:75"])
+    assert feed.followed() == {"default"}
+    await hub.subscribe(client, ["layout:health"])
+    assert feed.followed() == {"default", "health"}
+    hub.unsubscribe(client, ["layout:default"])
+    assert feed.followed() == {"health"}

@@ -356,3 +356,18 @@ async def test_a_client_with_a_message_queued_is_not_overtaken_by_a_direct_write
     sender.gate.set()
     await drain(client)
     assert [f["type"] for f in sender.frames[-2:]] == ["ping", "update"]
+
+
+async def test_the_followed_version_moves_when_a_topic_gains_or_loses_all_its_followers() -> None:
+    hub = Hub(snapshot)
+    start = hub.followed_version
+    first, _ = await follow(hub, ["kpi:a:75"])
+    after_first = hub.followed_version
+    second, _ = await follow(hub, ["kpi:a:75"])
+    assert after_first != start
+    assert hub.followed_version == after_first  # a second follower changes no topic set
+    hub.unsubscribe(first, ["kpi:a:75"])
+    assert hub.followed_version == after_first
+    hub.drop(second)
+    assert hub.followed_version != after_first
+    assert "kpi:a:75" not in hub.subscribers
