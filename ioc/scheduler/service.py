@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -25,6 +28,18 @@ SYNC_JOB_ID = "sync-jobs"
 SYNC_SECONDS = 30
 
 
+async def until_stopped(job: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """Run a scheduled job. Stopped mid-run (the process shuts down and the scheduler cancels
+    it), the job ends quietly with an INFO line: its transaction rolls back and the next run
+    redoes its work, so this is no error (APScheduler would log one, with a traceback, on every
+    restart that caught a poll)."""
+    try:
+        return await job(*args)
+    except asyncio.CancelledError:
+        log.info("%s stopped mid-run: the scheduler is shutting down", job.__name__)
+        return None
+
+
 def poll_job_id(instance_id: int) -> str:
     """The scheduler job id of an instance."""
     return f"{POLL_JOB_PREFIX}{instance_id}"
@@ -36,26 +51,26 @@ async def start_scheduler(ctx: AppContext) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone=ctx.settings.tz)
     await sync_jobs(scheduler, ctx)
     scheduler.add_job(
-        sync_jobs,
+        until_stopped,
         IntervalTrigger(seconds=SYNC_SECONDS),
-        args=[scheduler, ctx],
+        args=[sync_jobs, scheduler, ctx],
         id=SYNC_JOB_ID,
         max_instances=1,
         coalesce=True,
     )
     scheduler.add_job(
-        refresh_now_based,
+        until_stopped,
         IntervalTrigger(seconds=ctx.settings.kpi_refresh_seconds),
-        args=[ctx],
+        args=[refresh_now_based, ctx],
         id=REFRESH_JOB_ID,
         max_instances=1,
         coalesce=True,
         next_run_time=utcnow(),
     )
     scheduler.add_job(
-        evaluate_now,
+        until_stopped,
         IntervalTrigger(seconds=ctx.settings.incident_evaluate_seconds),
-        args=[ctx],
+        args=[evaluate_now, ctx],
         id=INCIDENTS_JOB_ID,
         max_instances=1,
         coalesce=True,
@@ -92,9 +107,9 @@ def schedule_instance(
 ) -> None:
     """(Re)schedule the poll job of one instance."""
     scheduler.add_job(
-        poll_instance,
+        until_stopped,
         IntervalTrigger(seconds=instance.interval_seconds, jitter=instance.interval_seconds / 10),
-        args=[ctx, instance.id],
+        args=[poll_instance, ctx, instance.id],
         id=poll_job_id(instance.id),
         name=f"poll {instance.name}",
         max_instances=1,

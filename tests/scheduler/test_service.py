@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+import pytest
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
 from ioc.context import AppContext
 from ioc.ingest.models import ConnectorInstance
+from ioc.kit.clock import utcnow
 from ioc.scheduler.service import (
     INCIDENTS_JOB_ID,
     REFRESH_JOB_ID,
@@ -11,6 +18,7 @@ from ioc.scheduler.service import (
     poll_job_id,
     start_scheduler,
     sync_jobs,
+    until_stopped,
 )
 from tests.support.factories import make_instance
 
@@ -53,3 +61,27 @@ async def test_sync_adds_new_removes_disabled_and_reschedules_changed_instances(
         assert scheduler.get_job(poll_job_id(added)) is None
     finally:
         scheduler.shutdown(wait=False)
+
+
+async def test_a_job_stopped_mid_run_by_a_shutdown_ends_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A process stopping while a poll runs logs one INFO line, not an ERROR with a traceback
+    (the poll's transaction rolls back; the next run redoes it)."""
+    started = asyncio.Event()
+
+    async def slow_poll() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    scheduler = AsyncIOScheduler()
+    scheduler.add_job(until_stopped, args=[slow_poll], next_run_time=utcnow())
+    caplog.set_level(logging.INFO)
+    scheduler.start()
+    await asyncio.wait_for(started.wait(), 5)
+    scheduler.shutdown(wait=False)  # as the app's lifespan does
+    for _ in range(10):
+        await asyncio.sleep(0)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    assert any("slow_poll stopped mid-run" in r.getMessage() for r in caplog.records)
