@@ -371,7 +371,9 @@ def _notify_to_socket(ws_result: dict[str, Any], probe_result: dict[str, Any]) -
     heard its NOTIFY) to a client's receipt: the push leg, which the API processes and the
     socket do (the time before it is the ingest transaction's, with `computed_at` taken at its
     start). Pairs the sampled clients' receipts with the probe's first hearing of the same
-    update; takes the raw lists out of both results."""
+    update; a receipt no NOTIFY carried (a topic re-read by the API process after a change
+    beside its headline, which the NOTIFY only names) stays unpaired. Takes the raw lists out
+    of both results."""
     receipts = ws_result.pop("receipts_of_paired_clients", [])
     first_heard = probe_result.pop("first_heard", {})
     paired = array("d")
