@@ -318,7 +318,11 @@ async def test_a_worker_process_updates_the_clients_of_every_api_worker_process(
                 process.terminate()
             for process in processes:
                 # in a thread: this loop serves the upstream the worker may be reading from
-                await asyncio.to_thread(process.wait, 30)
+                try:
+                    await asyncio.to_thread(process.wait, 30)
+                except subprocess.TimeoutExpired:
+                    process.kill()  # fail, but leave no process behind to skew what runs next
+                    raise
     assert len(epochs) == 2, "connections spread over both API processes"
     assert all(u["data"]["value"] > 0 for u in updates)
     assert ready["checks"]["scheduler"]["detail"].startswith("disabled")
