@@ -273,11 +273,12 @@ async def query_records(
         raise UnknownUnit(f"unknown unit code {query.unit!r}")
     statement = records_select(query).where(*extra_conditions)
     cache = None if extra_conditions else totals
-    total = cache.get(query.match_key()) if cache is not None else None
+    key = query.match_key() if cache is not None else None
+    total = cache.get(key) if cache is not None else None
     if total is None:
         total = await session.scalar(select(func.count()).select_from(statement.subquery())) or 0
         if cache is not None:
-            cache.put(query.match_key(), total)
+            cache.put(key, total)
     rows = await session.scalars(
         statement.order_by(*order_by_clauses(query)).limit(query.limit).offset(query.offset)
     )
