@@ -83,6 +83,9 @@ class RecordKind:
     """Value = occupied ÷ available beds of the records (else: how many records)."""
     exact_query: bool = True
     """Whether the drill-down link lists exactly the evidence (else a superset of it)."""
+    due_by_today: str | None = None
+    """A local-date column at most today for every record the side holds (late dossiers are
+    due by now): the query reads only that part of its index, not the whole period's."""
 
     @property
     def definition(self) -> KpiDefinition:
@@ -112,6 +115,7 @@ RECORD_KINDS: dict[str, RecordKind] = {
             title_vi="Hồ sơ trễ hạn chưa có phiếu xin lỗi",
             title_en="Late dossiers without an apology slip",
             params=NoParams,
+            due_by_today="due_date",
         ),
         RecordKind(
             "feedback_overdue",
@@ -325,6 +329,8 @@ async def observe_records(
         column = "due_date" if kpi.record_type == "dossier" else "expected_date"
         conditions.append(getattr(table, column) <= cutoff)
         link_filters |= {"time_column": column, "date_to": cutoff.isoformat()}
+    if kind.due_by_today is not None:  # implied by the side's conditions: the link omits it
+        conditions.append(getattr(table, kind.due_by_today) <= today)
     if kind.name == "er_wait":
         conditions.append(table.wait_minutes > params.get("limit_minutes", 60.0))
     labels = AXES.get(kpi.record_type, {})

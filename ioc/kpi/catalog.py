@@ -110,18 +110,18 @@ def not_cancelled(t: Any, _at: datetime) -> Any:
 
 
 def dossier_on_time(t: Any, at: datetime) -> Any:
-    """Ended by the due time, or still open and not yet due (đúng hạn)."""
-    return or_(
-        and_(t.resolved_at.is_not(None), t.resolved_at <= t.due_at),
-        and_(t.resolved_at.is_(None), t.due_at >= at),
-    )
+    """Ended by the due time, or not yet due (đúng hạn): the complement of `dossier_late`."""
+    return or_(and_(t.resolved_at.is_not(None), t.resolved_at <= t.due_at), t.due_at >= at)
 
 
 def dossier_late(t: Any, at: datetime) -> Any:
-    """Ended after the due time, or open past it (trễ hạn)."""
-    return or_(
-        and_(t.resolved_at.is_not(None), t.resolved_at > t.due_at),
-        and_(t.resolved_at.is_(None), t.due_at < at),
+    """Its due time has passed and it was not ended by then (trễ hạn): ended after it, or
+    still open. A dossier whose due time is still ahead is never late, whatever end the
+    upstream reports for it — so every late dossier is due on or before today, which lets a
+    query of late dossiers read only that part of the index on the due date."""
+    return and_(
+        t.due_at < at,
+        or_(t.resolved_at.is_(None), t.resolved_at > t.due_at),
     )
 
 

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from pydantic import TypeAdapter
-from sqlalchemy import func, select
+from sqlalchemy import false, func, not_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ioc.db import DirectReads
@@ -919,12 +919,12 @@ def side_conditions(
             f"records; {kpi.id} is not one"
         )
     table = STORES[kpi.record_type].model
-    counted = select(table.id).where(
-        *cell_conditions(kpi, period, side="numerator", now=now, tz=tz)
-    )
+    # The numerator's own condition negated, NULL counting as false: one pass over the
+    # denominator's records, where `id NOT IN (the numerator's ids)` read them twice.
+    counted = formula.numerator.where(table, now)
     return [
         *cell_conditions(kpi, period, side="denominator", now=now, tz=tz),
-        table.id.not_in(counted),
+        not_(func.coalesce(counted, false())),
     ]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from ioc.context import AppContext
 from ioc.incidents import queries, ruleset
@@ -18,6 +18,7 @@ from ioc.scheduler.runner import store_batch, write_transaction
 from ioc.sdk import (
     Batch,
     BedCensus,
+    DossierStatus,
     Encounter,
     EncounterClass,
     FeedbackReport,
@@ -63,6 +64,11 @@ async def evidence(ctx: AppContext, incident: Incident) -> set[str]:
     return {r["external_id"] for r in page.items}
 
 
+def ended(day: int) -> datetime:
+    """09:00 local on `day` November 2026."""
+    return datetime(2026, 11, day, 2, 0, tzinfo=UTC)
+
+
 def due_on(day: int, external_id: str, **overrides: Any) -> Any:
     """An open dossier due at 17:00 local on `day` November 2026."""
     due = datetime(2026, 11, day, 10, 0, tzinfo=UTC)
@@ -93,12 +99,46 @@ async def test_late_dossiers_without_an_apology_slip_are_counted_by_agency(
         due_on(13, "late-with-slip", apology_issued=True),
         due_on(30, "not-yet-due"),
         due_on(11, "other-agency", agency_code="STP", agency_name="Sở Tư pháp"),
+        due_on(9, "ended-late", status=DossierStatus.PROCESSED, resolved_at=ended(11)),
+        # An end reported after a due time that is still ahead: not late before it is due.
+        due_on(
+            24,
+            "ends-after-a-due-still-ahead",
+            status=DossierStatus.PROCESSED,
+            resolved_at=ended(25),
+        ),
     ]
     (incident,) = await judge(ctx, rule, records)
     assert incident.subject == {"unit_code": BIEN_HOA, "agency_code": "SNNMT"}
     assert incident.agency_code == "SNNMT" and "Sở Nông nghiệp và Môi trường" in incident.title
-    assert await evidence(ctx, incident) == {"late-1", "late-2"}
+    assert await evidence(ctx, incident) == {"late-1", "late-2", "ended-late"}
+    assert incident.value == 3.0
     assert "side=late" in incident.evidence["query"]
+
+
+async def test_late_dossiers_are_read_only_up_to_today_in_the_due_date_index(
+    ctx: AppContext,
+) -> None:
+    """Late dossiers are due by now, so a rule on them bounds the due date by today and reads
+    that part of the `(unit, due date)` index, not a whole month of dossiers due after today
+    (on every ingest, before)."""
+    statements: list[str] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, _p: Any, context: Any, _many: Any) -> None:
+        if "ORDER BY dossiers.id" in statement:
+            compiled = context.compiled.statement.compile(
+                context.engine, compile_kwargs={"literal_binds": True}
+            )
+            statements.append(str(compiled))
+
+    event.listen(ctx.engine.sync_engine, "before_cursor_execute", keep)
+    try:
+        rule = {"kind": "dossier_late_without_apology", "warn": 1}
+        await judge(ctx, rule, [due_on(10, "late"), due_on(30, "not-yet-due")])
+    finally:
+        event.remove(ctx.engine.sync_engine, "before_cursor_execute", keep)
+    (statement,) = statements
+    assert "dossiers.due_date <= '2026-11-23'" in statement, statement
 
 
 async def test_overdue_feedback_opens_an_incident_per_agency(ctx: AppContext) -> None:

@@ -106,6 +106,41 @@ async def test_dossiers_due_by_the_end_of_the_next_working_day_are_due_soon(
     assert await read(ctx, "onestop.overdue_open", BIEN_HOA, today) == 1
 
 
+async def test_a_dossier_is_late_only_once_its_due_time_has_passed(ctx: AppContext) -> None:
+    """Late: due before now and not ended by then. An end the upstream reports after a due
+    time still ahead does not make a dossier late before it is due (nor after: it stays
+    counted as ended late once the due time passes)."""
+    received = NOW - timedelta(days=3)
+
+    def dossier(due_in_hours: int, ended_in_hours: int | None) -> Dossier:
+        ended = None if ended_in_hours is None else NOW + timedelta(hours=ended_in_hours)
+        return make_dossier(
+            received_at=received,
+            due_at=NOW + timedelta(hours=due_in_hours),
+            status=DossierStatus.PROCESSED if ended else DossierStatus.PROCESSING,
+            resolved_at=ended,
+            source_updated_at=received,
+        )
+
+    await store(
+        ctx,
+        [
+            dossier(-2, None),  # open past its due time: late
+            dossier(-5, -1),  # ended after its due time: late
+            dossier(-5, -6),  # ended before it: on time
+            dossier(+3, None),  # open, not yet due: on time
+            dossier(+3, +5),  # reported ended after a due time still ahead: not late yet
+        ],
+    )
+    today = Period(PeriodKind.DAY, date(2026, 11, 20))
+    assert await read(ctx, "onestop.on_time_rate", BIEN_HOA, today) == 60.0  # 3 of 5
+    async with ctx.sessionmaker() as session:
+        apology = await cell_value(
+            session, KPIS["onestop.apology_rate"], BIEN_HOA, today, now=NOW, tz=ctx.settings.tz
+        )
+    assert apology.denominator == 2  # the two late ones
+
+
 async def test_the_service_index_of_a_cell_scores_that_cells_own_rates(ctx: AppContext) -> None:
     received = datetime(2026, 11, 3, 2, 0, tzinfo=UTC)
     common = {"received_at": received, "due_at": received + timedelta(days=4)}

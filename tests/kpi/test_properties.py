@@ -124,10 +124,10 @@ def dossier_counts(d: Dossier) -> bool:
 
 
 def dossier_on_time(d: Dossier, now: datetime) -> bool:
-    """Ended by its due time, or open and now not past it."""
-    if d.resolved_at is not None:
-        return d.resolved_at <= d.due_at
-    return now <= d.due_at
+    """Not yet due, or ended by its due time (late only once the due time has passed)."""
+    if now <= d.due_at:
+        return True
+    return d.resolved_at is not None and d.resolved_at <= d.due_at
 
 
 def feedback_on_time(f: FeedbackReport, now: datetime) -> bool:
