@@ -221,19 +221,18 @@ async def _open_at(
     *,
     key: str | None,
 ) -> dict[tuple[str, Period], Sums]:
-    """Counts at many moments in one query: the records joined with a list of the moments."""
+    """Counts at many moments in one query: the records joined with a list of the moments,
+    each moment once (every running period is judged now: one count serves them all)."""
     if not moments:
         return {}
-    periods = list(moments)
+    distinct = sorted(set(moments.values()))
     table = STORES[formula.record_type].model
     group = _key(table, key)
     # A UNION ALL of one-row SELECTs: portable, where VALUES column aliases are not (SQLite).
     at_list = union_all(
         *(
-            select(
-                literal(i, Integer).label("slot"), literal(moments[p], UTCDateTime()).label("at")
-            )
-            for i, p in enumerate(periods)
+            select(literal(i, Integer).label("slot"), literal(at, UTCDateTime()).label("at"))
+            for i, at in enumerate(distinct)
         )
     ).subquery("moments")
     opened = getattr(table, formula.opened)
@@ -252,9 +251,13 @@ async def _open_at(
         .where(*conditions)
         .group_by(*_grouping(at_list.c.slot, group))
     )
+    periods_at: dict[datetime, list[Period]] = defaultdict(list)
+    for period, at in moments.items():
+        periods_at[at].append(period)
     return {
-        (value, periods[slot]): (float(count), None)
+        (value, period): (float(count), None)
         for slot, value, count in (await session.execute(query)).all()
+        for period in periods_at[distinct[slot]]
     }
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ioc.records.totals import LARGE_TOTAL, TTL_SECONDS
+from ioc.records.totals import COUNTING_SHARE, LARGE_TOTAL, TTL_SECONDS
 
 RecordItem = dict[str, Any]
 """One stored record: column name → value (dates and datetimes as ISO 8601 strings)."""
@@ -18,8 +18,9 @@ class Page(BaseModel):
     items: list[RecordItem] = Field(description="The records of this page, in the asked order")
     total: int = Field(
         description="How many records match the query, across all pages. In a listing, a total "
-        f"of {LARGE_TOTAL:,} or more is counted at most every {TTL_SECONDS:g} seconds, so it "
-        "may lag the records stored since by that much"
+        f"of {LARGE_TOTAL:,} or more is counted at most every {TTL_SECONDS:g} seconds (or, "
+        f"where counting it takes longer than {TTL_SECONDS * COUNTING_SHARE:g} s, every "
+        f"{1 / COUNTING_SHARE:g} times that), so it may lag the records stored since by as much"
     )
     limit: int
     offset: int

@@ -268,17 +268,19 @@ async def query_records(
     totals: TotalsCache | None = None,
 ) -> Page:
     """One page of the records matching `query` and every `extra_conditions`, with the total;
-    a large total of a query without `extra_conditions` from `totals` when it holds it."""
+    the total of a query without `extra_conditions` through `totals` when given (a large one
+    remembered; one count at a time)."""
     if query.unit is not None and await session.get(AdminUnit, query.unit) is None:
         raise UnknownUnit(f"unknown unit code {query.unit!r}")
     statement = records_select(query).where(*extra_conditions)
-    cache = None if extra_conditions else totals
-    key = query.match_key() if cache is not None else None
-    total = cache.get(key) if cache is not None else None
-    if total is None:
-        total = await session.scalar(select(func.count()).select_from(statement.subquery())) or 0
-        if cache is not None:
-            cache.put(key, total)
+
+    async def count() -> int:
+        return await session.scalar(select(func.count()).select_from(statement.subquery())) or 0
+
+    if extra_conditions or totals is None:  # a drill-down's total is always exact
+        total = await count()
+    else:
+        total = await totals.total(query.match_key(), count)
     rows = await session.scalars(
         statement.order_by(*order_by_clauses(query)).limit(query.limit).offset(query.offset)
     )

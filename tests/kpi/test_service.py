@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from ioc.context import AppContext
 from ioc.ingest.service import ingest_batch
 from ioc.kpi.catalog import CATALOG, KPIS
+from ioc.kpi.engine import compute
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.reads import SeriesCache, breakdown
@@ -125,6 +127,37 @@ async def test_overdue_open_is_the_count_open_and_past_due_at_each_period_end(
             )
         )
     assert future is None
+
+
+async def test_running_periods_of_a_stock_are_counted_once_at_now(ctx: AppContext) -> None:
+    """Every running period is judged now: one count, at one moment, serves them all."""
+    await ingest_and_recompute(ctx, [dossier(BIEN_HOA, resolved_after=None)])
+    today = date(2026, 11, 20)
+    running = [Period.containing(kind, today) for kind in PeriodKind]
+    ended = Period(PeriodKind.DAY, today - timedelta(days=1))
+    statements: list[str] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(ctx.engine.sync_engine, "before_cursor_execute", keep)
+    try:
+        async with ctx.sessionmaker() as session:
+            cells = await compute(
+                session,
+                KPIS["onestop.overdue_open"],
+                [BIEN_HOA],
+                [*running, ended],
+                now=NOW,
+                tz=ctx.settings.tz,
+            )
+    finally:
+        event.remove(ctx.engine.sync_engine, "before_cursor_execute", keep)
+    assert {period: cells[(BIEN_HOA, period)] for period in [*running, ended]} == {
+        period: (1.0, None) for period in [*running, ended]
+    }
+    (statement,) = statements
+    assert statement.count("UNION ALL") == 1  # two moments: now and yesterday's end
 
 
 async def test_recompute_reports_only_cells_whose_value_changed(ctx: AppContext) -> None:

@@ -1,6 +1,11 @@
-"""Large totals of record listings are remembered for a few seconds; small ones never."""
+"""Large totals of record listings are remembered for a few seconds (longer when counting them
+is slow); small ones never; one count at a time per query."""
 
 from __future__ import annotations
+
+import asyncio
+
+import pytest
 
 from ioc.records.totals import MAX_ENTRIES, TotalsCache
 
@@ -41,3 +46,63 @@ def test_the_least_recently_used_query_goes_first_when_full() -> None:
     assert totals.get(1) is None
     assert totals.get(0) == 10
     assert totals.get("one more") == 10
+
+
+def test_a_total_slow_to_count_is_remembered_twenty_times_as_long_as_counting_took() -> None:
+    clock = Clock()
+    totals = TotalsCache(large=100, ttl_seconds=10, clock=clock)
+    totals.put("all dossiers", 5_000_000, counted_in=2.0)
+    clock.now = 39.9
+    assert totals.get("all dossiers") == 5_000_000
+    clock.now = 40.0
+    assert totals.get("all dossiers") is None
+    totals.put("all dossiers", 5_000_000, counted_in=0.1)  # quick: the plain 10 s
+    clock.now = 50.0
+    assert totals.get("all dossiers") is None
+
+
+async def test_requests_asking_while_a_total_is_counted_wait_for_that_count() -> None:
+    clock = Clock()
+    totals = TotalsCache(large=100, clock=clock)
+    counts = 0
+    release = asyncio.Event()
+
+    async def count() -> int:
+        nonlocal counts
+        counts += 1
+        await release.wait()
+        clock.now += 3.0  # counting took 3 s
+        return 2_000_000
+
+    asking = [asyncio.create_task(totals.total("all dossiers", count)) for _ in range(5)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*asking) == [2_000_000] * 5
+    assert counts == 1
+    clock.now += 59.0  # remembered for 60 s after it was counted
+    assert await totals.total("all dossiers", count) == 2_000_000
+    assert counts == 1
+
+
+async def test_when_the_request_counting_fails_the_waiting_ones_count_for_themselves() -> None:
+    totals = TotalsCache(large=100, clock=Clock())
+    first = True
+    release = asyncio.Event()
+
+    async def count() -> int:
+        nonlocal first
+        if first:
+            first = False
+            await release.wait()
+            raise ConnectionError("the connection went")
+        return 300
+
+    failing = asyncio.create_task(totals.total("q", count))
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(totals.total("q", count))
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(ConnectionError):
+        await failing
+    assert await waiting == 300
+    assert await totals.total("q", count) == 300  # remembered: no third count needed
