@@ -299,7 +299,8 @@ async def refresh(
     - composite scores of stored components where those components changed (they change with
       time only through them), recombined from the stored cells as after an ingest.
 
-    After a downtime longer than a day, run `ioc kpi rebuild`.
+    Empty cells among them are stored too, so that reads find them. After a downtime longer
+    than a day, run `ioc kpi rebuild`.
     """
     communes = await _communes(session, province_code)
     today = local_date(now, tz)
@@ -317,7 +318,10 @@ async def refresh(
             wanted[kpi.id] = await _drifted_cells(
                 session, formula, communes, since=since, now=now, tz=tz
             )
-    changed = await recompute_cells(session, wanted, province_code=province_code, tz=tz, now=now)
+    # Empty running cells are stored too: reads find them instead of computing each again.
+    changed = await recompute_cells(
+        session, wanted, province_code=province_code, tz=tz, now=now, keep_empty=True
+    )
     return changed + await _composites_of(session, changed, now=now, skip=set())
 
 
@@ -418,9 +422,16 @@ async def _delete_cells(session: AsyncSession, kpis: list[KpiDefinition]) -> Non
 
 
 async def recompute_cells(
-    session: AsyncSession, wanted: Wanted, *, province_code: str, tz: ZoneInfo, now: datetime
+    session: AsyncSession,
+    wanted: Wanted,
+    *,
+    province_code: str,
+    tz: ZoneInfo,
+    now: datetime,
+    keep_empty: bool = False,
 ) -> list[CellValue]:
-    """Compute and store these commune cells and their province roll-ups; returns changes.
+    """Compute and store these commune cells and their province roll-ups; returns changes
+    (empty cells stored too if `keep_empty`, see `_store_changed`).
 
     Day cells come from the records; the month, quarter and year cells of additive in-period
     KPIs are the sums of their stored day cells (exact, and one pass instead of a scan per
@@ -439,7 +450,7 @@ async def recompute_cells(
             CellValue(kpi, unit, period, *computed.get((unit, period), _zero(kpi)), now)
             for unit, period in direct
         ]
-        changed += await _store_changed(session, values)
+        changed += await _store_changed(session, values, keep_empty=keep_empty)
         await session.flush()
         longer = cells - direct
         if longer:
@@ -448,14 +459,14 @@ async def recompute_cells(
                 CellValue(kpi, unit, period, *sums.get((unit, period), _zero(kpi)), now)
                 for unit, period in longer
             ]
-            changed += await _store_changed(session, values)
+            changed += await _store_changed(session, values, keep_empty=keep_empty)
             await session.flush()
         periods = {p for _, p in cells}
         if kpi.is_additive:
             province = await _roll_up(session, kpi, periods, province_code, now=now)
         else:
             province = await _totals(session, kpi, periods, province_code, now=now, tz=tz)
-        changed += await _store_changed(session, province)
+        changed += await _store_changed(session, province, keep_empty=keep_empty)
     return changed
 
 
@@ -588,21 +599,29 @@ async def _totals(
     ]
 
 
-async def _store_changed(session: AsyncSession, values: list[CellValue]) -> list[CellValue]:
-    """Write the cells whose numerator or denominator differ from what is stored.
+async def _store_changed(
+    session: AsyncSession, values: list[CellValue], *, keep_empty: bool = False
+) -> list[CellValue]:
+    """Write the cells whose numerator or denominator differ from what is stored; returns them.
 
-    A cell with nothing in it is not created (a missing cell reads as zero), only updated."""
+    A cell with nothing in it is not created (a missing cell reads as zero), only updated —
+    unless `keep_empty`: then it is stored too (so that reads find it instead of computing
+    it), but not returned, its value being the zero it read as."""
     if not values:
         return []
     stored = await _stored(session, values)
     changed = []
+    written = []
     for v in values:
         before = stored.get((v.unit_code, v.period))
         if before == (v.numerator, v.denominator):
             continue
         if before is None and v.numerator == 0 and not v.denominator:
+            if keep_empty:
+                written.append(v)
             continue
         changed.append(v)
+        written.append(v)
     await upsert(
         session,
         KpiValue,
@@ -617,7 +636,7 @@ async def _store_changed(session: AsyncSession, values: list[CellValue]) -> list
                 "value": v.value,
                 "computed_at": v.computed_at,
             }
-            for v in changed
+            for v in written
         ],
         keys=("kpi", "unit_code", "period_kind", "period_start"),
     )
@@ -720,13 +739,23 @@ async def cell_value(
     now: datetime,
     tz: ZoneInfo,
 ) -> KpiRead:
-    """One cell as stored, or computed on read when no recompute has stored it yet (a period
-    that has just begun): never a zero that is not one."""
+    """One cell as stored, or computed on read when no recompute has stored it yet (a stock
+    in a period that has just begun): never a zero that is not one."""
     cell = await session.get(KpiValue, (kpi.id, unit_code, period.kind.value, period.start))
     if cell is not None:
         return to_read(kpi, unit_code, period, cell)
+    if stored_unless_empty(kpi):
+        return CellValue(kpi, unit_code, period, *_zero(kpi), now).read()
     children = await _children(session, unit_code)
     return await _computed_cell(session, kpi, unit_code, children, period, now=now, tz=tz)
+
+
+def stored_unless_empty(kpi: KpiDefinition) -> bool:
+    """Whether every cell of `kpi` with something in it is stored, so that a missing one is
+    empty: in-period sums are, by each ingest that counts a record in them (whatever its
+    period, past or future) and by the refresh when one turns late. Stocks, medians and
+    latest values are judged at a moment, and a new period's may not be stored yet."""
+    return isinstance(kpi.formula, InPeriod)
 
 
 async def _children(session: AsyncSession, unit_code: str) -> list[str]:
@@ -793,13 +822,18 @@ async def current_values(
     """The headline value of every catalogue KPI (or of `kpis`) for one unit.
 
     The stored cells come in one statement. A cell not stored yet is computed on read, as
-    `cell_value` does, except where the unit holds no record of the KPI's type at all: then it
-    reads as the empty cell computing it would give, without a statement per KPI. Cells
-    computed on read are taken from, and kept in, `computed` when given.
+    `cell_value` does, except where it is known empty — a KPI `stored_unless_empty`, or a unit
+    holding no record of the KPI's type at all: then it reads as the empty cell computing it
+    would give, without a statement per KPI. Cells computed on read are taken from, and kept
+    in, `computed` when given.
     """
     wanted = [(kpi, headline_period(kpi, now=now, tz=tz)) for kpi in kpis]
     stored = await _stored_cells(session, unit_code, wanted)
-    missing = {kpi.record_type for kpi, period in wanted if (kpi.id, period) not in stored}
+    missing = {
+        kpi.record_type
+        for kpi, period in wanted
+        if (kpi.id, period) not in stored and not stored_unless_empty(kpi)
+    }
     empty = await _types_without_records(session, unit_code, missing & STORES.keys())
     children: list[str] | None = None
     values = []
@@ -807,7 +841,7 @@ async def current_values(
         cell = stored.get((kpi.id, period))
         if cell is not None:
             values.append(to_read(kpi, unit_code, period, cell))
-        elif kpi.record_type in empty:
+        elif kpi.record_type in empty or stored_unless_empty(kpi):
             values.append(CellValue(kpi, unit_code, period, *_zero(kpi), now).read())
         elif computed is not None and (read := computed.computed(kpi.id, unit_code, period)):
             values.append(read)

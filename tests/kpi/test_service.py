@@ -160,6 +160,38 @@ async def test_running_periods_of_a_stock_are_counted_once_at_now(ctx: AppContex
     assert statement.count("UNION ALL") == 1  # two moments: now and yesterday's end
 
 
+async def test_reads_compute_no_empty_cell_the_refresh_or_the_ingest_would_have_stored(
+    ctx: AppContext,
+) -> None:
+    """The refresh stores its empty running cells (not reported as changes: they read as zero
+    already); an in-period cell with something in it is stored by the ingest, so a missing one
+    is empty. Either way a unit's current values are read without counting its records."""
+    await ingest_and_recompute(ctx, [dossier(BIEN_HOA, resolved_after=-timedelta(hours=1))])
+    async with ctx.sessionmaker() as session, session.begin():
+        changed = await refresh(session, province_code="75", tz=ctx.settings.tz, now=NOW)
+    overdue = ("onestop.overdue_open", BIEN_HOA, "day", date(2026, 11, 20))
+    assert not [c for c in changed if (c.kpi.id, c.unit_code) == overdue[:2]]
+    async with ctx.sessionmaker() as session:
+        stored = await session.get(KpiValue, overdue)
+    assert stored is not None and stored.numerator == 0
+    statements: list[str] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(ctx.engine.sync_engine, "before_cursor_execute", keep)
+    try:
+        async with ctx.sessionmaker() as session:
+            reads = await current_values(session, BIEN_HOA, now=NOW, tz=ctx.settings.tz)
+    finally:
+        event.remove(ctx.engine.sync_engine, "before_cursor_execute", keep)
+    assert not [s for s in statements if "FROM dossiers" in s], statements
+    by_kpi = {read.kpi: read for read in reads}
+    assert by_kpi["onestop.overdue_open"].value == 0  # stored empty by the refresh
+    assert by_kpi["onestop.apology_rate"].value is None  # no late dossier: never stored
+    assert by_kpi["onestop.on_time_rate"].value == 100.0  # stored by the ingest
+
+
 async def test_recompute_reports_only_cells_whose_value_changed(ctx: AppContext) -> None:
     records = [dossier(BIEN_HOA, resolved_after=None)]
     instance = await make_instance(ctx)
