@@ -758,24 +758,26 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             probe_result = _json_or_error(probe.communicate(timeout=60)[0])
             push_leg = _notify_to_socket(ws_result, probe_result)
 
-            async def stored() -> tuple[int, int]:
+            async def stored(*, distinct: bool = True) -> tuple[int, int]:
+                """Rows and distinct ids (or rows twice: while draining, every 2 s, the
+                distinct count is a sort of the table that would slow the drain it waits for)."""
+                columns = "count(*), count(DISTINCT external_id)" if distinct else "count(*)"
                 connection = await asyncpg.connect(dsn)
                 try:
-                    row = await connection.fetchrow(
-                        "SELECT count(*), count(DISTINCT external_id) FROM dossiers"
-                    )
-                    return row[0], row[1]
+                    row = await connection.fetchrow(f"SELECT {columns} FROM dossiers")
+                    return row[0], row[-1]
                 finally:
                     await connection.close()
 
             at_stop = asyncio.run(stored())
             drain_started = time.time()
-            while (rows := asyncio.run(stored()))[1] < made["dossiers"]:
+            while asyncio.run(stored(distinct=False))[0] < made["dossiers"]:
                 if time.time() - drain_started > args.drain_seconds:
                     break
                 sample_memory()
                 time.sleep(2)
             drained = round(time.time() - drain_started, 1)
+            rows = asyncio.run(stored())
             metrics = httpx.get(f"http://127.0.0.1:{ioc_port}/metrics").text
             scheduler_metrics = httpx.get(f"http://127.0.0.1:{scheduler_port}/metrics").text
             cpu = {role: _cpu_seconds(p.pid) for role, p in roles.items()}
