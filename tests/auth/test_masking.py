@@ -11,6 +11,7 @@ from ioc.auth.masking import MASK, mask_payload, mask_record, mask_text
 from ioc.auth.permissions import Role
 from ioc.context import AppContext
 from ioc.ingest.service import ingest_batch
+from ioc.kpi.service import recompute
 from ioc.sdk import Batch, FeedbackReport, FeedbackStatus, Rejected
 from ioc.units.service import COMMUNE_LEVEL, unit_codes
 from tests.auth.conftest import MakeToken, bearer
@@ -55,7 +56,7 @@ async def stored(ctx: AppContext) -> None:
         "service_code": "DRAIN",
     }
     async with ctx.sessionmaker() as session, session.begin():
-        await ingest_batch(
+        result = await ingest_batch(
             session,
             instance_id=instance_id,
             batch=Batch(
@@ -66,6 +67,9 @@ async def stored(ctx: AppContext) -> None:
             tz=ctx.settings.tz,
             now=REQUESTED,
             record_type="feedback",
+        )
+        await recompute(  # as every ingest does: the KPI cells its records count in
+            session, changes=result.changes, province_code="75", tz=ctx.settings.tz, now=REQUESTED
         )
 
 
