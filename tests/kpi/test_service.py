@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from ioc.context import AppContext
 from ioc.ingest.service import ingest_batch
@@ -20,6 +19,7 @@ from ioc.models import PollRun
 from ioc.sdk import Batch, Dossier, DossierStatus, Encounter, EncounterClass, Record
 from ioc.units.service import COMMUNE_LEVEL, unit_codes
 from tests.support.factories import BIEN_HOA, TRAN_BIEN, make_dossier, make_instance
+from tests.support.statements import statements_sent
 
 # 2026-11-20 10:00 local time.
 NOW = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
@@ -135,13 +135,7 @@ async def test_running_periods_of_a_stock_are_counted_once_at_now(ctx: AppContex
     today = date(2026, 11, 20)
     running = [Period.containing(kind, today) for kind in PeriodKind]
     ended = Period(PeriodKind.DAY, today - timedelta(days=1))
-    statements: list[str] = []
-
-    def keep(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
-
-    event.listen(ctx.engine.sync_engine, "before_cursor_execute", keep)
-    try:
+    with statements_sent(ctx.engine) as statements:
         async with ctx.sessionmaker() as session:
             cells = await compute(
                 session,
@@ -151,8 +145,6 @@ async def test_running_periods_of_a_stock_are_counted_once_at_now(ctx: AppContex
                 now=NOW,
                 tz=ctx.settings.tz,
             )
-    finally:
-        event.remove(ctx.engine.sync_engine, "before_cursor_execute", keep)
     assert {period: cells[(BIEN_HOA, period)] for period in [*running, ended]} == {
         period: (1.0, None) for period in [*running, ended]
     }
@@ -174,17 +166,9 @@ async def test_reads_compute_no_empty_cell_the_refresh_or_the_ingest_would_have_
     async with ctx.sessionmaker() as session:
         stored = await session.get(KpiValue, overdue)
     assert stored is not None and stored.numerator == 0
-    statements: list[str] = []
-
-    def keep(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
-
-    event.listen(ctx.engine.sync_engine, "before_cursor_execute", keep)
-    try:
+    with statements_sent(ctx.engine) as statements:
         async with ctx.sessionmaker() as session:
             reads = await current_values(session, BIEN_HOA, now=NOW, tz=ctx.settings.tz)
-    finally:
-        event.remove(ctx.engine.sync_engine, "before_cursor_execute", keep)
     assert not [s for s in statements if "FROM dossiers" in s], statements
     by_kpi = {read.kpi: read for read in reads}
     assert by_kpi["onestop.overdue_open"].value == 0  # stored empty by the refresh
