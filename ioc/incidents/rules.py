@@ -84,8 +84,9 @@ class RecordKind:
     exact_query: bool = True
     """Whether the drill-down link lists exactly the evidence (else a superset of it)."""
     due_by_today: str | None = None
-    """A local-date column at most today for every record the side holds (late dossiers are
-    due by now): the query reads only that part of its index, not the whole period's."""
+    """A local-date column at most today for every record the side holds (late and overdue
+    dossiers are due by now): the query reads only that part of the `(unit, due date)` index,
+    not every open dossier or the whole month's."""
 
     @property
     def definition(self) -> KpiDefinition:
@@ -105,6 +106,7 @@ RECORD_KINDS: dict[str, RecordKind] = {
             title_vi="Hồ sơ quá hạn",
             title_en="Overdue dossiers",
             params=OverdueParams,
+            due_by_today="due_date",
         ),
         RecordKind(
             "dossier_late_without_apology",

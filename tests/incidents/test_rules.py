@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import event, select
 
 from ioc.context import AppContext
@@ -116,12 +117,20 @@ async def test_late_dossiers_without_an_apology_slip_are_counted_by_agency(
     assert "side=late" in incident.evidence["query"]
 
 
-async def test_late_dossiers_are_read_only_up_to_today_in_the_due_date_index(
-    ctx: AppContext,
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"kind": "dossier_late_without_apology", "warn": 1},
+        {"kind": "dossier_overdue", "params": {"working_days": 0}, "warn": 1},
+    ],
+    ids=["late-without-apology", "overdue"],
+)
+async def test_late_and_overdue_dossiers_are_read_only_up_to_today_in_the_due_date_index(
+    ctx: AppContext, rule: dict[str, Any]
 ) -> None:
-    """Late dossiers are due by now, so a rule on them bounds the due date by today and reads
-    that part of the `(unit, due date)` index, not a whole month of dossiers due after today
-    (on every ingest, before)."""
+    """Late and overdue dossiers are due by now, so a rule on them bounds the due date by
+    today and reads that part of the `(unit, due date)` index, not a whole month of dossiers
+    due after today, or every open one (on every ingest, before)."""
     statements: list[str] = []
 
     def keep(_conn: Any, _cursor: Any, statement: str, _p: Any, context: Any, _many: Any) -> None:
@@ -133,7 +142,6 @@ async def test_late_dossiers_are_read_only_up_to_today_in_the_due_date_index(
 
     event.listen(ctx.engine.sync_engine, "before_cursor_execute", keep)
     try:
-        rule = {"kind": "dossier_late_without_apology", "warn": 1}
         await judge(ctx, rule, [due_on(10, "late"), due_on(30, "not-yet-due")])
     finally:
         event.remove(ctx.engine.sync_engine, "before_cursor_execute", keep)
