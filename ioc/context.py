@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -43,6 +44,8 @@ class AppContext:
     """Serialized KPI series, dropped as their cells change (see `ioc.kpi.publish`)."""
     record_totals: TotalsCache = field(default_factory=TotalsCache)
     """Large totals of record listings, counted at most every few seconds."""
+    kpi_refreshed_at: datetime | None = None
+    """The moment of this process's last committed time-driven KPI refresh (None: none yet)."""
     auth: Authenticator | None = None
     """Turns bearer credentials into principals; owns the token cache and rate limits."""
     metrics: Metrics = field(default_factory=Metrics)

@@ -288,12 +288,20 @@ async def _composite_values(
 
 
 async def refresh(
-    session: AsyncSession, *, province_code: str, tz: ZoneInfo, now: datetime
+    session: AsyncSession,
+    *,
+    province_code: str,
+    tz: ZoneInfo,
+    now: datetime,
+    last_refreshed: datetime | None = None,
 ) -> list[CellValue]:
     """Recompute the cells that change with time alone, since the start of yesterday:
 
     - every stock, latest-record and median KPI in the running periods and in those that ended
-      yesterday (a month that just ended is judged at its end, not at the last refresh);
+      yesterday (a month that just ended is judged at its end, not at the last refresh) —
+      those that ended yesterday only until a refresh has committed today (`last_refreshed`,
+      None if unknown): judged at their end then, they are final, and records that change
+      them later move them by differences like any past day's;
     - for rates with open records (on time until due), the day cells — and the periods holding
       them — of the open records whose due moment passed since the start of yesterday;
     - composite scores of stored components where those components changed (they change with
@@ -305,7 +313,8 @@ async def refresh(
     communes = await _communes(session, province_code)
     today = local_date(now, tz)
     yesterday = today - timedelta(days=1)
-    running = periods_of([today, yesterday])
+    yesterday_final = last_refreshed is not None and local_date(last_refreshed, tz) == today
+    running = periods_of([today] if yesterday_final else [today, yesterday])
     since = local_midnight(yesterday, tz)
     wanted: Wanted = {}
     for kpi in CATALOG:

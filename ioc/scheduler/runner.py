@@ -310,14 +310,17 @@ async def store_batch(
 
 async def refresh_now_based(ctx: AppContext) -> int:
     """Recompute the cells that drift with time alone (open dossiers becoming overdue)."""
+    now = ctx.clock()
     async with write_transaction(ctx) as session:
         with ctx.metrics.kpi_recompute.labels("refresh").time():
             changed = await refresh(
                 session,
                 province_code=province_code_str(ctx.settings.province),
                 tz=ctx.settings.tz,
-                now=ctx.clock(),
+                now=now,
+                last_refreshed=ctx.kpi_refreshed_at,
             )
+    ctx.kpi_refreshed_at = now  # committed: yesterday's cells, if it judged them, are final
     await publish_changes(ctx, changed)
     return len(changed)
 

@@ -19,6 +19,7 @@ from sqlalchemy import delete, select
 from ioc.context import AppContext
 from ioc.ingest.models import RejectedRecord
 from ioc.ingest.service import ingest_batch
+from ioc.kit.clock import local_date
 from ioc.kpi.calendar import WorkingCalendar
 from ioc.kpi.catalog import KPIS
 from ioc.kpi.formulas import SourceLag
@@ -422,8 +423,14 @@ async def reset(ctx: AppContext) -> int:
 
 async def deliver(ctx: AppContext, scenario: Scenario, *, incremental: bool) -> None:
     """Ingest each batch at its moment, recomputing what it changed when `incremental`; then the
-    scheduler's refresh at the final now."""
+    scheduler's refresh at the final now. When every batch falls on the final day, the
+    scheduler's refresh also runs after each batch, each told when the one before ran (so only
+    the first judges yesterday's cells: the later ones leave them to the differences)."""
     instance = await reset(ctx)
+    same_day = {local_date(now, TZ) for now in scenario.batch_nows} == {
+        local_date(scenario.now, TZ)
+    }
+    refreshed_at: datetime | None = None
     for batch, now in zip(scenario.batches, scenario.batch_nows, strict=True):
         async with ctx.sessionmaker() as session, session.begin():
             result = await ingest_batch(
@@ -439,9 +446,21 @@ async def deliver(ctx: AppContext, scenario: Scenario, *, incremental: bool) -> 
                 await recompute(
                     session, changes=result.changes, province_code=PROVINCE, tz=TZ, now=now
                 )
+        if incremental and same_day:
+            async with ctx.sessionmaker() as session, session.begin():
+                await refresh(
+                    session, province_code=PROVINCE, tz=TZ, now=now, last_refreshed=refreshed_at
+                )
+            refreshed_at = now
     if incremental:
         async with ctx.sessionmaker() as session, session.begin():
-            await refresh(session, province_code=PROVINCE, tz=TZ, now=scenario.now)
+            await refresh(
+                session,
+                province_code=PROVINCE,
+                tz=TZ,
+                now=scenario.now,
+                last_refreshed=refreshed_at,
+            )
 
 
 async def rebuilt(ctx: AppContext, now: datetime) -> Table:

@@ -42,10 +42,13 @@ def dossier(unit: str, *, resolved_after: timedelta | None, **overrides: object)
 
 
 async def ingest_and_recompute(
-    ctx: AppContext, records: list[Dossier] | list[Record], *, instance: int | None = None
+    ctx: AppContext,
+    records: list[Dossier] | list[Record],
+    *,
+    instance: int | None = None,
+    now: datetime = NOW,
 ) -> list[CellValue]:
     instance = instance or await make_instance(ctx)
-    now = NOW
     async with ctx.sessionmaker() as session, session.begin():
         result = await ingest_batch(
             session,
@@ -174,6 +177,41 @@ async def test_reads_compute_no_empty_cell_the_refresh_or_the_ingest_would_have_
     assert by_kpi["onestop.overdue_open"].value == 0  # stored empty by the refresh
     assert by_kpi["onestop.apology_rate"].value is None  # no late dossier: never stored
     assert by_kpi["onestop.on_time_rate"].value == 100.0  # stored by the ingest
+
+
+@pytest.mark.parametrize(
+    ("last_refreshed", "judged"),
+    [
+        (None, True),  # no refresh known: the first of the day
+        (datetime(2026, 11, 19, 16, 59, tzinfo=UTC), True),  # the last one ran yesterday
+        (datetime(2026, 11, 19, 17, 1, tzinfo=UTC), False),  # one ran today, at 00:01 local
+    ],
+    ids=["none-known", "last-yesterday", "one-ran-today"],
+)
+async def test_the_first_refresh_of_a_day_judges_yesterdays_cells_at_its_end_the_later_ones_not(
+    ctx: AppContext, last_refreshed: datetime | None, judged: bool
+) -> None:
+    """Stored at 22:00 local on 19 November, an open dossier due at 23:00 was not overdue
+    then; at the day's end it was. The first refresh of the 20th sets the 19th right; a later
+    one leaves yesterday to that first one (and to the differences of later changes)."""
+    evening = datetime(2026, 11, 19, 15, 0, tzinfo=UTC)  # 22:00 local
+    due = evening + timedelta(hours=1)
+    open_dossier = dossier(BIEN_HOA, resolved_after=None, due_at=due, received_at=evening)
+    await ingest_and_recompute(ctx, [open_dossier], now=evening)
+    async with ctx.sessionmaker() as session, session.begin():
+        await refresh(
+            session,
+            province_code="75",
+            tz=ctx.settings.tz,
+            now=NOW,
+            last_refreshed=last_refreshed,
+        )
+    yesterday = await cell(
+        ctx, "onestop.overdue_open", BIEN_HOA, PeriodKind.DAY, date(2026, 11, 19)
+    )
+    today = await cell(ctx, "onestop.overdue_open", BIEN_HOA, PeriodKind.DAY, date(2026, 11, 20))
+    assert today is not None and today.numerator == 1
+    assert (yesterday is not None and yesterday.numerator == 1) is judged
 
 
 async def test_recompute_reports_only_cells_whose_value_changed(ctx: AppContext) -> None:

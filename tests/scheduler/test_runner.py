@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import httpx
 from sqlalchemy import event, inspect, select
@@ -13,7 +14,7 @@ from ioc.app import create_app
 from ioc.context import AppContext
 from ioc.ingest.models import ConnectorInstance, PollRun, RejectedRecord
 from ioc.records.models import DossierRow
-from ioc.scheduler.runner import poll_instance
+from ioc.scheduler.runner import poll_instance, refresh_now_based
 from tests.support.upstream import Upstream, count, instance_for, load
 
 
@@ -134,3 +135,16 @@ async def test_malformed_dossiers_are_rejected_with_reasons_and_the_rest_stored(
     assert "before the receipt date" in joined
     assert "unknown unit code '99999'" in joined
     assert (await load(ctx, instance_id)).health == "degraded"
+
+
+async def test_the_refresh_job_remembers_when_it_last_committed(ctx: AppContext) -> None:
+    """So that only the first refresh of a day judges yesterday's cells (see `kpi.refresh`)."""
+    moments = iter(
+        [datetime(2026, 11, 20, 3, 0, tzinfo=UTC), datetime(2026, 11, 20, 3, 1, tzinfo=UTC)]
+    )
+    ctx.clock = lambda: next(moments)
+    assert ctx.kpi_refreshed_at is None
+    await refresh_now_based(ctx)
+    assert ctx.kpi_refreshed_at == datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
+    await refresh_now_based(ctx)
+    assert ctx.kpi_refreshed_at == datetime(2026, 11, 20, 3, 1, tzinfo=UTC)
