@@ -83,10 +83,11 @@ class RecordKind:
     """Value = occupied ÷ available beds of the records (else: how many records)."""
     exact_query: bool = True
     """Whether the drill-down link lists exactly the evidence (else a superset of it)."""
-    due_by_today: str | None = None
-    """A local-date column at most today for every record the side holds (late and overdue
-    dossiers are due by now): the query reads only that part of the `(unit, due date)` index,
-    not every open dossier or the whole month's."""
+    due_column: str | None = None
+    """The watched records' local due date, for kinds whose records are all due by now (late
+    or overdue): the query reads only those due up to today (through the `(unit, due date)`
+    index where there is one, not every open record or the whole month's), and an
+    `OverdueParams.working_days` cutoff applies to it."""
 
     @property
     def definition(self) -> KpiDefinition:
@@ -106,7 +107,7 @@ RECORD_KINDS: dict[str, RecordKind] = {
             title_vi="Hồ sơ quá hạn",
             title_en="Overdue dossiers",
             params=OverdueParams,
-            due_by_today="due_date",
+            due_column="due_date",
         ),
         RecordKind(
             "dossier_late_without_apology",
@@ -117,7 +118,7 @@ RECORD_KINDS: dict[str, RecordKind] = {
             title_vi="Hồ sơ trễ hạn chưa có phiếu xin lỗi",
             title_en="Late dossiers without an apology slip",
             params=NoParams,
-            due_by_today="due_date",
+            due_column="due_date",
         ),
         RecordKind(
             "feedback_overdue",
@@ -128,6 +129,7 @@ RECORD_KINDS: dict[str, RecordKind] = {
             title_vi="Phản ánh kiến nghị quá hạn",
             title_en="Overdue citizen feedback",
             params=OverdueParams,
+            due_column="expected_date",
         ),
         RecordKind(
             "er_wait",
@@ -325,14 +327,15 @@ async def observe_records(
     period = Period.containing(kpi.headline_period, today)
     conditions = side_conditions(kpi, period, kind.side, now=now, tz=tz)
     link_filters: dict[str, Any] = {}
-    working_days = params.get("working_days", 0)
-    if working_days:
-        cutoff = working_days_before(calendar, today, working_days)
-        column = "due_date" if kpi.record_type == "dossier" else "expected_date"
-        conditions.append(getattr(table, column) <= cutoff)
-        link_filters |= {"time_column": column, "date_to": cutoff.isoformat()}
-    if kind.due_by_today is not None:  # implied by the side's conditions: the link omits it
-        conditions.append(getattr(table, kind.due_by_today) <= today)
+    if kind.due_column is not None:
+        due = getattr(table, kind.due_column)
+        working_days = params.get("working_days", 0)
+        if working_days:
+            cutoff = working_days_before(calendar, today, working_days)
+            conditions.append(due <= cutoff)
+            link_filters |= {"time_column": kind.due_column, "date_to": cutoff.isoformat()}
+        else:  # implied by the side's conditions (due by now): the link omits it
+            conditions.append(due <= today)
     if kind.name == "er_wait":
         conditions.append(table.wait_minutes > params.get("limit_minutes", 60.0))
     labels = AXES.get(kpi.record_type, {})

@@ -27,6 +27,7 @@ from ioc.sdk import (
     Record,
 )
 from tests.support.factories import BIEN_HOA, make_dossier, make_instance
+from tests.support.statements import statements_sent
 
 MONDAY = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)  # 10:00 local, Monday 23 November 2026
 
@@ -168,10 +169,13 @@ async def test_overdue_feedback_opens_an_incident_per_agency(ctx: AppContext) ->
         report("r3", "Công an phường", 5),  # not yet due
         report("r4", "UBND phường", -5),
     ]
-    (incident,) = await judge(ctx, {"kind": "feedback_overdue", "warn": 1}, records)
+    with statements_sent(ctx.engine) as statements:
+        (incident,) = await judge(ctx, {"kind": "feedback_overdue", "warn": 1}, records)
     assert incident.subject == {"unit_code": BIEN_HOA, "agency": "Công an phường"}
     assert (incident.value, incident.domain) == (2, "feedback")
-    assert await evidence(ctx, incident) == {"r1", "r2"}
+    assert await evidence(ctx, incident) == {"r1", "r2"}  # r1: due 5 hours ago, today
+    (read,) = [s for s in statements if "ORDER BY feedback_reports.id" in s]
+    assert "feedback_reports.expected_date <=" in read  # due by now: up to today only
 
 
 async def test_emergency_visits_over_the_wait_limit_are_the_evidence(ctx: AppContext) -> None:
