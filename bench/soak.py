@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import functools
 import json
 import math
 import os
@@ -94,7 +95,9 @@ class ChangeLog:
         if i % 2 == 0:
             return i // 2
         newest = i // 2
-        return newest - random.Random(i).randint(0, min(newest, 5000))
+        # A fixed pseudo-random pick among the 5,000 newest (a multiplicative hash of i: a
+        # seeded `random.Random` per version cost more than the rest of the payload).
+        return newest - ((i * 0x9E3779B1) >> 8) % (min(newest, 5000) + 1)
 
     def _second(self, second: int) -> tuple[list[str], list[int]]:
         """Ids (sorted) and the latest version of each, of the versions made in `second`."""
@@ -170,7 +173,13 @@ class ChangeLog:
 
 
 def _local(moment: float) -> str:
-    return datetime.fromtimestamp(moment, LOCAL).strftime("%Y%m%d%H%M%S")
+    return _local_second(math.floor(moment))
+
+
+@functools.lru_cache(maxsize=8192)
+def _local_second(second: int) -> str:
+    """A second in the protocol's local `yyyyMMddHHmmss` (20,000 versions a second share few)."""
+    return datetime.fromtimestamp(second, LOCAL).strftime("%Y%m%d%H%M%S")
 
 
 def _iso(second: int) -> str:
@@ -224,54 +233,64 @@ def run_upstream(args: argparse.Namespace) -> None:
 
 
 async def ws_clients(args: argparse.Namespace) -> dict[str, Any]:
-    """`--role ws`: hold the clients for the run; returns delivery and ingest-to-screen."""
+    """`--role ws`: hold clients `--first-client` … + `--ws-clients` for the run (with
+    `bench/ws_client.py`, its own CPU kept small); returns the counts and, under "samples",
+    every delivery, ingest-to-screen and event-loop lag sample (written to `--samples`.* for
+    the controller to merge)."""
     import orjson
-    import websockets
 
+    from bench.ws_client import connect
     from ioc.units.service import province_rows
 
     communes = sorted(str(r["code"]) for r in province_rows(PROVINCE) if r["level"] != "province")
-    url = f"ws://127.0.0.1:{args.port}/ws"
     delivery = array("d")  # seconds: receipt − computed_at, every update
     screen = array("d")  # seconds: receipt of backlog N − when dossier N was made upstream
     counts = {"updates": 0, "snapshots": 0, "errors": 0, "disconnects": 0}
     receipts: list[tuple[str, float]] = []  # (update key, receipt) of the sampled clients
+    subscribe = orjson.dumps  # bound once: called per client
 
     async def client(index: int) -> None:
         topics = [BACKLOG, ON_TIME, f"kpi:onestop.backlog:{communes[index % len(communes)]}"]
         seen: set[str] = set()
+        paired = index < PAIRED_CLIENTS
+
+        def on_message(raw: bytes, received: float) -> None:
+            message = orjson.loads(raw)
+            kind = message.get("type")
+            if kind == "ping":
+                connection.send_text('{"type":"pong"}')
+            elif kind == "snapshot":
+                counts["snapshots"] += 1
+            elif kind == "error":
+                counts["errors"] += 1
+            elif kind == "update":
+                counts["updates"] += 1
+                data = message["data"]
+                computed = data.get("computed_at")
+                if computed:
+                    delivery.append(received - datetime.fromisoformat(computed).timestamp())
+                    if paired:
+                        key = _update_key(message["topic"], data)
+                        if key not in seen:  # not a re-read
+                            seen.add(key)
+                            receipts.append((key, received))
+                if message["topic"] == BACKLOG and data.get("value"):
+                    made = args.t0 + 2 * (int(data["value"]) - 1) / args.records_per_second
+                    screen.append(received - made)
+
         try:
-            async with websockets.connect(url, max_queue=None, open_timeout=60) as ws:
-                await ws.send(orjson.dumps({"type": "subscribe", "topics": topics}).decode())
-                # A plain recv (cancelled at the end): a timeout per message would cost a task
-                # and a timer each, and this one process reads for 2,000 clients.
-                async for raw in ws:
-                    received = time.time()
-                    message = orjson.loads(raw)
-                    kind = message.get("type")
-                    if kind == "ping":
-                        await ws.send('{"type":"pong"}')
-                    elif kind == "snapshot":
-                        counts["snapshots"] += 1
-                    elif kind == "error":
-                        counts["errors"] += 1
-                    elif kind == "update":
-                        counts["updates"] += 1
-                        data = message["data"]
-                        computed = data.get("computed_at")
-                        if computed:
-                            computed_at = datetime.fromisoformat(computed).timestamp()
-                            delivery.append(received - computed_at)
-                            key = _update_key(message["topic"], data)
-                            if index < PAIRED_CLIENTS and key not in seen:  # not a re-read
-                                seen.add(key)
-                                receipts.append((key, received))
-                        if message["topic"] == BACKLOG and data.get("value"):
-                            made = args.t0 + 2 * (int(data["value"]) - 1) / args.records_per_second
-                            screen.append(received - made)
-            counts["disconnects"] += 1  # the server closed the connection
+            connection = await asyncio.wait_for(
+                connect("127.0.0.1", args.port, "/ws", on_message), timeout=60
+            )
         except Exception:
             counts["disconnects"] += 1
+            return
+        try:
+            connection.send_text(subscribe({"type": "subscribe", "topics": topics}).decode())
+            await asyncio.shield(connection.closed)
+            counts["disconnects"] += 1  # the server closed the connection
+        finally:
+            connection.close()
 
     lags = array("d")  # seconds this process's event loop was late waking a 0.25 s sleep
 
@@ -283,7 +302,7 @@ async def ws_clients(args: argparse.Namespace) -> dict[str, Any]:
 
     watcher = asyncio.create_task(watch_loop())
     tasks = []
-    for index in range(args.ws_clients):
+    for index in range(args.first_client, args.first_client + args.ws_clients):
         tasks.append(asyncio.create_task(client(index)))
         if index % 100 == 99:
             await asyncio.sleep(0.05)  # do not open 2,000 handshakes in one burst
@@ -298,13 +317,38 @@ async def ws_clients(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "clients": args.ws_clients,
         **counts,
-        "delivery_ms": _percentiles(delivery),
-        "ingest_to_screen_ms": _percentiles(screen),
         "client_process_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
         "client_process_cpu_share_while_connected": round(busy, 2),
-        "client_event_loop_lag_ms": _percentiles(lags),
         "receipts_of_paired_clients": receipts,
+        "samples": {"delivery": delivery, "screen": screen, "lags": lags},
     }
+
+
+def _merge_ws(parts: list[dict[str, Any]], samples: list[Path]) -> dict[str, Any]:
+    """The client processes' results as one: counts and CPU summed, percentiles over every
+    process's samples."""
+    if any("error" in part for part in parts):
+        return next(part for part in parts if "error" in part)
+    merged: dict[str, Any] = {"processes": len(parts)}
+    for key in ("clients", "updates", "snapshots", "errors", "disconnects"):
+        merged[key] = sum(part[key] for part in parts)
+    for name, label in (
+        ("delivery", "delivery_ms"),
+        ("screen", "ingest_to_screen_ms"),
+        ("lags", "client_event_loop_lag_ms"),
+    ):
+        values = array("d")
+        for prefix in samples:
+            path = prefix.with_name(f"{prefix.name}.{name}")
+            values.frombytes(path.read_bytes())
+            path.unlink()
+        merged[label] = _percentiles(values)
+    for key in ("client_process_cpu_seconds", "client_process_cpu_share_while_connected"):
+        merged[key] = round(sum(part[key] for part in parts), 2)
+    merged["receipts_of_paired_clients"] = [
+        r for part in parts for r in part["receipts_of_paired_clients"]
+    ]
+    return merged
 
 
 def _percentiles(values: array) -> dict[str, float | int | None]:
@@ -702,23 +746,34 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             _wait_http(f"http://127.0.0.1:{ioc_port}/healthz", timeout=120)
             _wait_http(f"http://127.0.0.1:{scheduler_port}/healthz", timeout=120)
             ioc_up_before_t0 = round(t0 - time.time(), 1)
-            ws = subprocess.Popen(
-                [
-                    python,
-                    me,
-                    "--role",
-                    "ws",
-                    "--port",
-                    str(ioc_port),
-                    "--until",
-                    str(until),
-                    "--ws-clients",
-                    str(args.ws_clients),
-                    *common,
-                ],
-                stdout=subprocess.PIPE,
-            )
-            processes.append(ws)
+            shares = [
+                args.ws_clients * k // args.ws_processes for k in range(args.ws_processes + 1)
+            ]
+            samples = [Path(f"/tmp/soak-{os.getpid()}-ws{k}") for k in range(args.ws_processes)]
+            ws = [
+                subprocess.Popen(
+                    [
+                        python,
+                        me,
+                        "--role",
+                        "ws",
+                        "--port",
+                        str(ioc_port),
+                        "--until",
+                        str(until),
+                        "--first-client",
+                        str(shares[k]),
+                        "--ws-clients",
+                        str(shares[k + 1] - shares[k]),
+                        "--samples",
+                        str(samples[k]),
+                        *common,
+                    ],
+                    stdout=subprocess.PIPE,
+                )
+                for k in range(args.ws_processes)
+            ]
+            processes += ws
             probe = subprocess.Popen(
                 [python, me, "--role", "notify", "--dsn", dsn, "--until", str(until)],
                 stdout=subprocess.PIPE,
@@ -754,7 +809,9 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             rest_result = (
                 _json_or_error(rest.communicate(timeout=180)[0]) if rest is not None else None
             )
-            ws_result = _json_or_error(ws.communicate(timeout=300)[0])
+            ws_result = _merge_ws(
+                [_json_or_error(p.communicate(timeout=300)[0]) for p in ws], samples
+            )
             probe_result = _json_or_error(probe.communicate(timeout=60)[0])
             push_leg = _notify_to_socket(ws_result, probe_result)
 
@@ -916,6 +973,11 @@ def main() -> None:
         default=45,
         help="from starting the processes to the first upstream version",
     )
+    parser.add_argument(
+        "--ws-processes", type=int, default=4, help="processes the WebSocket clients share"
+    )
+    parser.add_argument("--first-client", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--samples", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int)
     parser.add_argument("--t0", type=float)
     parser.add_argument("--until", type=float)
@@ -948,6 +1010,8 @@ def main() -> None:
             result = uvloop.run(role(args))
         except ImportError:
             result = asyncio.run(role(args))
+        for name, values in result.pop("samples", {}).items():
+            Path(f"{args.samples}.{name}").write_bytes(values.tobytes())
         print(json.dumps(result))
     else:
         result = soak(args)
