@@ -437,6 +437,8 @@ async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
     from bench.load_client import Connection, prepare
 
     requests = [prepare(p, "127.0.0.1", args.port) for p in args.paths]
+    kinds = [_rest_kind(p) for p in args.paths]
+    by_kind: dict[str, array] = {}  # the same latencies by what was asked
     connections = 32
     latencies = array("d")
     statuses: dict[str, int] = {}
@@ -461,9 +463,8 @@ async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 if connection is None:
                     connection = await Connection.open("127.0.0.1", args.port)
-                status, _ = await asyncio.wait_for(
-                    connection.get(requests[rng.randrange(len(requests))]), 60
-                )
+                pick = rng.randrange(len(requests))
+                status, _ = await asyncio.wait_for(connection.get(requests[pick]), 60)
                 key = str(status)
             except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
                 key = "connection error"
@@ -471,6 +472,7 @@ async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
                     connection.close()
                 connection = None
             latencies.append(time.perf_counter() - scheduled)
+            by_kind.setdefault(kinds[pick], array("d")).append(latencies[-1])
             statuses[key] = statuses.get(key, 0) + 1
         if connection is not None:
             connection.close()
@@ -482,6 +484,7 @@ async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
         "answered_per_second": round(len(latencies) / elapsed, 1),
         "statuses": statuses,
         "latency_ms": _percentiles(latencies),
+        "latency_ms_by_kind": {kind: _percentiles(v) for kind, v in sorted(by_kind.items())},
         "client_process_cpu_seconds": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
     }
 
@@ -550,6 +553,17 @@ def _rest_paths(communes: list[str], today: datetime) -> list[str]:
         f"/api/v1/kpis/onestop.backlog/breakdown?unit={PROVINCE}&period=day&start={end}&by=unit"
     )
     return paths
+
+
+def _rest_kind(path: str) -> str:
+    """What a path of the REST mix asks for, to report latencies by it."""
+    route, _, query = path.partition("?")
+    name = route.rstrip("/").rsplit("/", 1)[-1]
+    if route == "/api/v1/kpis":
+        return "current values of a commune" if "unit=" in query else "current values"
+    return {"series": "series", "breakdown": "breakdown", "connectors": "connectors"}.get(
+        name, "records page"
+    )
 
 
 def _json_or_error(output: bytes) -> dict[str, Any]:
