@@ -611,6 +611,30 @@ def _histogram_count_sum(text: str, name: str) -> tuple[float, float] | None:
     return (totals["count"], round(totals["sum"], 3)) if found else None
 
 
+def _gc_pauses(text: str) -> dict[str, Any]:
+    """A process's garbage collections by generation from its `ioc_gc_pause_seconds`: count,
+    seconds in all and the longest's bucket bound (ms)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict[str, dict[str, Any]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "ioc_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            entry = found.setdefault(sample.labels["generation"], {"buckets": {}})
+            if sample.name.endswith("_count"):
+                entry["count"] = int(sample.value)
+            elif sample.name.endswith("_sum"):
+                entry["seconds"] = round(sample.value, 3)
+            elif sample.name.endswith("_bucket"):
+                entry["buckets"][float(sample.labels["le"])] = sample.value
+    for entry in found.values():
+        buckets = entry.pop("buckets")
+        longest = min((b for b, n in buckets.items() if n >= entry.get("count", 0)), default=None)
+        entry["longest_ms_bucket"] = None if longest in (None, math.inf) else longest * 1000
+    return found
+
+
 def _ingest_stages(text: str) -> dict[str, Any]:
     """Where the worker's ingest time went, from its Prometheus metrics: per stage the count,
     the wall seconds (sum and mean) and the process CPU seconds while it ran; and the records,
@@ -912,6 +936,10 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             scheduler_metrics, "ioc_kpi_recompute_seconds", 0.99
         ),
         "ioc_cpu_seconds": cpu,
+        "gc_pauses": {
+            "api (one process)": _gc_pauses(metrics),
+            "worker": _gc_pauses(scheduler_metrics),
+        },
         "worker_ingest": _ingest_stages(scheduler_metrics),
         "memory_mib": {
             "samples": memory,

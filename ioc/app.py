@@ -109,6 +109,7 @@ def create_app(
     app.add_middleware(CurrentValuesFront)  # the other one
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestObservability, metrics=metrics)
+    app.state.metrics = metrics  # reachable before the lifespan builds the context
 
     @app.get("/", include_in_schema=False)
     async def wall_display() -> FileResponse:
@@ -135,13 +136,14 @@ def create_worker_app(
             "SQLite its live updates could not reach the API's clients; run `ioc serve` alone"
         )
     # The API's lifespan (context, seeds, hub and fan-out, scheduler) without its routes.
-    lifespan = create_app(settings, clock=clock, registry=registry).router.lifespan_context
+    api = create_app(settings, clock=clock, registry=registry)
     app = FastAPI(
         title="IOC worker",
         summary="Polling, KPI recompute and incident rules; health and metrics only",
         version="0.1.0",
-        lifespan=lifespan,
+        lifespan=api.router.lifespan_context,
     )
+    app.state.metrics = api.state.metrics
     app.add_api_route("/healthz", system_api.healthz, tags=["system"])
     app.include_router(ops_api.router)  # /readyz open for probes; /metrics needs a viewer token
     return app
@@ -160,7 +162,7 @@ def create_app_from_environment() -> FastAPI:
     settings = Settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     application = create_app(settings)
-    tune_for_service()
+    tune_for_service(application.state.metrics.gc_pause)
     return application
 
 

@@ -77,7 +77,7 @@ def serve(
     }
     if processes == 1:
         application = create_app(settings)
-        tune_for_service()
+        tune_for_service(application.state.metrics.gc_pause)
         uvicorn.run(application, **options)
         return
     refusal = several_workers_refusal(settings)
@@ -119,7 +119,7 @@ def worker(
     except WorkerNeedsPostgres as exc:
         typer.secho(f"refused: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
-    tune_for_service()
+    tune_for_service(worker_app.state.metrics.gc_pause)
     uvicorn.run(
         worker_app,
         host=host or settings.host,

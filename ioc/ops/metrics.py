@@ -94,6 +94,14 @@ class Metrics:
             buckets=HANDLING_BUCKETS,
             registry=r,
         )
+        self.gc_pause = Histogram(
+            "ioc_gc_pause_seconds",
+            "Cyclic garbage collections of this process by generation (2: the whole heap), "
+            "each a pause of everything it runs",
+            ["generation"],
+            buckets=HANDLING_BUCKETS,
+            registry=r,
+        )
         self.http_latency = Histogram(
             "ioc_http_request_duration_seconds",
             "HTTP request latency by route template",
