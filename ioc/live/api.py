@@ -42,7 +42,7 @@ async def live(websocket: WebSocket) -> None:
         queue_limit=ctx.settings.ws_client_queue,
         send_timeout=ctx.settings.ws_send_timeout,
         fanout=ctx.metrics.ws_fanout,
-        direct=direct_writer(websocket),
+        direct=direct_writer(websocket, hub.frames),
     )
     hub.attach(client)
     writer = client.task = asyncio.create_task(client.run_writer())

@@ -15,11 +15,21 @@ connection's frames with its own context). `DirectWriter.write` then refuses, le
 to the ordinary `send_text` path, whenever the connection is not open, has begun or finished its
 close, has output of its own not yet written, or has its transport paused (the socket buffer is
 above uvicorn's high-water mark: the client is slow, and the hub's queue conflates for it).
+
+Frames taken during one turn of the event loop are written per connection together at its end
+(`FrameBatch`): a wall following several topics that move together (a province's backlog and
+on-time rate, its commune's backlog: one ingest batch changes all three, in NOTIFY payloads
+handled in the same turn) gets one socket write instead of one per frame, the kernel's `send`
+being most of what a frame costs. Anything written the ordinary way to that connection flushes
+its frames first (`Client` does), so the order is kept; a connection that closed before the
+turn ends gets none of them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import struct
+import time
 from types import CodeType, FunctionType, MethodType
 from typing import Any
 
@@ -28,6 +38,10 @@ from websockets.protocol import State
 
 _OPEN = State.OPEN
 _CONNECTED = WebSocketState.CONNECTED
+
+HELD_BYTES = 65_536
+"""Frames held for a connection past this many bytes are written at once (a turn publishing
+large updates in a loop meets the transport's backpressure as it would unbatched)."""
 
 OPCODE_TEXT_FIN = 0x81
 """FIN bit set, opcode 1 (text): a whole message in one frame."""
@@ -45,12 +59,63 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
+class FrameBatch:
+    """The connections given frames during this turn of the event loop, flushed at its end."""
+
+    def __init__(self) -> None:
+        self.waiting: list[DirectWriter] = []
+        self.scheduled = False
+        self.timings: list[tuple[Any, float]] = []
+        """(observer, monotonic time of a publish): observed once this turn's frames are out."""
+
+    def add(self, writer: DirectWriter) -> None:
+        """`writer` holds frames to write: flush it once the current callbacks are done (the
+        NOTIFY payloads asyncpg read together are callbacks queued before this one)."""
+        self.waiting.append(writer)
+        self._schedule()
+
+    def time_to_flush(self, observer: Any, published: float) -> None:
+        """Observe in `observer` the seconds from `published` to this turn's writes."""
+        self.timings.append((observer, published))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what every waiting connection holds, one write each; then the timings."""
+        self.scheduled = False
+        waiting, self.waiting = self.waiting, []
+        for writer in waiting:
+            writer.flush()
+        timings, self.timings = self.timings, []
+        now = time.monotonic()
+        for observer, published in timings:
+            observer.observe(now - published)
+
+
 class DirectWriter:
-    """Writes ready-made frames to one uvicorn `websockets-sansio` connection's transport."""
+    """Writes ready-made frames to one uvicorn `websockets-sansio` connection's transport, the
+    frames of one event-loop turn in one write (see `FrameBatch`)."""
 
-    __slots__ = ("connection", "protocol", "transport", "websocket", "writable")
+    __slots__ = (
+        "batch",
+        "connection",
+        "held",
+        "held_bytes",
+        "protocol",
+        "transport",
+        "websocket",
+        "writable",
+    )
 
-    def __init__(self, protocol: Any, websocket: Any) -> None:
+    def __init__(self, protocol: Any, websocket: Any, batch: FrameBatch) -> None:
+        self.batch = batch
+        self.held: list[bytes] = []
+        """Frames taken this turn, not yet written."""
+        self.held_bytes = 0
         self.protocol = protocol
         self.transport = protocol.transport
         self.writable = protocol.writable
@@ -61,29 +126,46 @@ class DirectWriter:
         """Starlette's `WebSocket`: the app's view of the state (closed once it sent a close)."""
 
     def write(self, frame: bytes) -> bool:
-        """Write `frame` now if the connection is open and its transport takes data at once;
-        False (nothing written) otherwise: the caller sends the message the ordinary way."""
-        protocol = self.protocol
-        connection = self.connection
-        if (
+        """Take `frame` for this turn's write if the connection is open and its transport takes
+        data at once; False (nothing taken) otherwise: the caller sends it the ordinary way."""
+        if not (
             self.writable.is_set()
-            and not protocol.close_sent
-            and not protocol.disconnected
-            and connection.state is _OPEN
-            and not connection.expect_continuation_frame
-            and not connection.writes
-            and self.websocket.application_state is _CONNECTED
+            and not self.connection.expect_continuation_frame
+            and not self.connection.writes
+            and self._open()
         ):
-            transport = self.transport
-            if not transport.is_closing():
-                transport.write(frame)
-                return True
-        return False
+            return False
+        if not self.held:
+            self.batch.add(self)
+        self.held.append(frame)
+        self.held_bytes += len(frame)
+        if self.held_bytes > HELD_BYTES:
+            self.flush()
+        return True
+
+    def flush(self) -> None:
+        """Write the frames taken, in order, unless the connection closed meanwhile."""
+        if not self.held:
+            return
+        frames, self.held, self.held_bytes = self.held, [], 0
+        if self._open():
+            self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    def _open(self) -> bool:
+        protocol = self.protocol
+        return (
+            not protocol.close_sent
+            and not protocol.disconnected
+            and self.connection.state is _OPEN
+            and self.websocket.application_state is _CONNECTED
+            and not self.transport.is_closing()
+        )
 
 
-def direct_writer(websocket: Any) -> DirectWriter | None:
-    """A `DirectWriter` for an accepted Starlette `WebSocket`, or None where the fast path is not
-    provably what the ordinary path would write (see the module's docstring)."""
+def direct_writer(websocket: Any, batch: FrameBatch) -> DirectWriter | None:
+    """A `DirectWriter` for an accepted Starlette `WebSocket`, flushed with `batch`, or None
+    where the fast path is not provably what the ordinary path would write (see the module's
+    docstring)."""
     try:
         from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
     except ImportError:  # pragma: no cover - an older uvicorn, or another server
@@ -105,7 +187,7 @@ def direct_writer(websocket: Any) -> DirectWriter | None:
         or protocol.conn.extensions
     ):
         return None
-    return DirectWriter(protocol, websocket)
+    return DirectWriter(protocol, websocket, batch)
 
 
 def _unwrap(send: Any) -> Any:

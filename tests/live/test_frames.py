@@ -85,6 +85,44 @@ async def test_an_uncompressed_client_gets_updates_written_straight_to_its_socke
         await ws.close()
 
 
+class CountingTransport:
+    """A transport that counts the writes it passes on."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.writes: list[int] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(len(data))
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+async def test_frames_of_one_event_loop_turn_reach_a_socket_in_one_write(live: Live) -> None:
+    ws = await live.follow(compression=None)
+    try:
+        client = live.client_of(set())
+        assert client.direct is not None
+        counting = client.direct.transport = CountingTransport(client.direct.transport)
+        for n in range(3):  # as three topics moving in one ingest batch: one turn, no await
+            live.hub.publish(TOPIC, {"n": n})
+        assert counting.writes == []  # taken, written when the turn ends
+        received = await updates(ws, 3)
+        assert [(m["seq"], m["data"]) for m in received] == [
+            (1, {"n": 0}),
+            (2, {"n": 1}),
+            (3, {"n": 2}),
+        ]
+        assert len(counting.writes) == 1 and live.hub.frames_written_directly == 3
+        live.hub.publish(TOPIC, {"n": 3})  # a later turn: a write of its own
+        await updates(ws, 1)
+        assert len(counting.writes) == 2
+    finally:
+        await ws.close()
+
+
 async def test_a_client_negotiating_permessage_deflate_gets_correct_frames_the_ordinary_way(
     live: Live,
 ) -> None:
@@ -179,6 +217,20 @@ async def test_a_hub_ping_queued_before_an_update_arrives_before_it(live: Live) 
         assert ping["type"] == "ping"
         assert (update["type"], update["data"]) == ("update", {"n": 1})
         assert live.hub.frames_written_directly == 0
+    finally:
+        await ws.close()
+
+
+async def test_an_update_taken_in_a_turn_is_written_before_a_ping_queued_after_it(
+    live: Live,
+) -> None:
+    ws = await live.follow(compression=None)
+    try:
+        live.hub.publish(TOPIC, {"n": 1})  # taken for the end of the turn
+        live.hub.beat(idle_seconds=60)  # the writer task's ping flushes it first anyway
+        update, ping = await updates(ws, 2)
+        assert (update["type"], update["data"]) == ("update", {"n": 1})
+        assert ping["type"] == "ping"
     finally:
         await ws.close()
 
