@@ -439,6 +439,7 @@ async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
     requests = [prepare(p, "127.0.0.1", args.port) for p in args.paths]
     kinds = [_rest_kind(p) for p in args.paths]
     by_kind: dict[str, array] = {}  # the same latencies by what was asked
+    by_window: dict[int, array] = {}  # and by when it was scheduled (WINDOW seconds each)
     connections = 32
     latencies = array("d")
     statuses: dict[str, int] = {}
@@ -473,6 +474,9 @@ async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
                 connection = None
             latencies.append(time.perf_counter() - scheduled)
             by_kind.setdefault(kinds[pick], array("d")).append(latencies[-1])
+            by_window.setdefault(int((scheduled - started) // WINDOW), array("d")).append(
+                latencies[-1]
+            )
             statuses[key] = statuses.get(key, 0) + 1
         if connection is not None:
             connection.close()
@@ -485,6 +489,9 @@ async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
         "statuses": statuses,
         "latency_ms": _percentiles(latencies),
         "latency_ms_by_kind": {kind: _percentiles(v) for kind, v in sorted(by_kind.items())},
+        "latency_ms_p99_by_window": [
+            (n * WINDOW, _percentiles(v)["p99"]) for n, v in sorted(by_window.items())
+        ],
         "client_process_cpu_seconds": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
     }
 
@@ -553,6 +560,10 @@ def _rest_paths(communes: list[str], today: datetime) -> list[str]:
         f"/api/v1/kpis/onestop.backlog/breakdown?unit={PROVINCE}&period=day&start={end}&by=unit"
     )
     return paths
+
+
+WINDOW = 10
+"""Seconds of the REST load's windows, for its p99 over time."""
 
 
 def _rest_kind(path: str) -> str:
