@@ -15,8 +15,9 @@ Five processes on this machine:
   `python -m ioc serve --workers N` (`--api-workers`, `IOC_SCHEDULER_ENABLED=false`), live
   updates going from the worker to the API processes through PostgreSQL LISTEN/NOTIFY;
   `single`: one `python -m ioc serve` process doing all of it (the first runs' layout);
-* **WebSocket clients** (`--ws-clients`, one asyncio process): each subscribes to the province's
-  backlog and on-time rate and to one commune's backlog;
+* **WebSocket clients** (`--ws-clients` over `--ws-processes` asyncio processes, with
+  `bench/ws_client.py`): each subscribes to the province's backlog and on-time rate and to one
+  commune's backlog;
 * **REST load** (open loop at `--rest-rate` req/s over 32 keep-alive connections, with
   `bench/load_client.py`'s HTTP client; a reset connection counts as an error and is reopened):
   KPI current values, series, breakdowns, records and connectors;
