@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine, percentile, write_results
+from bench.common import live_bench_settings, machine, percentile, write_results
 
 TOPIC = "kpi:onestop.backlog:{}"
 
@@ -81,7 +81,6 @@ def cpu() -> tuple[float, float]:
 
 async def run(args: argparse.Namespace, *, coalesce: bool) -> dict[str, Any]:
     from ioc.app import create_app
-    from ioc.config import Settings
     from ioc.live import frames
     from ioc.migrations import upgrade
     from tests.support.servers import serve_app
@@ -99,15 +98,7 @@ async def run(args: argparse.Namespace, *, coalesce: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite+aiosqlite:///{folder}/ioc.db"
         await asyncio.to_thread(upgrade, url)
-        settings = Settings(  # no tokens, no heartbeat in the window (as bench/ws_fanout.py)
-            database_url=url,
-            scheduler_enabled=False,
-            ws_ping_seconds=600,
-            ws_idle_seconds=1200,
-            environment="development",
-            auth_disabled=True,
-        )
-        app = create_app(settings)
+        app = create_app(live_bench_settings(url))
         async with serve_app(app, ws_ping_interval=None) as url:
             port = int(url.rsplit(":", 1)[1])
             clients = await asyncio.create_subprocess_exec(

@@ -379,7 +379,8 @@ def python_only(count: int, template: dict[str, Any], *, repeat: int = 20) -> di
             conn=open_protocol(),
         )
         app_side = SimpleNamespace(application_state=WebSocketState.CONNECTED)
-        client = Client(None, queue_limit=10, direct=DirectWriter(server, app_side))  # type: ignore[arg-type]
+        direct = DirectWriter(server, app_side, hub.frames)
+        client = Client(None, queue_limit=10, direct=direct)  # type: ignore[arg-type]
         client.parked = True
         hub.attach(client)
         hub.subscribers.setdefault(TOPIC, set()).add(client)
@@ -395,7 +396,11 @@ def python_only(count: int, template: dict[str, Any], *, repeat: int = 20) -> di
             times.append(time.process_time() - began)
         return round(min(times) / count * 1e6, 2)
 
-    hub_us = best(lambda: hub.deliver(TOPIC, template))
+    def deliver() -> None:  # and the end of the turn, when the taken frames are written
+        hub.deliver(TOPIC, template)
+        hub.frames.flush()
+
+    hub_us = best(deliver)
     floor_us = best(lambda: websockets.broadcast(connections, message))
     assert hub.frames_written_directly == (repeat + 1) * count
     return {"ioc_us_per_client": hub_us, "floor_us_per_client": floor_us}
@@ -406,26 +411,15 @@ async def run_server(
 ) -> dict[str, Any]:
     import uvicorn
 
+    from bench.common import live_bench_settings
     from ioc.app import create_app
-    from ioc.config import Settings
     from ioc.migrations import upgrade
 
     raise_open_files()
     directory = Path(tempfile.mkdtemp(prefix="ioc-ws-bench-"))
     url = f"sqlite+aiosqlite:///{directory / 'bench.db'}"
     await asyncio.to_thread(upgrade, url)
-    settings = Settings(
-        # No heartbeat inside the measured window (the floor has none); at the default 20 s,
-        # 5,000 clients add 250 pings and 250 pongs a second.
-        database_url=url,
-        scheduler_enabled=False,
-        ws_ping_seconds=600,
-        ws_idle_seconds=1200,
-        # Measured without tokens (bench/auth.py measures what they cost).
-        environment="development",
-        auth_disabled=True,
-    )
-    app = create_app(settings)
+    app = create_app(live_bench_settings(url))  # no heartbeat: the floor has none
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

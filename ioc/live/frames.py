@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import time
+from collections.abc import Callable
 from types import CodeType, FunctionType, MethodType
 from typing import Any
 
@@ -65,8 +65,8 @@ class FrameBatch:
     def __init__(self) -> None:
         self.waiting: list[DirectWriter] = []
         self.scheduled = False
-        self.timings: list[tuple[Any, float]] = []
-        """(observer, monotonic time of a publish): observed once this turn's frames are out."""
+        self.after: list[Callable[[], None]] = []
+        """Called once this turn's frames are written (what reports or times the writes)."""
 
     def add(self, writer: DirectWriter) -> None:
         """`writer` holds frames to write: flush it once the current callbacks are done (the
@@ -74,9 +74,9 @@ class FrameBatch:
         self.waiting.append(writer)
         self._schedule()
 
-    def time_to_flush(self, observer: Any, published: float) -> None:
-        """Observe in `observer` the seconds from `published` to this turn's writes."""
-        self.timings.append((observer, published))
+    def after_writes(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once this turn's frames are written."""
+        self.after.append(callback)
         self._schedule()
 
     def _schedule(self) -> None:
@@ -85,15 +85,14 @@ class FrameBatch:
             asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
-        """Write what every waiting connection holds, one write each; then the timings."""
+        """Write what every waiting connection holds, one write each; then the callbacks."""
         self.scheduled = False
         waiting, self.waiting = self.waiting, []
         for writer in waiting:
             writer.flush()
-        timings, self.timings = self.timings, []
-        now = time.monotonic()
-        for observer, published in timings:
-            observer.observe(now - published)
+        after, self.after = self.after, []
+        for callback in after:
+            callback()
 
 
 class DirectWriter:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -62,6 +63,10 @@ class FrameWriter(Protocol):
     def write(self, frame: bytes) -> bool: ...
 
     def flush(self) -> None: ...
+
+
+def _observe_since(observer: Observer, started: float) -> None:
+    observer.observe(time.monotonic() - started)
 
 
 def encode(message: dict[str, Any]) -> str:
@@ -380,12 +385,12 @@ class Hub:
                 log.warning("dropping a client that fell %d topics behind", client.queue_limit)
                 self.drop(client, reason=f"more than {client.queue_limit} topics pending")
         self.frames_written_directly += direct
+        # The frames taken at once are reported and timed together once this turn's writes are
+        # done: one observation per update (one per client would cost a third of a write).
         if direct and self.on_sent is not None:
-            self.on_sent(topic, seq, direct)
-        # The frames taken at once are timed together when this turn's writes are done: one
-        # observation per update (an observation per client would cost a third of a write).
+            self.frames.after_writes(functools.partial(self.on_sent, topic, seq, direct))
         for observer in observers:
-            self.frames.time_to_flush(observer, published[1])
+            self.frames.after_writes(functools.partial(_observe_since, observer, published[1]))
         return reached + direct
 
     def _keeps_history(self, topic: str) -> bool:
