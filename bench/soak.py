@@ -248,7 +248,6 @@ async def ws_clients(args: argparse.Namespace) -> dict[str, Any]:
     screen = array("d")  # seconds: receipt of backlog N − when dossier N was made upstream
     counts = {"updates": 0, "snapshots": 0, "errors": 0, "disconnects": 0}
     receipts: list[tuple[str, float]] = []  # (update key, receipt) of the sampled clients
-    subscribe = orjson.dumps  # bound once: called per client
 
     async def client(index: int) -> None:
         topics = [BACKLOG, ON_TIME, f"kpi:onestop.backlog:{communes[index % len(communes)]}"]
@@ -287,7 +286,7 @@ async def ws_clients(args: argparse.Namespace) -> dict[str, Any]:
             counts["disconnects"] += 1
             return
         try:
-            connection.send_text(subscribe({"type": "subscribe", "topics": topics}).decode())
+            connection.send_text(orjson.dumps({"type": "subscribe", "topics": topics}).decode())
             await asyncio.shield(connection.closed)
             counts["disconnects"] += 1  # the server closed the connection
         finally:
@@ -462,10 +461,10 @@ async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            pick = rng.randrange(len(requests))  # also what a failed connection counts under
             try:
                 if connection is None:
                     connection = await Connection.open("127.0.0.1", args.port)
-                pick = rng.randrange(len(requests))
                 status, _ = await asyncio.wait_for(connection.get(requests[pick]), 60)
                 key = str(status)
             except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):

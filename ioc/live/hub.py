@@ -333,9 +333,9 @@ class Hub:
         self.on_sent: SentHook | None = None
         self.dropped_clients = 0
         self.frames_written_directly = 0
+        """Update frames written straight to a socket (the fast path), for tests and benches."""
         self.frames = FrameBatch()
         """The fast path's frames of this event-loop turn, one write per client at its end."""
-        """Update frames written straight to a socket (the fast path), for tests and benches."""
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
 

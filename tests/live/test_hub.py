@@ -377,3 +377,35 @@ async def test_the_followed_version_moves_when_a_topic_gains_or_loses_all_its_fo
     hub.drop(second)
     assert hub.followed_version != after_first
     assert "kpi:a:75" not in hub.subscribers
+
+
+class HoldingTap:
+    """A fast path that holds the frames it takes until `flush`, which writes them to the same
+    connection as the ordinary path (`sender`)."""
+
+    def __init__(self, sender: RecordingSender) -> None:
+        self.sender = sender
+        self.takes = True
+        self.held: list[bytes] = []
+
+    def write(self, frame: bytes) -> bool:
+        if self.takes:
+            self.held.append(frame)
+        return self.takes
+
+    def flush(self) -> None:
+        self.sender.frames += [json.loads(frame[2:]) for frame in self.held]
+        self.held = []
+
+
+async def test_frames_held_by_the_fast_path_go_out_before_anything_sent_the_ordinary_way() -> None:
+    hub = Hub(snapshot)
+    client, sender = await follow(hub, ["kpi:a:75", "kpi:b:75"])
+    tap = client.direct = HoldingTap(sender)
+    hub.publish("kpi:a:75", {"value": 1})  # taken, held for the end of the turn
+    tap.takes = False  # the next one goes the ordinary way, written at once
+    hub.publish("kpi:b:75", {"value": 2})
+    assert [(f["topic"], f["data"]) for f in sender.frames[-2:]] == [
+        ("kpi:a:75", {"value": 1}),
+        ("kpi:b:75", {"value": 2}),
+    ]
