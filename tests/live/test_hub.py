@@ -379,23 +379,17 @@ async def test_the_followed_version_moves_when_a_topic_gains_or_loses_all_its_fo
     assert "kpi:a:75" not in hub.subscribers
 
 
-class HoldingTap:
+class HoldingTap(FrameTap):
     """A fast path that holds the frames it takes until `flush`, which writes them to the same
     connection as the ordinary path (`sender`)."""
 
     def __init__(self, sender: RecordingSender) -> None:
+        super().__init__()
         self.sender = sender
-        self.takes = True
-        self.held: list[bytes] = []
-
-    def write(self, frame: bytes) -> bool:
-        if self.takes:
-            self.held.append(frame)
-        return self.takes
 
     def flush(self) -> None:
-        self.sender.frames += [json.loads(frame[2:]) for frame in self.held]
-        self.held = []
+        self.sender.frames += [json.loads(frame[2:]) for frame in self.frames]
+        self.frames = []
 
 
 async def test_frames_held_by_the_fast_path_go_out_before_anything_sent_the_ordinary_way() -> None:
