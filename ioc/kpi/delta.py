@@ -48,9 +48,11 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Select
 
 from ioc.kit.clock import local_date
 from ioc.kit.types import UTCDateTime
@@ -154,31 +156,50 @@ async def snapshot(
     at: datetime,
 ) -> Snapshot:
     """The stored versions of these records (those not stored are absent)."""
-    table = STORES[record_type].model
     chosen = _selection(record_type, at)
     names = tuple(chosen)
     found = Snapshot(record_type, instance_id, at, external_ids, names)
-    columns = [table.external_id, *(expr.label(f"c{i}") for i, expr in enumerate(chosen.values()))]
     postgres = session.bind.dialect.name == "postgresql"
     size = len(external_ids) if postgres else LOOKUP_CHUNK
     for start in range(0, len(external_ids), size or 1):
         chunk = external_ids[start : start + size]
-        query = select(*columns).where(table.instance_id == instance_id)
-        if postgres:
-            # A join with one array parameter: a hash join even before the table has
-            # statistics, where `= ANY(array)` would compare every row with every id.
-            ids = (
-                func.unnest(bindparam("ids", chunk, type_=ARRAY(String)))
-                .table_valued("external_id")
-                .render_derived(name="incoming")
-            )
-            query = query.join(ids, table.external_id == ids.c.external_id)
-        else:
-            query = query.where(table.external_id.in_(chunk))
+        query = lookup_query(record_type, chosen, instance_id, chunk, postgres=postgres)
         connection = await session.connection()  # plain rows: no ORM machinery per row
         for external_id, *values in (await connection.execute(query)).all():
             found.rows[external_id] = tuple(values)
     return found
+
+
+def lookup_query(
+    record_type: str,
+    chosen: dict[str, Any],
+    instance_id: int,
+    external_ids: list[str],
+    *,
+    postgres: bool,
+) -> Select[Any]:
+    """The `chosen` expressions (labelled c0, c1, …) of the stored versions of these records,
+    after their external id. On PostgreSQL each id of one array parameter is looked up by the
+    unique key (a lateral subquery kept apart by `OFFSET 0`): as a join, a table grown since its
+    last `ANALYZE` was planned as a hash of every row; elsewhere an `IN` list."""
+    table = STORES[record_type].model
+    columns = [table.external_id, *(expr.label(f"c{i}") for i, expr in enumerate(chosen.values()))]
+    if not postgres:
+        return select(*columns).where(
+            table.instance_id == instance_id, table.external_id.in_(external_ids)
+        )
+    ids = (
+        func.unnest(bindparam("ids", external_ids, type_=ARRAY(String)))
+        .table_valued("external_id")
+        .render_derived(name="incoming")
+    )
+    found = (
+        select(*columns)
+        .where(table.instance_id == instance_id, table.external_id == ids.c.external_id)
+        .offset(0)
+        .lateral("found")
+    )
+    return select(*found.c).select_from(ids).join(found, true())
 
 
 # ---------------------------------------------------------------- differences
