@@ -39,6 +39,7 @@ from ioc.live import api as live_api
 from ioc.live.fanout import PgFanout
 from ioc.migrations import MIGRATION_LOCK
 from ioc.ops import api as ops_api
+from ioc.ops.health import postgres_maintenance_warnings
 from ioc.ops.metrics import Metrics
 from ioc.ops.middleware import RequestObservability
 from ioc.records import api as records_api
@@ -179,6 +180,8 @@ async def _prepare_database(ctx: AppContext) -> None:
             await session.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
             )
+            for warning in await postgres_maintenance_warnings(session):
+                log.warning(warning)
         await sync_units(session, ctx.settings.province)
         for seed in seeds:
             await upsert_instance(session, seed, now=ctx.clock(), registry=ctx.registry)

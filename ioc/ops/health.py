@@ -1,13 +1,16 @@
-"""Readiness: the database answers, its schema is at the migrations' head, the scheduler runs."""
+"""Readiness: the database answers, its schema is at the migrations' head, the scheduler runs;
+and what the database server's settings leave undone that the IOC relies on (logged at start)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.context import AppContext
 from ioc.migrations import alembic_config
@@ -70,3 +73,30 @@ async def readiness(ctx: AppContext) -> dict[str, Check]:
     """Every readiness check by name."""
     database, migrations = await check_database(ctx)
     return {"database": database, "migrations": migrations, "scheduler": check_scheduler(ctx)}
+
+
+MAINTENANCE_SETTINGS = ("autovacuum", "track_counts")
+"""PostgreSQL settings (both on by default) without which no table is vacuumed or analysed."""
+
+
+def maintenance_warnings(settings: Mapping[str, str]) -> list[str]:
+    """What PostgreSQL's `settings` (name → value) leave undone: with autovacuum or the
+    statistics it reads switched off, the planner's statistics go stale as the records grow
+    and the dead versions of updated records pile up (bench/README.md, the soak of 7 December)."""
+    off = [name for name in MAINTENANCE_SETTINGS if settings.get(name) == "off"]
+    if not off:
+        return []
+    return [
+        f"PostgreSQL runs with {' and '.join(f'{name} = off' for name in off)}: no table is "
+        "vacuumed or analysed, so plans go stale and updated records' dead versions pile up as "
+        "the data grows; turn it on (PostgreSQL's default) or run VACUUM ANALYZE on a schedule"
+    ]
+
+
+async def postgres_maintenance_warnings(session: AsyncSession) -> list[str]:
+    """`maintenance_warnings` of the connected PostgreSQL server."""
+    rows = await session.execute(
+        text("SELECT name, setting FROM pg_settings WHERE name = ANY(:names)"),
+        {"names": list(MAINTENANCE_SETTINGS)},
+    )
+    return maintenance_warnings(dict(rows.tuples().all()))
