@@ -711,6 +711,21 @@ async def _backends(dsn: str) -> list[int]:
     return [row["pid"] for row in rows]
 
 
+SERVER_SETTINGS = ("autovacuum", "track_counts", "shared_buffers", "synchronous_commit", "jit")
+"""PostgreSQL settings that shape the figures, recorded with them."""
+
+
+async def _server_settings(dsn: str) -> dict[str, str]:
+    """`SERVER_SETTINGS` as the server reports them (`SHOW`)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        return {name: await connection.fetchval(f"SHOW {name}") for name in SERVER_SETTINGS}
+    finally:
+        await connection.close()
+
+
 def _backend_cpu(dsn: str, seen: dict[int, float]) -> None:
     """Note the CPU seconds so far of every PostgreSQL backend serving this database in `seen`
     (by pid; a backend that exits keeps its last reading)."""
@@ -732,6 +747,13 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     me = str(Path(__file__).resolve())
     with fresh_postgres() as (url, dsn):
         upgrade(url)
+        server = asyncio.run(_server_settings(dsn))
+        if server["autovacuum"] == "off":
+            print(
+                "WARNING: this PostgreSQL runs with autovacuum off: nothing is analysed as the "
+                "tables grow, unlike a production server (see bench/README.md)",
+                file=sys.stderr,
+            )
         up_port, ioc_port, worker_port = _free_port(), _free_port(), _free_port()
         # Versions start once everything is up: under load, several IOC processes may take
         # half a minute to start, and 2,000 clients should connect before the ingest begins.
@@ -911,6 +933,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "topology": args.topology,
         "ioc_up_seconds_before_first_version": ioc_up_before_t0,
         "api_workers": args.api_workers if args.topology == "split" else 1,
+        "postgresql_settings": server,
         "targets": {
             "records_per_second": args.records_per_second,
             "ws_clients": args.ws_clients,
