@@ -15,7 +15,7 @@ from ioc.context import AppContext
 from ioc.incidents.tasks import evaluate_now
 from ioc.ingest.models import ConnectorInstance
 from ioc.kit.clock import utcnow
-from ioc.scheduler.runner import poll_instance, refresh_now_based
+from ioc.scheduler.runner import poll_while_busy, refresh_now_based
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def schedule_instance(
     scheduler.add_job(
         until_stopped,
         IntervalTrigger(seconds=instance.interval_seconds, jitter=instance.interval_seconds / 10),
-        args=[poll_instance, ctx, instance.id],
+        args=[poll_while_busy, ctx, instance.id],
         id=poll_job_id(instance.id),
         name=f"poll {instance.name}",
         max_instances=1,

@@ -14,7 +14,7 @@ from ioc.app import create_app
 from ioc.context import AppContext
 from ioc.ingest.models import ConnectorInstance, PollRun, RejectedRecord
 from ioc.records.models import DossierRow
-from ioc.scheduler.runner import poll_instance, refresh_now_based
+from ioc.scheduler.runner import poll_instance, poll_while_busy, refresh_now_based
 from tests.support.upstream import Upstream, count, instance_for, load
 
 
@@ -52,6 +52,23 @@ async def test_poll_pages_to_exhaustion_and_stores_every_visible_dossier(
     instance = await load(ctx, instance_id)
     assert instance.health == "ok" and instance.last_success_at is not None
     assert instance.cursor["after_id"]
+
+
+async def test_a_scheduled_run_drains_a_backlog_beyond_the_page_budget_poll_after_poll(
+    ctx: AppContext, upstream: Upstream
+) -> None:
+    ctx.settings = ctx.settings.model_copy(update={"poll_max_pages": 2})
+    instance_id = await instance_for(ctx, upstream)  # 50 a page: several budgets' worth
+    last = await poll_while_busy(ctx, instance_id)
+    assert last.ok and last.pages == 1, "the run ends on a poll that found the source quiet"
+    assert await count(ctx, DossierRow) == upstream.visible()
+    polls = await count(ctx, PollRun)
+    assert polls > upstream.visible() / (2 * 50), "each poll stopped at its budget and is recorded"
+    async with ctx.sessionmaker() as session, session.begin():  # an interval later
+        (await session.get(ConnectorInstance, instance_id)).last_run_started_at = None
+    again = await poll_while_busy(ctx, instance_id)
+    assert again.ok and again.stored == 0
+    assert await count(ctx, PollRun) == polls + 1, "a quiet source is polled once a run"
 
 
 async def test_polling_again_with_nothing_new_stores_no_duplicates(
