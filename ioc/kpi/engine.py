@@ -91,7 +91,7 @@ async def compute(
     if isinstance(formula, SourceLag):
         return await _source_lag(session, moments, by=by)
     if isinstance(formula, OpenAt):
-        return await _open_at(session, formula, units, moments, key=by)
+        return await _open_at(session, formula, units, moments, tz=tz, key=by)
     cells: dict[tuple[str, Period], Sums] = {}
     for period, at in moments.items():
         found = await _latest(session, formula, units, at, tz=tz, key=by)
@@ -219,6 +219,7 @@ async def _open_at(
     units: list[str],
     moments: dict[Period, datetime],
     *,
+    tz: ZoneInfo,
     key: str | None,
 ) -> dict[tuple[str, Period], Sums]:
     """Counts at many moments in one query: the records joined with a list of the moments,
@@ -241,6 +242,12 @@ async def _open_at(
         opened < max(moments.values()),  # lets an index on the column narrow the scan
         *formula.conditions(table, at_list.c.at),
     ]
+    if formula.after is not None:
+        # Past `after` by the last moment, so on or before its local date (`active_from` is
+        # the local date of `after`): overdue dossiers are read from the (unit, due date) index
+        # up to today instead of every open dossier.
+        latest = local_date(max(moments.values()), tz)
+        conditions.append(getattr(table, formula.active_from) <= latest)
     if formula.closed is not None:
         closed = getattr(table, formula.closed)
         conditions.append((closed.is_(None)) | (closed > min(moments.values())))

@@ -68,7 +68,8 @@ class OpenAt:
     that a record counts over one interval of moments and a change touches only the days
     between its old and new interval's ends."""
     after: str | None = None
-    """A datetime column the moment must be strictly after (overdue: past the due time)."""
+    """A datetime column the moment must be strictly after (overdue: past the due time);
+    `active_from` is then its local date (a count reads that column's index up to the day)."""
     window: tuple[str, str] | None = None
     """Datetime columns (from, until) the moment must lie between, both included (due soon)."""
 

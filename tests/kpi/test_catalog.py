@@ -10,6 +10,7 @@ from ioc.context import AppContext
 from ioc.ingest.service import ingest_batch
 from ioc.kpi import service_index
 from ioc.kpi.catalog import CATALOG, KPIS, fact_columns
+from ioc.kpi.engine import compute
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.service import cell_value, recompute
 from ioc.sdk import Batch, Dossier, DossierStatus, Encounter, EncounterClass, Record
@@ -139,6 +140,28 @@ async def test_a_dossier_is_late_only_once_its_due_time_has_passed(ctx: AppConte
             session, KPIS["onestop.apology_rate"], BIEN_HOA, today, now=NOW, tz=ctx.settings.tz
         )
     assert apology.denominator == 2  # the two late ones
+
+
+async def test_a_dossier_due_minutes_ago_just_after_local_midnight_counts_as_overdue(
+    ctx: AppContext,
+) -> None:
+    """Counted from the records: overdue dossiers are read by their local due date up to the
+    local day of the moment judged, which at 00:15 in Vietnam is a day ahead of UTC's."""
+    now = datetime(2026, 11, 20, 17, 15, tzinfo=UTC)  # 00:15 local, Saturday 21 November
+    received = now - timedelta(days=3)
+    await store(
+        ctx,
+        [
+            make_dossier(received_at=received, due_at=now - timedelta(minutes=10)),  # 00:05 local
+            make_dossier(received_at=received, due_at=now + timedelta(minutes=10)),
+        ],
+    )
+    today = Period(PeriodKind.DAY, date(2026, 11, 21))
+    async with ctx.sessionmaker() as session:
+        found = await compute(
+            session, KPIS["onestop.overdue_open"], [BIEN_HOA], [today], now=now, tz=ctx.settings.tz
+        )
+    assert found == {(BIEN_HOA, today): (1.0, None)}
 
 
 async def test_the_service_index_of_a_cell_scores_that_cells_own_rates(ctx: AppContext) -> None:
