@@ -294,8 +294,10 @@ async def refresh(
     tz: ZoneInfo,
     now: datetime,
     last_refreshed: datetime | None = None,
+    kpis: Iterable[KpiDefinition] | None = None,
 ) -> list[CellValue]:
-    """Recompute the cells that change with time alone, since the start of yesterday:
+    """Recompute the cells of `kpis` (by default all of `refreshed_kpis()`) that change with
+    time alone, since the start of yesterday:
 
     - every stock, latest-record and median KPI in the running periods and in those that ended
       yesterday (a month that just ended is judged at its end, not at the last refresh) —
@@ -317,13 +319,11 @@ async def refresh(
     running = periods_of([today] if yesterday_final else [today, yesterday])
     since = local_midnight(yesterday, tz)
     wanted: Wanted = {}
-    for kpi in CATALOG:
+    for kpi in refreshed_kpis() if kpis is None else kpis:
         formula = kpi.formula
-        if not kpi.engine_computed or _follows_stored_components(kpi):
-            continue  # stored by their own domain as they change; recombined below
         if not isinstance(formula, InPeriod):
             wanted[kpi.id] = {(unit, period) for unit in communes for period in running}
-        elif formula.drifts_at is not None:
+        else:
             wanted[kpi.id] = await _drifted_cells(
                 session, formula, communes, since=since, now=now, tz=tz
             )
@@ -332,6 +332,19 @@ async def refresh(
         session, wanted, province_code=province_code, tz=tz, now=now, keep_empty=True
     )
     return changed + await _composites_of(session, changed, now=now, skip=set())
+
+
+def refreshed_kpis() -> list[KpiDefinition]:
+    """The KPIs whose cells `refresh` recomputes: those the engine computes that change with
+    time alone (stocks, latest records, medians; rates over records that drift), but the
+    composites of stored components, recombined as their components change."""
+    return [
+        kpi
+        for kpi in CATALOG
+        if kpi.engine_computed
+        and not _follows_stored_components(kpi)
+        and (not isinstance(kpi.formula, InPeriod) or kpi.formula.drifts_at is not None)
+    ]
 
 
 def _follows_stored_components(kpi: KpiDefinition) -> bool:

@@ -29,7 +29,7 @@ from ioc.ingest.models import ConnectorInstance, PollRun
 from ioc.ingest.service import ingest_batch
 from ioc.kit.clock import utcnow
 from ioc.kpi.publish import publish_changes
-from ioc.kpi.service import CellValue, recompute, refresh
+from ioc.kpi.service import CellValue, recompute, refresh, refreshed_kpis
 from ioc.live.topics import publish_connectors
 from ioc.ops.logs import log_context
 from ioc.scheduler.pipeline import PageBuffer, fetch_pages, merge
@@ -328,20 +328,31 @@ async def store_batch(
 
 
 async def refresh_now_based(ctx: AppContext) -> int:
-    """Recompute the cells that drift with time alone (open dossiers becoming overdue)."""
-    now = ctx.clock()
-    async with write_transaction(ctx) as session:
-        with ctx.metrics.kpi_recompute.labels("refresh").time():
+    """Recompute the cells that drift with time alone (open dossiers becoming overdue), one KPI
+    per transaction: the ingest waits for the KPI lock while one KPI is recounted, not all of
+    them (over millions of open dossiers, seconds). Each judges at the moment it holds the lock,
+    after every batch committed before it; returns how many cells changed."""
+    first: datetime | None = None
+    seconds, changes = 0.0, 0
+    for kpi in refreshed_kpis():
+        async with write_transaction(ctx) as session:
+            began, now = time.perf_counter(), ctx.clock()
+            first = first or now
             changed = await refresh(
                 session,
                 province_code=province_code_str(ctx.settings.province),
                 tz=ctx.settings.tz,
                 now=now,
                 last_refreshed=ctx.kpi_refreshed_at,
+                kpis=[kpi],
             )
-    ctx.kpi_refreshed_at = now  # committed: yesterday's cells, if it judged them, are final
-    await publish_changes(ctx, changed)
-    return len(changed)
+            seconds += time.perf_counter() - began
+        await publish_changes(ctx, changed)
+        changes += len(changed)
+    ctx.metrics.kpi_recompute.labels("refresh").observe(seconds)
+    # Every KPI committed: if the first judged today, yesterday's cells are final.
+    ctx.kpi_refreshed_at = first
+    return changes
 
 
 async def _record_run(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from itertools import count as count_up
 
 import httpx
 from sqlalchemy import event, inspect, select
@@ -13,6 +14,8 @@ from sqlalchemy.orm import Session
 from ioc.app import create_app
 from ioc.context import AppContext
 from ioc.ingest.models import ConnectorInstance, PollRun, RejectedRecord
+from ioc.kit.clock import utcnow
+from ioc.kpi.service import refreshed_kpis
 from ioc.records.models import DossierRow
 from ioc.scheduler.runner import poll_instance, poll_while_busy, refresh_now_based
 from tests.support.upstream import Upstream, count, instance_for, load
@@ -154,14 +157,39 @@ async def test_malformed_dossiers_are_rejected_with_reasons_and_the_rest_stored(
     assert (await load(ctx, instance_id)).health == "degraded"
 
 
-async def test_the_refresh_job_remembers_when_it_last_committed(ctx: AppContext) -> None:
-    """So that only the first refresh of a day judges yesterday's cells (see `kpi.refresh`)."""
-    moments = iter(
-        [datetime(2026, 11, 20, 3, 0, tzinfo=UTC), datetime(2026, 11, 20, 3, 1, tzinfo=UTC)]
-    )
-    ctx.clock = lambda: next(moments)
+async def test_the_refresh_job_remembers_when_its_last_complete_run_began(
+    ctx: AppContext,
+) -> None:
+    """So that only the first refresh of a day judges yesterday's cells (see `kpi.refresh`):
+    a run that began before midnight has judged some KPIs yesterday."""
+    start = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
+    ticks = count_up()
+    ctx.clock = lambda: start + timedelta(seconds=next(ticks))  # a second per reading
     assert ctx.kpi_refreshed_at is None
     await refresh_now_based(ctx)
-    assert ctx.kpi_refreshed_at == datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
+    assert ctx.kpi_refreshed_at == start
     await refresh_now_based(ctx)
-    assert ctx.kpi_refreshed_at == datetime(2026, 11, 20, 3, 1, tzinfo=UTC)
+    assert ctx.kpi_refreshed_at == start + timedelta(seconds=len(refreshed_kpis()))
+
+
+async def test_the_refresh_holds_the_kpi_lock_for_one_kpi_at_a_time(ctx: AppContext) -> None:
+    """Each KPI recounted in its own transaction, judged at the moment it holds the lock: an
+    ingest batch waits for one KPI's recount, and its records are in the next one's count."""
+    moments: list[datetime] = []
+    commits: list[int] = []
+
+    def clock() -> datetime:
+        moments.append(utcnow())
+        return moments[-1]
+
+    def committed(_session: Session) -> None:
+        commits.append(len(moments))
+
+    ctx.clock = clock
+    event.listen(Session, "after_commit", committed)
+    try:
+        await refresh_now_based(ctx)
+    finally:
+        event.remove(Session, "after_commit", committed)
+    assert len(refreshed_kpis()) > 1
+    assert commits == list(range(1, len(refreshed_kpis()) + 1)), "a clock reading per commit"
