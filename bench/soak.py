@@ -292,15 +292,8 @@ async def ws_clients(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             connection.close()
 
-    lags = array("d")  # seconds this process's event loop was late waking a 0.25 s sleep
-
-    async def watch_loop() -> None:
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(0.25)
-            lags.append(time.perf_counter() - before - 0.25)
-
-    watcher = asyncio.create_task(watch_loop())
+    lags = array("d")
+    watcher = _watch_loop_lag(lags)
     tasks = []
     for index in range(args.first_client, args.first_client + args.ws_clients):
         tasks.append(asyncio.create_task(client(index)))
@@ -322,6 +315,19 @@ async def ws_clients(args: argparse.Namespace) -> dict[str, Any]:
         "receipts_of_paired_clients": receipts,
         "samples": {"delivery": delivery, "screen": screen, "lags": lags},
     }
+
+
+def _watch_loop_lag(lags: array) -> asyncio.Task[None]:
+    """Note in `lags`, every 0.25 s, how late this process's event loop woke from the sleep:
+    a load generator's own lateness is inside every latency it times."""
+
+    async def watch() -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.25)
+            lags.append(time.perf_counter() - before - 0.25)
+
+    return asyncio.create_task(watch())
 
 
 def _merge_ws(parts: list[dict[str, Any]], samples: list[Path]) -> dict[str, Any]:
@@ -481,8 +487,11 @@ async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
         if connection is not None:
             connection.close()
 
+    lags = array("d")
+    watcher = _watch_loop_lag(lags)
     await asyncio.gather(*(worker(i) for i in range(connections)))
     elapsed = time.perf_counter() - started
+    watcher.cancel()
     return {
         "target_rate": args.rest_rate,
         "answered_per_second": round(len(latencies) / elapsed, 1),
@@ -492,6 +501,7 @@ async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
         "latency_ms_p99_by_window": [
             (n * WINDOW, _percentiles(v)["p99"]) for n, v in sorted(by_window.items())
         ],
+        "client_event_loop_lag_ms": _percentiles(lags),
         "client_process_cpu_seconds": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
     }
 
