@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -313,11 +313,8 @@ async def refresh(
     than a day, run `ioc kpi rebuild`.
     """
     communes = await _communes(session, province_code)
-    today = local_date(now, tz)
-    yesterday = today - timedelta(days=1)
-    yesterday_final = last_refreshed is not None and local_date(last_refreshed, tz) == today
-    running = periods_of([today] if yesterday_final else [today, yesterday])
-    since = local_midnight(yesterday, tz)
+    running = _running_periods(now, tz, last_refreshed)
+    since = local_midnight(local_date(now, tz) - timedelta(days=1), tz)
     wanted: Wanted = {}
     for kpi in refreshed_kpis() if kpis is None else kpis:
         formula = kpi.formula
@@ -331,6 +328,76 @@ async def refresh(
     changed = await recompute_cells(
         session, wanted, province_code=province_code, tz=tz, now=now, keep_empty=True
     )
+    return changed + await _composites_of(session, changed, now=now, skip=set())
+
+
+def _running_periods(now: datetime, tz: ZoneInfo, last_refreshed: datetime | None) -> set[Period]:
+    """The periods a refresh at `now` judges: today's, and yesterday's until a refresh has
+    committed today (see `refresh`)."""
+    today = local_date(now, tz)
+    yesterday_final = last_refreshed is not None and local_date(last_refreshed, tz) == today
+    return periods_of([today] if yesterday_final else [today, today - timedelta(days=1)])
+
+
+def counted_apart(kpi: KpiDefinition) -> bool:
+    """Whether the refresh may count `kpi` outside the KPI lock (`count_stock`, then
+    `store_stock` under it): a stock, whose cells the ingest moves by differences of counts."""
+    return isinstance(kpi.formula, OpenAt)
+
+
+@dataclass(frozen=True)
+class StockCount:
+    """A stock's running commune cells counted from the records, and as stored, both read in
+    one snapshot."""
+
+    kpi: KpiDefinition
+    counted: list[CellValue]
+    stored: dict[tuple[str, Period], tuple[float, float | None]]
+
+
+async def count_stock(
+    session: AsyncSession,
+    kpi: KpiDefinition,
+    *,
+    province_code: str,
+    tz: ZoneInfo,
+    now: datetime,
+    last_refreshed: datetime | None = None,
+) -> StockCount:
+    """What `refresh` recounts of stock `kpi`, read in the caller's snapshot (a REPEATABLE READ
+    transaction on PostgreSQL, no lock held): its running cells from the records at `now`, and
+    the same cells as stored."""
+    communes = await _communes(session, province_code)
+    running = _running_periods(now, tz, last_refreshed)
+    computed = await compute(session, kpi, communes, running, now=now, tz=tz)
+    counted = [
+        CellValue(kpi, unit, period, *computed.get((unit, period), _zero(kpi)), now)
+        for unit in sorted(communes)
+        for period in running
+    ]
+    return StockCount(kpi, counted, await _stored(session, counted) if counted else {})
+
+
+async def store_stock(
+    session: AsyncSession, count: StockCount, *, province_code: str
+) -> list[CellValue]:
+    """Store `count` under the KPI lock: each cell as counted plus what the batches committed
+    since its snapshot added to it (stored now − stored then), so that none of their
+    differences is lost or counted twice; then the province's roll-up and the composites.
+    Returns the cells changed."""
+    if not count.counted:
+        return []
+    stored = await _stored(session, count.counted)
+    values = []
+    for cell in count.counted:
+        key = (cell.unit_code, cell.period)
+        added = stored.get(key, _zero(cell.kpi))[0] - count.stored.get(key, _zero(cell.kpi))[0]
+        values.append(replace(cell, numerator=cell.numerator + added))
+    changed = await _store_changed(session, values, keep_empty=True)
+    await session.flush()
+    now, periods = count.counted[0].computed_at, {c.period for c in count.counted}
+    province = await _roll_up(session, count.kpi, periods, province_code, now=now)
+    changed += await _store_changed(session, province, keep_empty=True)
     return changed + await _composites_of(session, changed, now=now, skip=set())
 
 

@@ -99,4 +99,4 @@ async def postgres_maintenance_warnings(session: AsyncSession) -> list[str]:
         text("SELECT name, setting FROM pg_settings WHERE name = ANY(:names)"),
         {"names": list(MAINTENANCE_SETTINGS)},
     )
-    return maintenance_warnings(dict(rows.tuples().all()))
+    return maintenance_warnings({name: setting for name, setting in rows})

@@ -29,7 +29,15 @@ from ioc.ingest.models import ConnectorInstance, PollRun
 from ioc.ingest.service import ingest_batch
 from ioc.kit.clock import utcnow
 from ioc.kpi.publish import publish_changes
-from ioc.kpi.service import CellValue, recompute, refresh, refreshed_kpis
+from ioc.kpi.service import (
+    CellValue,
+    count_stock,
+    counted_apart,
+    recompute,
+    refresh,
+    refreshed_kpis,
+    store_stock,
+)
 from ioc.live.topics import publish_connectors
 from ioc.ops.logs import log_context
 from ioc.scheduler.pipeline import PageBuffer, fetch_pages, merge
@@ -329,30 +337,61 @@ async def store_batch(
 
 async def refresh_now_based(ctx: AppContext) -> int:
     """Recompute the cells that drift with time alone (open dossiers becoming overdue), one KPI
-    per transaction: the ingest waits for the KPI lock while one KPI is recounted, not all of
-    them (over millions of open dossiers, seconds). Each judges at the moment it holds the lock,
-    after every batch committed before it; returns how many cells changed."""
+    per transaction, so that the ingest waits for the KPI lock while one KPI is written, not
+    all of them. On PostgreSQL a stock is counted before the lock, in a snapshot
+    (`count_stock`: over millions of open dossiers, about a second), and stored under it
+    with what the batches committed meanwhile added (`store_stock`); the other KPIs are
+    recounted under the lock, judged at the moment it is held (after every batch committed
+    before it). Returns how many cells changed."""
     first: datetime | None = None
     seconds, changes = 0.0, 0
-    for kpi in refreshed_kpis():
-        async with write_transaction(ctx) as session:
-            began, now = time.perf_counter(), ctx.clock()
-            first = first or now
-            changed = await refresh(
-                session,
-                province_code=province_code_str(ctx.settings.province),
-                tz=ctx.settings.tz,
-                now=now,
-                last_refreshed=ctx.kpi_refreshed_at,
-                kpis=[kpi],
-            )
+    province_code = province_code_str(ctx.settings.province)
+    for kpi in refreshed_kpis():  # the time spent in each transaction, not waiting for one
+        if ctx.settings.is_postgres and counted_apart(kpi):
+            async with snapshot_transaction(ctx) as session:
+                # After the snapshot is taken: every batch in it was judged before now.
+                began, now = time.perf_counter(), ctx.clock()
+                count = await count_stock(
+                    session,
+                    kpi,
+                    province_code=province_code,
+                    tz=ctx.settings.tz,
+                    now=now,
+                    last_refreshed=ctx.kpi_refreshed_at,
+                )
             seconds += time.perf_counter() - began
+            async with write_transaction(ctx) as session:
+                began = time.perf_counter()
+                changed = await store_stock(session, count, province_code=province_code)
+        else:
+            async with write_transaction(ctx) as session:
+                began, now = time.perf_counter(), ctx.clock()
+                changed = await refresh(
+                    session,
+                    province_code=province_code,
+                    tz=ctx.settings.tz,
+                    now=now,
+                    last_refreshed=ctx.kpi_refreshed_at,
+                    kpis=[kpi],
+                )
+        seconds += time.perf_counter() - began
+        first = first or now
         await publish_changes(ctx, changed)
         changes += len(changed)
     ctx.metrics.kpi_recompute.labels("refresh").observe(seconds)
     # Every KPI committed: if the first judged today, yesterday's cells are final.
     ctx.kpi_refreshed_at = first
     return changes
+
+
+@contextlib.asynccontextmanager
+async def snapshot_transaction(ctx: AppContext) -> AsyncIterator[AsyncSession]:
+    """A read-only PostgreSQL transaction that sees one snapshot throughout (REPEATABLE READ),
+    taken before this yields: batches committed later are not in it."""
+    async with ctx.sessionmaker() as session, session.begin():
+        await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+        await session.execute(text("SELECT 1"))  # the snapshot is taken by the first query
+        yield session
 
 
 async def _record_run(

@@ -14,7 +14,15 @@ from ioc.kpi.engine import compute
 from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.reads import SeriesCache, breakdown
-from ioc.kpi.service import CellValue, current_value, current_values, recompute, refresh
+from ioc.kpi.service import (
+    CellValue,
+    count_stock,
+    current_value,
+    current_values,
+    recompute,
+    refresh,
+    store_stock,
+)
 from ioc.models import PollRun
 from ioc.sdk import Batch, Dossier, DossierStatus, Encounter, EncounterClass, Record
 from ioc.units.service import COMMUNE_LEVEL, unit_codes
@@ -212,6 +220,32 @@ async def test_the_first_refresh_of_a_day_judges_yesterdays_cells_at_its_end_the
     today = await cell(ctx, "onestop.overdue_open", BIEN_HOA, PeriodKind.DAY, date(2026, 11, 20))
     assert today is not None and today.numerator == 1
     assert (yesterday is not None and yesterday.numerator == 1) is judged
+
+
+async def test_a_stock_counted_apart_keeps_the_batches_stored_between_its_count_and_its_write(
+    ctx: AppContext,
+) -> None:
+    """The refresh counts a stock outside the KPI lock and writes it under the lock: a batch
+    stored in between moves the cells by its differences, and the write keeps them (neither
+    lost, as writing the count alone would, nor counted twice)."""
+    backlog = KPIS["onestop.backlog"]
+    await ingest_and_recompute(ctx, [dossier(BIEN_HOA, resolved_after=None) for _ in range(3)])
+    async with ctx.sessionmaker() as session:
+        count = await count_stock(session, backlog, province_code="75", tz=ctx.settings.tz, now=NOW)
+    between = [dossier(BIEN_HOA, resolved_after=None), dossier(TRAN_BIEN, resolved_after=None)]
+    await ingest_and_recompute(ctx, between)
+    async with ctx.sessionmaker() as session, session.begin():
+        await store_stock(session, count, province_code="75")
+    today = date(2026, 11, 20)
+    for unit, open_now in ((BIEN_HOA, 4), (TRAN_BIEN, 1), ("75", 5)):
+        stored = await cell(ctx, "onestop.backlog", unit, PeriodKind.DAY, today)
+        assert stored is not None and stored.numerator == open_now, unit
+    async with ctx.sessionmaker() as session:
+        counted = await compute(
+            session, backlog, [BIEN_HOA, TRAN_BIEN], [Period(PeriodKind.DAY, today)],
+            now=NOW, tz=ctx.settings.tz,
+        )  # fmt: skip
+    assert {unit: sums[0] for (unit, _), sums in counted.items()} == {BIEN_HOA: 4, TRAN_BIEN: 1}
 
 
 async def test_recompute_reports_only_cells_whose_value_changed(ctx: AppContext) -> None:
