@@ -187,6 +187,23 @@ async def test_a_slow_client_gets_only_the_latest_values_then_direct_writes_agai
         await slow.close()
 
 
+async def test_frames_held_for_a_connection_closed_before_the_turn_ends_are_not_written(
+    live: Live,
+) -> None:
+    ws = await live.follow(compression=None)
+    try:
+        client = live.client_of(set())
+        assert client.direct is not None
+        counting = client.direct.transport = CountingTransport(client.direct.transport)
+        live.hub.publish(TOPIC, {"n": 1})  # taken, to be written when the turn ends
+        counting.close()  # closed later in the same turn: nothing may follow the close
+        await asyncio.sleep(0.05)
+        assert counting.writes == []
+        assert live.hub.frames_written_directly == 1
+    finally:
+        await asyncio.wait_for(ws.close(), 5)
+
+
 async def test_a_client_closing_during_publishing_is_skipped_safely(live: Live) -> None:
     staying = await live.follow(compression=None)
     staying_client = live.client_of(set())
