@@ -597,18 +597,33 @@ def _json_or_error(output: bytes) -> dict[str, Any]:
         }
 
 
+def _histograms(text: str, name: str, by: str | None = None) -> dict[str, dict[str, Any]]:
+    """Prometheus histogram `name` in `text`: its buckets (upper bound → cumulative count),
+    count and sum, per value of label `by`, or summed over its labels under the key ""."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    parts = {f"{name}_{part}": part for part in ("bucket", "count", "sum")}
+    found: dict[str, dict[str, Any]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            part = parts.get(sample.name)
+            if part is None:
+                continue
+            key = sample.labels.get(by, "") if by else ""
+            entry = found.setdefault(key, {"buckets": {}, "count": 0.0, "sum": 0.0})
+            if part == "bucket":
+                bound = float(sample.labels["le"])
+                entry["buckets"][bound] = entry["buckets"].get(bound, 0) + sample.value
+            else:
+                entry[part] += sample.value
+    return found
+
+
 def _histogram_quantile(text: str, name: str, q: float) -> float | None:
     """The upper bound of the bucket holding quantile `q` of a Prometheus histogram (summed
     over its labels), in milliseconds."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    buckets: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == f"{name}_bucket":
-                bound = float(sample.labels["le"])
-                buckets[bound] = buckets.get(bound, 0) + sample.value
-    if not buckets or not buckets[math.inf]:
+    buckets = _histograms(text, name).get("", {}).get("buckets", {})
+    if not buckets.get(math.inf):
         return None
     total = buckets[math.inf]
     for bound in sorted(buckets):
@@ -619,40 +634,23 @@ def _histogram_quantile(text: str, name: str, q: float) -> float | None:
 
 def _histogram_count_sum(text: str, name: str) -> tuple[float, float] | None:
     """A Prometheus histogram's count and sum (summed over its labels)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    totals = {"count": 0.0, "sum": 0.0}
-    found = False
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            for part in totals:
-                if sample.name == f"{name}_{part}":
-                    totals[part] += sample.value
-                    found = True
-    return (totals["count"], round(totals["sum"], 3)) if found else None
+    summed = _histograms(text, name).get("")
+    return (summed["count"], round(summed["sum"], 3)) if summed else None
 
 
 def _gc_pauses(text: str) -> dict[str, Any]:
     """A process's garbage collections by generation from its `ioc_gc_pause_seconds`: count,
     seconds in all and the longest's bucket bound (ms)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    found: dict[str, dict[str, Any]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != "ioc_gc_pause_seconds":
-            continue
-        for sample in family.samples:
-            entry = found.setdefault(sample.labels["generation"], {"buckets": {}})
-            if sample.name.endswith("_count"):
-                entry["count"] = int(sample.value)
-            elif sample.name.endswith("_sum"):
-                entry["seconds"] = round(sample.value, 3)
-            elif sample.name.endswith("_bucket"):
-                entry["buckets"][float(sample.labels["le"])] = sample.value
-    for entry in found.values():
-        buckets = entry.pop("buckets")
-        longest = min((b for b, n in buckets.items() if n >= entry.get("count", 0)), default=None)
-        entry["longest_ms_bucket"] = None if longest in (None, math.inf) else longest * 1000
+    found: dict[str, Any] = {}
+    for generation, pauses in _histograms(text, "ioc_gc_pause_seconds", by="generation").items():
+        count = int(pauses["count"])
+        buckets = pauses["buckets"]
+        longest = min((b for b, n in buckets.items() if n >= count), default=None)
+        found[generation] = {
+            "count": count,
+            "seconds": round(pauses["sum"], 3),
+            "longest_ms_bucket": None if longest in (None, math.inf) else longest * 1000,
+        }
     return found
 
 
