@@ -48,6 +48,14 @@ class Live:
         assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "snapshot"
         return ws
 
+    async def follow_directly(self) -> tuple[Any, Client]:
+        """An uncompressed client (one the fast path writes to) and the hub's side of it."""
+        known = set(self.hub.clients)
+        ws = await self.follow(compression=None)
+        client = self.client_of(known)
+        assert client.direct is not None
+        return ws, client
+
     def client_of(self, known: set[Client]) -> Client:
         """The one hub client not in `known`."""
         (client,) = self.hub.clients - known
@@ -68,10 +76,8 @@ async def updates(ws: Any, count: int) -> list[dict[str, Any]]:
 async def test_an_uncompressed_client_gets_updates_written_straight_to_its_socket(
     live: Live,
 ) -> None:
-    ws = await live.follow(compression=None)
+    ws, _ = await live.follow_directly()
     try:
-        client = live.client_of(set())
-        assert client.direct is not None
         for n in range(3):
             assert live.hub.publish(TOPIC, {"n": n}) == 1
         assert live.hub.frames_written_directly == 3  # during publish, not by the writer task
@@ -101,10 +107,8 @@ class CountingTransport:
 
 
 async def test_frames_of_one_event_loop_turn_reach_a_socket_in_one_write(live: Live) -> None:
-    ws = await live.follow(compression=None)
+    ws, client = await live.follow_directly()
     try:
-        client = live.client_of(set())
-        assert client.direct is not None
         counting = client.direct.transport = CountingTransport(client.direct.transport)
         for n in range(3):  # as three topics moving in one ingest batch: one turn, no await
             live.hub.publish(TOPIC, {"n": n})
@@ -190,10 +194,8 @@ async def test_a_slow_client_gets_only_the_latest_values_then_direct_writes_agai
 async def test_frames_held_for_a_connection_closed_before_the_turn_ends_are_not_written(
     live: Live,
 ) -> None:
-    ws = await live.follow(compression=None)
+    ws, client = await live.follow_directly()
     try:
-        client = live.client_of(set())
-        assert client.direct is not None
         counting = client.direct.transport = CountingTransport(client.direct.transport)
         live.hub.publish(TOPIC, {"n": 1})  # taken, to be written when the turn ends
         counting.close()  # closed later in the same turn: nothing may follow the close
