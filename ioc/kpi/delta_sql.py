@@ -98,14 +98,20 @@ def keep_statement(record_type: str, facts: Sequence[str] = ()) -> str:
     the records' unique key. As a plain join, a records table that has grown since its last
     `ANALYZE` (or never had one: autovacuum off) was planned as a hash of the whole table,
     1.9 s for 8,000 ids among 2 million rows against 17 ms by the key."""
-    records = STORES[record_type].model.__table__.name
     returning = f" RETURNING {', '.join(facts)}" if facts else ""
+    lookup = stored_by_key(record_type, ids="$2::text[]", instance="$3", alias="r")
+    return f"INSERT INTO {kept_table(record_type)} SELECT $1, r.* {lookup}{returning}"
+
+
+def stored_by_key(record_type: str, *, ids: str, instance: str, alias: str) -> str:
+    """A FROM clause of the stored versions of the ids in array `ids` (SQL text) for instance
+    `instance`, as `alias`: one look-up by the records' unique key per id, whatever the
+    statistics (`OFFSET 0` keeps the lateral subquery from being planned as a join)."""
+    records = STORES[record_type].model.__table__.name
     return (
-        f"INSERT INTO {kept_table(record_type)} SELECT $1, r.*"
-        " FROM unnest($2::text[]) AS i(external_id) CROSS JOIN LATERAL ("
-        f" SELECT * FROM {records} AS r WHERE r.instance_id = $3"
-        " AND r.external_id = i.external_id OFFSET 0) AS r"
-        f"{returning}"
+        f"FROM unnest({ids}) AS i(external_id) CROSS JOIN LATERAL ("
+        f"SELECT * FROM {records} AS r WHERE r.instance_id = {instance}"
+        f" AND r.external_id = i.external_id OFFSET 0) AS {alias}"
     )
 
 
@@ -450,12 +456,7 @@ def statement(record_type: str, tz: ZoneInfo) -> str:
     ctes = [
         f"""versions AS MATERIALIZED (
     SELECT {shared.columns()}
-    FROM unnest(CAST(:ids AS text[])) AS i(external_id)
-    CROSS JOIN LATERAL (
-        SELECT * FROM {records.name} AS r
-        WHERE r.instance_id = :instance AND r.external_id = i.external_id
-        OFFSET 0  -- a look-up by the unique key per id, never a scan of the table
-    ) AS n
+    {stored_by_key(record_type, ids="CAST(:ids AS text[])", instance=":instance", alias="n")}
     LEFT JOIN LATERAL (
         SELECT * FROM {kept_table(record_type)} AS k
         WHERE k.external_id = n.external_id AND k.kept = :kept

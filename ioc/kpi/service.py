@@ -393,7 +393,7 @@ async def store_stock(
         key = (cell.unit_code, cell.period)
         added = stored.get(key, _zero(cell.kpi))[0] - count.stored.get(key, _zero(cell.kpi))[0]
         values.append(replace(cell, numerator=cell.numerator + added))
-    changed = await _store_changed(session, values, keep_empty=True)
+    changed = await _store_changed(session, values, keep_empty=True, stored=stored)
     await session.flush()
     now, periods = count.counted[0].computed_at, {c.period for c in count.counted}
     province = await _roll_up(session, count.kpi, periods, province_code, now=now)
@@ -689,16 +689,22 @@ async def _totals(
 
 
 async def _store_changed(
-    session: AsyncSession, values: list[CellValue], *, keep_empty: bool = False
+    session: AsyncSession,
+    values: list[CellValue],
+    *,
+    keep_empty: bool = False,
+    stored: dict[tuple[str, Period], tuple[float, float | None]] | None = None,
 ) -> list[CellValue]:
-    """Write the cells whose numerator or denominator differ from what is stored; returns them.
+    """Write the cells whose numerator or denominator differ from what is stored (`stored`, if
+    the caller has just read it); returns them.
 
     A cell with nothing in it is not created (a missing cell reads as zero), only updated —
     unless `keep_empty`: then it is stored too (so that reads find it instead of computing
     it), but not returned, its value being the zero it read as."""
     if not values:
         return []
-    stored = await _stored(session, values)
+    if stored is None:
+        stored = await _stored(session, values)
     changed = []
     written = []
     for v in values:
