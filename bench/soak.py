@@ -622,7 +622,11 @@ def _histograms(text: str, name: str, by: str | None = None) -> dict[str, dict[s
 def _histogram_quantile(text: str, name: str, q: float) -> float | None:
     """The upper bound of the bucket holding quantile `q` of a Prometheus histogram (summed
     over its labels), in milliseconds."""
-    buckets = _histograms(text, name).get("", {}).get("buckets", {})
+    return _bucket_quantile(_histograms(text, name).get("", {}).get("buckets", {}), q)
+
+
+def _bucket_quantile(buckets: dict[float, float], q: float) -> float | None:
+    """The upper bound (ms) of the bucket holding quantile `q` of cumulative `buckets`."""
     if not buckets.get(math.inf):
         return None
     total = buckets[math.inf]
@@ -650,6 +654,23 @@ def _gc_pauses(text: str) -> dict[str, Any]:
             "count": count,
             "seconds": round(pauses["sum"], 3),
             "longest_ms_bucket": None if longest in (None, math.inf) else longest * 1000,
+        }
+    return found
+
+
+def _loop_lag(text: str) -> dict[str, Any]:
+    """A process's event-loop lateness from its `ioc_event_loop_lag_seconds`, all of it and
+    its off-CPU part: timers, the bucket bounds of p50 / p99 / p99.9 (ms), and the share of
+    timers later than 50 and 100 ms."""
+    found: dict[str, Any] = {}
+    for part, lag in _histograms(text, "ioc_event_loop_lag_seconds", by="part").items():
+        buckets, count = lag["buckets"], lag["count"] or 1
+        found[part] = {
+            "timers": int(lag["count"]),
+            "p50_p99_p999_ms_bucket": [_bucket_quantile(buckets, q) for q in (0.5, 0.99, 0.999)],
+            "share_over_50_100_ms": [
+                round(1 - buckets.get(bound, 0) / count, 5) for bound in (0.05, 0.1)
+            ],
         }
     return found
 
@@ -981,6 +1002,10 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "gc_pauses": {
             "api (one process)": _gc_pauses(metrics),
             "worker": _gc_pauses(scheduler_metrics),
+        },
+        "event_loop_lag": {
+            "api (one process)": _loop_lag(metrics),
+            "worker": _loop_lag(scheduler_metrics),
         },
         "worker_ingest": _ingest_stages(scheduler_metrics),
         "memory_mib": {

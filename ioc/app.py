@@ -7,6 +7,7 @@ live updates reaching the API processes' clients through the PostgreSQL fan-out.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,6 +41,7 @@ from ioc.live.fanout import PgFanout
 from ioc.migrations import MIGRATION_LOCK
 from ioc.ops import api as ops_api
 from ioc.ops.health import postgres_maintenance_warnings
+from ioc.ops.loop_lag import watch_loop_lag
 from ioc.ops.metrics import Metrics
 from ioc.ops.middleware import RequestObservability
 from ioc.records import api as records_api
@@ -76,9 +78,11 @@ def create_app(
         app.state.ctx = ctx
         await _start_live(ctx)
         ctx.scheduler = await start_scheduler(ctx) if settings.scheduler_enabled else None
+        lag_watch = asyncio.create_task(watch_loop_lag(metrics.loop_lag))
         try:
             yield
         finally:
+            lag_watch.cancel()
             if ctx.scheduler is not None and ctx.scheduler.running:
                 ctx.scheduler.shutdown(wait=False)
             await _stop_live(ctx)

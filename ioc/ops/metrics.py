@@ -102,6 +102,14 @@ class Metrics:
             buckets=HANDLING_BUCKETS,
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "ioc_event_loop_lag_seconds",
+            "How late this process's event loop ran a timer (part=all), and the part of it its "
+            "thread was not running, waiting for a core or blocked (part=off_cpu, a lower bound)",
+            ["part"],
+            buckets=HANDLING_BUCKETS,
+            registry=r,
+        )
         self.http_latency = Histogram(
             "ioc_http_request_duration_seconds",
             "HTTP request latency by route template",
