@@ -658,15 +658,18 @@ def _gc_pauses(text: str) -> dict[str, Any]:
     return found
 
 
-def _loop_lag(text: str) -> dict[str, Any]:
-    """A process's event-loop lateness from its `ioc_event_loop_lag_seconds`, all of it and
-    its off-CPU part: timers, the bucket bounds of p50 / p99 / p99.9 (ms), and the share of
-    timers later than 50 and 100 ms."""
+LOOP_LAG = "ioc_event_loop_lag_seconds"
+"""How late a process's event loop ran a timer: all of it, and its off-CPU part."""
+
+
+def _quantiles_by(text: str, name: str, label: str) -> dict[str, Any]:
+    """A Prometheus histogram per value of `label`: its count, the bucket bounds of p50 / p99
+    / p99.9 (ms), and the share of observations over 50 and 100 ms."""
     found: dict[str, Any] = {}
-    for part, lag in _histograms(text, "ioc_event_loop_lag_seconds", by="part").items():
-        buckets, count = lag["buckets"], lag["count"] or 1
-        found[part] = {
-            "timers": int(lag["count"]),
+    for value, histogram in _histograms(text, name, by=label).items():
+        buckets, count = histogram["buckets"], histogram["count"] or 1
+        found[value] = {
+            "count": int(histogram["count"]),
             "p50_p99_p999_ms_bucket": [_bucket_quantile(buckets, q) for q in (0.5, 0.99, 0.999)],
             "share_over_50_100_ms": [
                 round(1 - buckets.get(bound, 0) / count, 5) for bound in (0.05, 0.1)
@@ -995,6 +998,9 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "server_http_p99_ms_bucket": _histogram_quantile(
             metrics, "ioc_http_request_duration_seconds", 0.99
         ),
+        "server_http_by_route": _quantiles_by(
+            metrics, "ioc_http_request_duration_seconds", "route"
+        ),
         "server_kpi_recompute_p99_ms_bucket": _histogram_quantile(
             scheduler_metrics, "ioc_kpi_recompute_seconds", 0.99
         ),
@@ -1004,8 +1010,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             "worker": _gc_pauses(scheduler_metrics),
         },
         "event_loop_lag": {
-            "api (one process)": _loop_lag(metrics),
-            "worker": _loop_lag(scheduler_metrics),
+            "api (one process)": _quantiles_by(metrics, LOOP_LAG, "part"),
+            "worker": _quantiles_by(scheduler_metrics, LOOP_LAG, "part"),
         },
         "worker_ingest": _ingest_stages(scheduler_metrics),
         "memory_mib": {

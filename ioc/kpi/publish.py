@@ -2,7 +2,8 @@
 
 Every changed cell reaches the topic of its KPI and unit, `kpi:<kpi>:<unit>`. An update's data
 is the headline cell (what a tile shows, as the topic's snapshot) plus `changed`: every cell
-of that KPI and unit the recompute changed, of any period kind and start, with its new value.
+of that KPI and unit the recompute changed, of any period kind and start, with its new value
+and when it was computed (the other API processes patch their cached series with them).
 When only other periods changed (e.g. a late dossier updates last month's cells), the headline
 is read again for topics that have subscribers, so a subscriber learns of every change; a
 topic nobody follows here is only named to the other processes (`PgFanout.send_changed`), which
@@ -37,6 +38,7 @@ def _changed(cells: list[CellValue]) -> list[dict[str, Any]]:
             "value": c.value,
             "numerator": c.numerator,
             "denominator": c.denominator,
+            "computed_at": c.computed_at.isoformat(),
         }
         for c in sorted(cells, key=lambda c: (c.period.kind.value, c.period.start))
     ]

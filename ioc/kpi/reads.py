@@ -292,10 +292,10 @@ class SeriesCache:
     `ioc rebuild`); an entry may be given a shorter one (values that move with time alone).
 
     Another process's recompute arrives as the new headline state of a KPI topic
-    (`update_topic`): it drops the series of that KPI and unit, but patches the unit's
-    current-values views in place (the state is the very `KpiRead` they hold), including a
-    view whose read is in flight when its `put` comes, so that a stream of updates does not
-    keep every view of its units a miss."""
+    (`update_topic`): it patches the series of that KPI and unit in place with the cells it
+    lists as changed, and the unit's current-values views with the headline (the state is the
+    very `KpiRead` they hold), including a view whose read is in flight when its `put` comes,
+    so that a stream of updates does not keep every series and view of its units a miss."""
 
     def __init__(
         self,
@@ -320,8 +320,9 @@ class SeriesCache:
         self._cleared_at = 0
         """`_updates` when the cache was last cleared: older tickets are refused."""
         self._latest: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
-        self._views: dict[SeriesKey, list[dict[str, Any]]] = {}
-        """Patched views not serialized again yet (their items; `get` serializes them)."""
+        self._views: dict[SeriesKey, Any] = {}
+        """Patched entries not serialized again yet (a view's items, a series' document; `get`
+        serializes them)."""
         self._computed: OrderedDict[tuple[str, str, Period], tuple[int, float, KpiRead]] = (
             OrderedDict()
         )
@@ -344,9 +345,13 @@ class SeriesCache:
             self._drop(key)
             return None
         self._entries.move_to_end(key)
-        items = self._views.pop(key, None)
-        if items is not None:
-            data = _KPI_READS.dump_json(_KPI_READS.validate_python(items))
+        patched = self._views.pop(key, None)
+        if patched is not None:
+            data = (
+                _KPI_READS.dump_json(_KPI_READS.validate_python(patched))
+                if _is_current_view(key)
+                else orjson.dumps(patched)
+            )
             self._entries[key] = (data, expires_at)
         return data
 
@@ -441,10 +446,10 @@ class SeriesCache:
             self._forget_reads(cell)
 
     def update_topic(self, topic: str, state: Any) -> None:
-        """Another process published `state`, the new headline `KpiRead` of a KPI topic (with
-        the cells it changed): drop the series of the KPI and unit, patch the unit's
-        current-values views with it. A state of another shape drops what `invalidate_topic`
-        drops. Other topics are ignored."""
+        """Another process published `state`, the new headline `KpiRead` of a KPI topic with
+        the cells it changed: patch the series of the KPI and unit with those cells (refusing
+        their reads in flight) and the unit's current-values views with the headline. A state
+        of another shape drops what `invalidate_topic` drops. Other topics are ignored."""
         cell = _kpi_cell(topic)
         if cell is None:
             return
@@ -452,7 +457,7 @@ class SeriesCache:
         if read is None:
             self._forget({cell})
             return
-        self._forget_reads(cell)
+        self._patch_series(cell, state.get("changed"))
         self._updates += 1
         self._latest[cell] = (self._updates, read)
         _kpi, unit = cell
@@ -479,6 +484,20 @@ class SeriesCache:
                 self._views[key] = items
                 return True
         return True  # the view does not show this KPI
+
+    def _patch_series(self, cell: tuple[str, str], changes: Any) -> None:
+        """Put the `changes` (cells of one KPI and unit, as `publish_changes` lists them) into
+        the cached series of that KPI and unit, dropping those they do not fit; refuse the
+        reads in flight and forget the cells computed on read, as a drop does."""
+        self._generations[cell] = self._generations.get(cell, 0) + 1
+        for key in list(self._keys_of.get(cell, ())):
+            document = self._views.get(key)
+            if document is None:
+                document = orjson.loads(self._entries[key][0])
+            if _patch_points(document, changes):
+                self._views[key] = document
+            else:
+                self._drop(key)
 
     def _catch_up(self, key: SeriesKey, data: bytes, *, since: int) -> bytes | None:
         """`data` of a view read before remote updates numbered after `since`, patched with
@@ -527,6 +546,40 @@ CURRENT_VIEW = "current:"
 
 def _is_current_view(key: SeriesKey) -> bool:
     return key.kpi == ANY_KPI and key.kind.startswith(CURRENT_VIEW)
+
+
+def _patch_points(document: dict[str, Any], changes: Any) -> bool:
+    """Put each of `changes` (changed cells: period kind and start, value, numerator,
+    denominator, computed_at) in place of its period's point of a series document, unless the
+    point was computed later (updates may arrive out of order); False when they are not such a
+    list."""
+    if not isinstance(changes, list):
+        return False
+    kind, points = document["period_kind"], document["points"]
+    at = {point["period_start"]: index for index, point in enumerate(points)}
+    for change in changes:
+        if not isinstance(change, dict) or not change.keys() >= _CHANGE_FIELDS:
+            return False
+        index = at.get(change["period_start"])
+        if change["period_kind"] != kind or index is None:
+            continue  # another kind of period, or outside the series
+        computed_at = datetime.fromisoformat(change["computed_at"])
+        before = points[index]["computed_at"]
+        if before is not None and datetime.fromisoformat(before) > computed_at:
+            continue
+        points[index] = {
+            "period_start": change["period_start"],
+            "value": change["value"],
+            "numerator": change["numerator"],
+            "denominator": change["denominator"],
+            "computed_at": orjson.dumps(computed_at, option=orjson.OPT_UTC_Z)[1:-1].decode(),
+        }
+    return True
+
+
+_CHANGE_FIELDS = frozenset(
+    ("period_kind", "period_start", "value", "numerator", "denominator", "computed_at")
+)
 
 
 def _kpi_cell(topic: str) -> tuple[str, str] | None:

@@ -1,25 +1,31 @@
-"""The KPI read cache under another process's updates: series dropped, current-values views
-patched in place with the headline value published (also when their read is in flight), and
-requests missing the same view at once sharing one read."""
+"""The KPI read cache under another process's updates: series patched in place with the cells
+published, current-values views with the headline value (also when their read is in flight),
+and requests missing the same view at once sharing one read."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 
 from ioc.context import AppContext
 from ioc.kpi import reads
 from ioc.kpi.catalog import get_kpi
 from ioc.kpi.periods import Period, PeriodKind
+from ioc.kpi.publish import topic
 from ioc.kpi.reads import ANY_KPI, CURRENT_VIEW, SeriesCache, SeriesKey
 from ioc.kpi.schemas import KpiRead
 from ioc.kpi.service import CellValue, to_read
+from ioc.sdk import Dossier
+from tests.kpi.test_publish import updates_after
+from tests.support.factories import BIEN_HOA, make_dossier, make_instance
 
 UNIT = "26068"
 DAY = date(2026, 11, 25)
+EARLIER = date(2026, 11, 24)
 BACKLOG, ON_TIME = "onestop.backlog", "onestop.on_time_rate"
 VIEW = SeriesKey(ANY_KPI, UNIT, f"{CURRENT_VIEW}{BACKLOG},{ON_TIME}", DAY, DAY)
 SERIES = SeriesKey(BACKLOG, UNIT, "day", DAY, DAY)
@@ -44,22 +50,88 @@ def view_bytes(*items: dict) -> bytes:
 
 def published(item: dict) -> dict:
     """A topic's update as the worker publishes it: the headline plus the cells it changed."""
-    return {**item, "changed": [{"period_kind": "day", "period_start": "2026-11-25"}]}
+    fields = ("period_kind", "period_start", "value", "numerator", "denominator", "computed_at")
+    return {**item, "changed": [{name: item[name] for name in fields}]}
+
+
+def series_of(kpi_id: str, *cells: tuple[date, float, str]) -> bytes:
+    """A day series over DAY's month as a fresh read gives it, holding `cells` (day, value,
+    computed at HH:MM)."""
+    kpi, first = get_kpi(kpi_id), Period(PeriodKind.DAY, DAY.replace(day=1))
+    periods = reads.series_periods(first, Period(PeriodKind.DAY, DAY))
+    rows = [
+        (UNIT, day, float(value), None, datetime.fromisoformat(f"2026-11-25T{at}:00.123456+00:00"))
+        for day, value, at in cells
+    ] or [(UNIT, None, None, None, None)]
+    return orjson.dumps(reads.series_document(kpi, UNIT, periods, rows), option=orjson.OPT_UTC_Z)
 
 
 def cached(cache: SeriesCache, key: SeriesKey, data: bytes) -> None:
     cache.put(key, data, cache.ticket(key))
 
 
-def test_an_update_from_another_process_patches_the_current_values_and_drops_the_series() -> None:
+def test_an_update_from_another_process_patches_the_current_values_and_the_series() -> None:
     cache = SeriesCache()
     cached(cache, VIEW, view_bytes(headline(BACKLOG, 5), headline(ON_TIME, 90)))
-    cached(cache, SERIES, b"backlog series")
+    cached(cache, SERIES, series_of(BACKLOG, (EARLIER, 3, "09:00"), (DAY, 5, "10:00")))
     cached(cache, OTHER_SERIES, b"on-time series")
     cache.update_topic(f"kpi:{BACKLOG}:{UNIT}", published(headline(BACKLOG, 6, at="10:01")))
     assert cache.get(VIEW) == view_bytes(headline(BACKLOG, 6, at="10:01"), headline(ON_TIME, 90))
-    assert cache.get(SERIES) is None
+    assert cache.get(SERIES) == series_of(BACKLOG, (EARLIER, 3, "09:00"), (DAY, 6, "10:01"))
     assert cache.get(OTHER_SERIES) == b"on-time series"
+
+
+def test_a_series_keeps_a_point_computed_after_an_update_arriving_late() -> None:
+    cache = SeriesCache()
+    data = series_of(BACKLOG, (DAY, 7, "10:02"))
+    cached(cache, SERIES, data)
+    cache.update_topic(f"kpi:{BACKLOG}:{UNIT}", published(headline(BACKLOG, 6, at="10:01")))
+    assert cache.get(SERIES) == data
+
+
+def test_a_series_read_in_flight_during_an_update_is_not_cached() -> None:
+    cache = SeriesCache()
+    ticket = cache.ticket(SERIES)  # the read begins
+    cache.update_topic(f"kpi:{BACKLOG}:{UNIT}", published(headline(BACKLOG, 6, at="10:01")))
+    cache.put(SERIES, series_of(BACKLOG, (DAY, 5, "10:00")), ticket)
+    assert cache.get(SERIES) is None
+
+
+def test_an_update_without_its_changed_cells_drops_the_series() -> None:
+    cache = SeriesCache()
+    cached(cache, SERIES, series_of(BACKLOG, (DAY, 5, "10:00")))
+    cache.update_topic(f"kpi:{BACKLOG}:{UNIT}", headline(BACKLOG, 6, at="10:01"))
+    assert cache.get(SERIES) is None
+
+
+def open_dossier(received: datetime) -> Dossier:
+    return make_dossier(
+        received_at=received, due_at=received + timedelta(days=5), source_updated_at=received
+    )
+
+
+async def test_a_series_patched_with_a_published_update_reads_as_a_fresh_read(
+    ctx: AppContext,
+) -> None:
+    kpi, unit = get_kpi(BACKLOG), BIEN_HOA
+    span = (Period(PeriodKind.DAY, date(2026, 11, 1)), Period(PeriodKind.DAY, date(2026, 11, 20)))
+    instance_id = await make_instance(ctx)
+    await updates_after(ctx, [open_dossier(datetime(2026, 11, 17, 2, tzinfo=UTC))])
+    remote = SeriesCache()  # another API process, holding the series before the next batch
+    before, _ = await reads.series_bytes(kpi, unit, span, engine=ctx.engine, cache=remote)
+
+    frames = await updates_after(
+        ctx,
+        [open_dossier(datetime(2026, 11, 19, 2, tzinfo=UTC))],
+        topic=topic(BACKLOG, unit),
+        instance_id=instance_id,
+    )
+    remote.update_topic(topic(BACKLOG, unit), frames[-1]["data"])
+
+    patched, hit = await reads.series_bytes(kpi, unit, span, engine=ctx.engine, cache=remote)
+    fresh, _ = await reads.series_bytes(kpi, unit, span, engine=ctx.engine, cache=SeriesCache())
+    assert hit and patched != before
+    assert orjson.loads(patched) == orjson.loads(fresh)
 
 
 def test_updates_of_other_units_and_topics_leave_a_view_alone() -> None:
