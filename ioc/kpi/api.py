@@ -73,7 +73,9 @@ def _unit(ctx: ContextDep, unit: str | None) -> str:
         "The current (headline-period) value of every KPI, or of those asked for, for one "
         "unit. Served from a cache dropped whenever a cell of the unit is recomputed (patched in "
         "place with the new headline values when another process recomputed them), and after "
-        f"{reads.CURRENT_VALUES_TTL_SECONDS:g} s for the values that move with time alone."
+        f"{reads.CURRENT_VALUES_TTL_SECONDS:g} s for the values that move with time alone "
+        f"(answered as they were, for {reads.CURRENT_VALUES_STALE_SECONDS:g} s more at most, "
+        "while they are read again)."
     ),
 )
 async def get_current_kpis(

@@ -6,6 +6,7 @@ by a record column (agency, field, procedure, facility, school), and the records
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -57,6 +58,8 @@ MAX_SERIES_PERIODS = 1000
 DEFAULT_SERIES_LENGTH = 30
 """Periods in a series when the request gives no `from`."""
 KPIS_PATH = "/api/v1/kpis"
+
+log = logging.getLogger(__name__)
 
 
 class InvalidKpiRead(ValueError):
@@ -309,7 +312,8 @@ class SeriesCache:
         self.ttl_seconds = ttl_seconds
         self.computed_ttl_seconds = computed_ttl_seconds
         self._clock = clock
-        self._entries: OrderedDict[SeriesKey, tuple[bytes, float]] = OrderedDict()
+        self._entries: OrderedDict[SeriesKey, tuple[bytes, float, float]] = OrderedDict()
+        """Bytes by key, with when they expire and until when they may still be served stale."""
         self._keys_of: dict[tuple[str, str], set[SeriesKey]] = {}
         # Bumped on every invalidation, so that a read made before a change cannot be
         # cached after it (bounded by the number of KPIs × units).
@@ -336,13 +340,24 @@ class SeriesCache:
         return len(self._entries)
 
     def get(self, key: SeriesKey) -> bytes | None:
-        """The cached bytes of `key`, or None."""
+        """The cached bytes of `key`, or None (never cached, dropped, or expired)."""
+        return self._read(key, stale=False)
+
+    def stale(self, key: SeriesKey) -> bytes | None:
+        """The bytes of `key` expired but not yet past the stale time they were put with, or
+        None (see `put`)."""
+        return self._read(key, stale=True)
+
+    def _read(self, key: SeriesKey, *, stale: bool) -> bytes | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        data, expires_at = entry
-        if self._clock() > expires_at:
+        data, expires_at, kept_until = entry
+        now = self._clock()
+        if now > kept_until:
             self._drop(key)
+            return None
+        if (now > expires_at) != stale:
             return None
         self._entries.move_to_end(key)
         patched = self._views.pop(key, None)
@@ -352,7 +367,7 @@ class SeriesCache:
                 if _is_current_view(key)
                 else orjson.dumps(patched)
             )
-            self._entries[key] = (data, expires_at)
+            self._entries[key] = (data, expires_at, kept_until)
         return data
 
     def ticket(self, key: SeriesKey) -> Ticket:
@@ -360,11 +375,18 @@ class SeriesCache:
         return self._generations.get((key.kpi, key.unit), 0), self._updates
 
     def put(
-        self, key: SeriesKey, data: bytes, ticket: Ticket, *, ttl_seconds: float | None = None
+        self,
+        key: SeriesKey,
+        data: bytes,
+        ticket: Ticket,
+        *,
+        ttl_seconds: float | None = None,
+        stale_seconds: float = 0.0,
     ) -> bytes:
         """Cache `data` for `key`, unless a cell of its (kpi, unit) changed since `ticket`; a
-        current-values view is first patched with the remote updates that came since. Returns
-        the bytes cached (or `data` when refused)."""
+        current-values view is first patched with the remote updates that came since. Once
+        expired, the bytes are still `stale` for `stale_seconds` (kept up to date like fresh
+        ones, but for the time passing). Returns the bytes cached (or `data` when refused)."""
         cell = (key.kpi, key.unit)
         generation, updates = ticket
         if self._generations.get(cell, 0) != generation or updates < self._cleared_at:
@@ -375,7 +397,8 @@ class SeriesCache:
                 return data
             data = patched
         ttl = self.ttl_seconds if ttl_seconds is None else min(ttl_seconds, self.ttl_seconds)
-        self._entries[key] = (data, self._clock() + ttl)
+        expires_at = self._clock() + ttl
+        self._entries[key] = (data, expires_at, expires_at + stale_seconds)
         self._entries.move_to_end(key)
         self._views.pop(key, None)
         self._keys_of.setdefault(cell, set()).add(key)
@@ -726,6 +749,11 @@ CURRENT_VALUES_TTL_SECONDS = 5.0
 """How long current values stay cached when no cell of their unit changes: a few of them move
 with time alone (minutes since a source's last poll, incident response times)."""
 
+CURRENT_VALUES_STALE_SECONDS = 5.0
+"""For how long after that they are still served while one request's read replaces them: a
+request never waits for that read, and a value moving with time alone is at most this much
+older (plus the read) than it would be otherwise."""
+
 _KPI_READS = TypeAdapter(list[KpiRead])
 
 
@@ -741,7 +769,8 @@ async def current_values_bytes(
     """The current values of `kpis` for `unit` as JSON bytes (a list of `KpiRead`), from `cache`
     when it holds them, and whether it did. Dropped when any cell of the unit changes here;
     patched when another process publishes a new headline value. Requests that miss while the
-    same read is in progress share it."""
+    same read is in progress share it; expired values, for `CURRENT_VALUES_STALE_SECONDS`, are
+    answered at once while the read goes on."""
     today = local_date(now, tz)
     view = CURRENT_VIEW + ",".join(kpi.id for kpi in kpis)
     key = SeriesKey(ANY_KPI, unit, view, today, today)
@@ -760,11 +789,26 @@ async def current_values_bytes(
                     session, unit, now=now, tz=tz, kpis=kpis, computed=cache
                 )
             data = _KPI_READS.dump_json(values)
-            return cache.put(key, data, ticket, ttl_seconds=CURRENT_VALUES_TTL_SECONDS)
+            return cache.put(
+                key,
+                data,
+                ticket,
+                ttl_seconds=CURRENT_VALUES_TTL_SECONDS,
+                stale_seconds=CURRENT_VALUES_STALE_SECONDS,
+            )
+
+        def landed(flight: asyncio.Future[bytes]) -> None:
+            cache.flights.pop(flying, None)
+            failure = None if flight.cancelled() else flight.exception()
+            if failure is not None:  # also when no request waits for it (a stale answer)
+                log.warning("reading the current values of %s failed", unit, exc_info=failure)
 
         flight = asyncio.ensure_future(read())
         cache.flights[flying] = flight
-        flight.add_done_callback(lambda _: cache.flights.pop(flying, None))
+        flight.add_done_callback(landed)
+    stale = cache.stale(key)
+    if stale is not None:
+        return stale, True
     return await asyncio.shield(flight), False
 
 

@@ -12,8 +12,10 @@ import orjson
 from sqlalchemy import event
 
 from ioc.context import AppContext
+from ioc.kit.clock import local_date
 from ioc.kpi import reads
 from ioc.kpi.catalog import get_kpi
+from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.publish import topic
 from ioc.kpi.reads import ANY_KPI, CURRENT_VIEW, SeriesCache, SeriesKey
@@ -207,6 +209,59 @@ async def test_requests_missing_the_same_current_values_share_one_read(ctx: AppC
     event.remove(ctx.engine.sync_engine, "before_cursor_execute", count)
     assert one_read > 0 and statements == one_read
     assert together == [alone] * 3  # each a miss, the same bytes
+
+
+def test_expired_bytes_are_served_stale_for_their_stale_time_only() -> None:
+    now = [0.0]
+    cache = SeriesCache(clock=lambda: now[0])
+    cache.put(VIEW, b"view", cache.ticket(VIEW), ttl_seconds=5, stale_seconds=5)
+    now[0] = 4.9
+    assert (cache.get(VIEW), cache.stale(VIEW)) == (b"view", None)
+    now[0] = 5.1
+    assert (cache.get(VIEW), cache.stale(VIEW)) == (None, b"view")
+    now[0] = 10.1
+    assert (cache.get(VIEW), cache.stale(VIEW)) == (None, None)
+
+
+async def test_expired_current_values_are_answered_at_once_while_they_are_read_again(
+    ctx: AppContext,
+) -> None:
+    clock = [0.0]
+    cache = SeriesCache(clock=lambda: clock[0])
+    kpis, now, tz = [get_kpi(BACKLOG)], datetime.now(UTC), ctx.settings.tz
+
+    async def ask() -> tuple[list[Any], bool]:
+        data, hit = await reads.current_values_bytes(
+            ctx.sessionmaker, cache, UNIT, kpis, now=now, tz=tz
+        )
+        return [item["value"] for item in orjson.loads(data)], hit
+
+    first = await ask()
+    async with ctx.sessionmaker() as session, session.begin():
+        session.add(
+            KpiValue(
+                kpi=BACKLOG,
+                unit_code=UNIT,
+                period_kind="day",
+                period_start=local_date(now, tz),
+                numerator=9.0,
+                denominator=None,
+                value=9.0,
+                computed_at=now,
+            )
+        )
+    clock[0] = reads.CURRENT_VALUES_TTL_SECONDS + 0.1
+    stale = await ask()
+    reading = list(cache.flights.values())
+    assert reading and not reading[0].done()  # answered before the read ended
+    await asyncio.gather(*reading)
+    fresh = await ask()
+    clock[0] += reads.CURRENT_VALUES_TTL_SECONDS + reads.CURRENT_VALUES_STALE_SECONDS + 0.1
+    too_old = await ask()
+    assert first == ([0.0], False)
+    assert stale == ([0.0], True)
+    assert fresh == ([9.0], True)
+    assert too_old == ([9.0], False)  # past its stale time: waited for
 
 
 def computed_cell(value: float) -> KpiRead:
