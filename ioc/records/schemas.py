@@ -20,7 +20,8 @@ class Page(BaseModel):
         description="How many records match the query, across all pages. In a listing, a total "
         f"of {LARGE_TOTAL:,} or more is counted at most every {TTL_SECONDS:g} seconds (or, "
         f"where counting it takes longer than {TTL_SECONDS * COUNTING_SHARE:g} s, every "
-        f"{1 / COUNTING_SHARE:g} times that), so it may lag the records stored since by as much"
+        f"{1 / COUNTING_SHARE:g} times that); for as long again it is answered while counted "
+        "anew, so it may lag the records stored since by twice as much"
     )
     limit: int
     offset: int

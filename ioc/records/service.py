@@ -269,18 +269,23 @@ async def query_records(
 ) -> Page:
     """One page of the records matching `query` and every `extra_conditions`, with the total;
     the total of a query without `extra_conditions` through `totals` when given (a large one
-    remembered; one count at a time)."""
+    remembered, and counted anew apart from the request once expired; one count at a time)."""
     if query.unit is not None and await session.get(AdminUnit, query.unit) is None:
         raise UnknownUnit(f"unknown unit code {query.unit!r}")
     statement = records_select(query).where(*extra_conditions)
+    counting = select(func.count()).select_from(statement.subquery())
 
     async def count() -> int:
-        return await session.scalar(select(func.count()).select_from(statement.subquery())) or 0
+        return await session.scalar(counting) or 0
+
+    async def count_apart() -> int:  # on its own connection, the request may be gone
+        async with AsyncSession(session.bind) as apart:
+            return await apart.scalar(counting) or 0
 
     if extra_conditions or totals is None:  # a drill-down's total is always exact
         total = await count()
     else:
-        total = await totals.total(query.match_key(), count)
+        total = await totals.total(query.match_key(), count, count_apart=count_apart)
     rows = await session.scalars(
         statement.order_by(*order_by_clauses(query)).limit(query.limit).offset(query.offset)
     )

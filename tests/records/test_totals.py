@@ -1,9 +1,11 @@
 """Large totals of record listings are remembered for a few seconds (longer when counting them
-is slow); small ones never; one count at a time per query."""
+is slow), then answered for as long again while they are counted anew apart from the request;
+small ones never; one count at a time per query."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -106,3 +108,79 @@ async def test_when_the_request_counting_fails_the_waiting_ones_count_for_themse
         await failing
     assert await waiting == 300
     assert await totals.total("q", count) == 300  # remembered: no third count needed
+
+
+class Counter:
+    """A count of `total` records that waits for `release`, and how often it ran."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.runs = 0
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def __call__(self) -> int:
+        self.runs += 1
+        await self.release.wait()
+        return self.total
+
+
+async def test_an_expired_total_is_answered_at_once_while_counted_anew_apart() -> None:
+    clock = Clock()
+    totals = TotalsCache(large=100, ttl_seconds=10, clock=clock)
+    totals.put("all dossiers", 150)
+    in_request, apart = Counter(999), Counter(160)
+    apart.release.clear()
+    clock.now = 12.0
+
+    answers = [await totals.total("all dossiers", in_request, count_apart=apart) for _ in range(3)]
+    await asyncio.sleep(0)
+
+    assert answers == [150] * 3 and apart.runs == 1 and in_request.runs == 0
+    apart.release.set()
+    await asyncio.sleep(0.01)
+    assert totals.get("all dossiers") == 160  # remembered afresh from when it was counted
+    clock.now = 21.9
+    assert await totals.total("all dossiers", in_request, count_apart=apart) == 160
+    assert (apart.runs, in_request.runs) == (1, 0)
+
+
+async def test_a_total_past_its_stale_time_or_without_a_count_apart_is_counted_first() -> None:
+    clock = Clock()
+    totals = TotalsCache(large=100, ttl_seconds=10, clock=clock)
+    totals.put("all dossiers", 150)
+    clock.now = 12.0
+    assert await totals.total("all dossiers", Counter(170)) == 170  # no way to count apart
+    clock.now = 40.0  # 2 × 10 s after it was counted
+    assert await totals.total("all dossiers", Counter(180), count_apart=Counter(0)) == 180
+
+
+async def test_a_failed_count_apart_is_logged_and_the_stale_total_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    totals = TotalsCache(large=100, ttl_seconds=10, clock=clock)
+    totals.put("q", 150)
+    clock.now = 12.0
+
+    async def failing() -> int:
+        raise ConnectionError("the database went")
+
+    with caplog.at_level(logging.WARNING, logger="ioc.records.totals"):
+        assert await totals.total("q", Counter(999), count_apart=failing) == 150
+        await asyncio.sleep(0.01)
+    assert "counting a listing's total again failed" in caplog.text
+    assert totals.stale("q") == 150
+
+
+async def test_a_recount_cancelled_before_it_began_leaves_no_count_to_wait_for() -> None:
+    clock = Clock()
+    totals = TotalsCache(large=100, ttl_seconds=10, clock=clock)
+    totals.put("q", 150)
+    clock.now = 12.0
+    assert await totals.total("q", Counter(999), count_apart=Counter(160)) == 150
+    for task in asyncio.all_tasks() - {asyncio.current_task()}:
+        task.cancel()  # the service stopping, say
+    await asyncio.sleep(0)
+    clock.now = 40.0
+    assert await asyncio.wait_for(totals.total("q", Counter(170)), 1) == 170
