@@ -448,6 +448,7 @@ async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
     by_window: dict[int, array] = {}  # and by when it was scheduled (WINDOW seconds each)
     connections = 32
     latencies = array("d")
+    responses = array("d")  # from the request's sending: without the wait for its connection
     statuses: dict[str, int] = {}
     started = time.perf_counter()
     deadline = started + args.seconds
@@ -471,7 +472,9 @@ async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 if connection is None:
                     connection = await Connection.open("127.0.0.1", args.port)
+                sent_at = time.perf_counter()
                 status, _ = await asyncio.wait_for(connection.get(requests[pick]), 60)
+                responses.append(time.perf_counter() - sent_at)
                 key = str(status)
             except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
                 key = "connection error"
@@ -498,6 +501,7 @@ async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
         "statuses": statuses,
         "latency_ms": _percentiles(latencies),
         "latency_ms_by_kind": {kind: _percentiles(v) for kind, v in sorted(by_kind.items())},
+        "response_ms": _percentiles(responses),
         "latency_ms_p99_by_window": [
             (n * WINDOW, _percentiles(v)["p99"]) for n, v in sorted(by_window.items())
         ],
