@@ -8,15 +8,11 @@ refuses payloads of 8000 bytes or more). An update too large to travel inline be
 registry, as it would for a snapshot. Each replica ignores its own payloads and delivers the
 others' to its local clients with `Hub.deliver` (so they are not relayed again).
 
-Payloads are handled in order, in slices of `HANDLING_SLICE_SECONDS`: a batch's payloads arrive
-together (about a hundred, ~50 ms of handling at the soak's rates), and handled in one go they
-would keep every request and socket of the process waiting that long.
-
 A payload carries `"t"`, the sender's wall-clock time when it was handed to PostgreSQL, so a
 receiver can tell how long a payload waited (PostgreSQL's queue and its own event loop) before it
-was received (`wait`), and how long from its receipt until every update was written to the local
-clients' sockets or queued for them (`handling`, the slices before it included): the two parts
-of live delivery between the worker's commit and the server's publish → socket histogram.
+was handled (`wait`), and how long handling it took until every update was written to the local
+clients' sockets or queued for them (`handling`): the two parts of live delivery between the
+worker's commit and the server's publish → socket histogram.
 
 A payload may also carry `"c": [topic, …]`: topics whose state changed without an update being
 published (a KPI cell of a past period, say, recomputed by a worker with no clients of its
@@ -37,7 +33,6 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -50,9 +45,6 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "ioc_live"
 MAX_PAYLOAD_BYTES = 7900
-HANDLING_SLICE_SECONDS = 0.002
-"""The longest stretch of handling received payloads before the event loop runs what else is
-ready (requests, other sockets) and handling goes on."""
 
 
 def pack(
@@ -150,11 +142,8 @@ class PgFanout:
         self.wait = wait
         """Observes, per payload received, seconds from its sending (`"t"`) to its handling."""
         self.handling = handling
-        """Observes, per payload received, seconds from its receipt to every update handed to
-        the local clients (written to their sockets, or queued when one is busy)."""
-        self._inbox: deque[tuple[float, dict[str, Any]]] = deque()
-        """Payloads received and not handled yet, with when they were received."""
-        self._draining = False
+        """Observes, per payload received, seconds from its handling's start to every update
+        handed to the local clients (written to their sockets, or queued when one is busy)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._rereading: dict[str, bool] = {}
         """Topics being re-read, each with whether it was named again since its read began."""
@@ -257,29 +246,9 @@ class PgFanout:
         sent_at = message.get("t")
         if self.wait is not None and isinstance(sent_at, int | float):
             self.wait.observe(max(0.0, time.time() - sent_at))
-        self._inbox.append((started, message))
-        if not self._draining:
-            self._draining = True
-            self._spawn(self._drain())
-
-    async def _drain(self) -> None:
-        """Handle the payloads received, in order, letting the loop run between slices."""
-        try:
-            sliced = time.perf_counter()
-            while self._inbox:
-                received, message = self._inbox.popleft()
-                try:
-                    self._handle(message)
-                except Exception:  # one bad payload must not hold up the others
-                    log.exception("live fan-out: handling a payload failed")
-                done = time.perf_counter()
-                if self.handling is not None:
-                    self.handling.observe(done - received)
-                if done - sliced >= HANDLING_SLICE_SECONDS and self._inbox:
-                    await asyncio.sleep(0)
-                    sliced = time.perf_counter()
-        finally:
-            self._draining = False
+        self._handle(message)
+        if self.handling is not None:
+            self.handling.observe(time.perf_counter() - started)
 
     def _handle(self, message: dict[str, Any]) -> None:
         """Drop what is cached of the payload's topics, deliver its updates, re-read pointers."""

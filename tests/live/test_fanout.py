@@ -74,31 +74,6 @@ async def test_a_received_payload_is_timed_from_its_sending_and_through_its_deli
     assert len(handling.values) == 1 and 0 <= handling.values[0] < wait.values[0]
 
 
-async def test_payloads_arriving_together_are_handled_in_order_a_slice_at_a_time() -> None:
-    """A batch's payloads arrive at once: other work of the process (a request) runs between
-    slices of their handling instead of after all of it."""
-    fanout = PgFanout(Hub(), "postgresql://unused", origin="api")
-    handled: list[str] = []
-
-    def slow_listener(topic: str, state: Any) -> None:  # 1 ms of handling a payload
-        until = time.perf_counter() + 0.001
-        while time.perf_counter() < until:
-            pass
-        handled.append(topic)
-
-    fanout.on_remote_update.append(slow_listener)
-    topics = [f"kpi:a:{n}" for n in range(20)]
-    for topic in topics:
-        [payload] = pack("worker", [(topic, {"value": 1})])
-        fanout._on_notify(None, 0, "ioc_live", payload)
-    handled_when_a_request_ran: list[int] = []
-    asyncio.get_running_loop().call_soon(lambda: handled_when_a_request_ran.append(len(handled)))
-    for _ in range(100):
-        await asyncio.sleep(0)
-    assert handled == topics
-    assert 0 < handled_when_a_request_ran[0] < len(topics)
-
-
 async def test_changed_topics_named_during_a_re_read_are_read_once_more_not_once_each() -> None:
     reads: list[int] = []
     release = asyncio.Event()
