@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from ioc.auth.authenticator import Authenticator
 from ioc.auth.secrets import SecretBox
 from ioc.config import Settings
-from ioc.db import DirectReads, create_engine, create_sessionmaker
+from ioc.db import DirectReads, create_engine, create_read_sessionmaker, create_sessionmaker
 from ioc.ingest.registry import ConnectorRegistry
 from ioc.kit.clock import Clock, utcnow
 from ioc.kpi import service_index
@@ -35,6 +35,8 @@ class AppContext:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     registry: ConnectorRegistry
+    read_sessionmaker: async_sessionmaker[AsyncSession]
+    """Sessions of read-only requests: each statement on its own (`create_read_sessionmaker`)."""
     hub: Hub | None = None
     scheduler: AsyncIOScheduler | None = None
     clock: Clock = utcnow
@@ -86,6 +88,7 @@ def build_context(
         engine=engine,
         sessionmaker=create_sessionmaker(engine),
         registry=registry or ConnectorRegistry(),
+        read_sessionmaker=create_read_sessionmaker(engine),
         clock=clock,
         metrics=metrics or Metrics(),
         kpi_cache=SeriesCache(computed_ttl_seconds=settings.kpi_refresh_seconds),

@@ -96,6 +96,13 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for reads, each statement in a transaction of its own (autocommit): no BEGIN
+    and COMMIT round trips around them. At READ COMMITTED, the default, each statement of a
+    transaction sees a snapshot of its own anyway."""
+    return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection under a PostgreSQL session, inside the session's transaction.
 

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ioc.context import AppContext
 from ioc.db import DirectReads, asyncpg_dsn, create_engine, unique_or
@@ -112,3 +113,21 @@ async def test_a_live_pooled_connection_is_handed_out_without_a_ping(database_ur
         await engine.dispose()
     # the request's own transaction only (a pre-ping adds a BEGIN and a ROLLBACK of its own)
     assert sent == ["BEGIN;", "ROLLBACK;"]
+
+
+@ON_POSTGRES
+async def test_a_read_session_commits_each_statement_on_its_own(ctx: AppContext) -> None:
+    """No BEGIN and COMMIT around a read-only request's statements: each is a transaction of
+    its own (its own `now()`), where a request's ordinary session holds one for all."""
+
+    async def two_nows(session: AsyncSession) -> tuple[datetime, datetime]:
+        first = await session.scalar(text("SELECT now()"))
+        await asyncio.sleep(0.01)
+        return first, await session.scalar(text("SELECT now()"))
+
+    async with ctx.read_sessionmaker() as session:
+        first, second = await two_nows(session)
+    async with ctx.sessionmaker() as session:
+        begun, still = await two_nows(session)
+    assert first < second
+    assert begun == still

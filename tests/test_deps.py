@@ -52,3 +52,36 @@ async def test_a_created_rule_is_stored_before_the_client_hears_201(
 
     assert response.status_code == 201, response.text
     assert probe.names is not None and "late-dossiers" in probe.names
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/records/dossier",
+        "/api/v1/kpis/onestop.backlog/breakdown",
+        "/api/v1/kpis/onestop.backlog/records",
+        "/api/v1/connectors",
+        "/api/v1/connectors/1",
+    ],
+)
+async def test_the_busiest_reads_run_in_a_read_session(ctx: AppContext, path: str) -> None:
+    """Statements committed one by one: no BEGIN and COMMIT round trips around them."""
+    app = create_app(ctx.settings)
+    async with app.router.lifespan_context(app):
+        service: AppContext = app.state.ctx
+        opened = {"read": 0, "ordinary": 0}
+
+        def counting(sessionmaker: Any, kind: str) -> Any:
+            def open_session() -> Any:
+                opened[kind] += 1
+                return sessionmaker()
+
+            return open_session
+
+        service.read_sessionmaker = counting(service.read_sessionmaker, "read")
+        service.sessionmaker = counting(service.sessionmaker, "ordinary")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ioc") as http:
+            response = await http.get(path)
+    assert response.status_code in (200, 404)
+    assert opened == {"read": 1, "ordinary": 0}

@@ -11,7 +11,7 @@ from ioc.auth.deps import AuditDep, require
 from ioc.auth.masking import mask_payload
 from ioc.auth.permissions import Permission, Principal
 from ioc.context import AppContext
-from ioc.deps import ContextDep, SessionDep
+from ioc.deps import ContextDep, ReadSessionDep, SessionDep
 from ioc.ingest import instances as service
 from ioc.ingest.models import ConnectorInstance, PollRun
 from ioc.ingest.rejected import list_rejected, reingest
@@ -47,7 +47,7 @@ async def get_kinds(ctx: ContextDep) -> list[ConnectorKindRead]:
 
 
 @router.get("/connectors", response_model=list[ConnectorInstanceRead])
-async def get_connectors(session: SessionDep, ctx: ContextDep) -> list[ConnectorInstanceRead]:
+async def get_connectors(session: ReadSessionDep, ctx: ContextDep) -> list[ConnectorInstanceRead]:
     """Every connector instance with its health; secrets masked."""
     now = utcnow()
     return [
@@ -76,7 +76,7 @@ async def create_connector(
 
 @router.get("/connectors/{instance_id}", response_model=ConnectorInstanceRead)
 async def get_connector(
-    instance_id: InstanceIdPath, session: SessionDep, ctx: ContextDep
+    instance_id: InstanceIdPath, session: ReadSessionDep, ctx: ContextDep
 ) -> ConnectorInstanceRead:
     """One instance with its health."""
     instance = await _mutate(service.get_instance(session, instance_id))

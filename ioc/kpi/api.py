@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from ioc.auth.deps import PrincipalDep, require
 from ioc.auth.permissions import Permission, Principal
-from ioc.deps import ContextDep, SessionDep
+from ioc.deps import ContextDep, ReadSessionDep
 from ioc.kit.clock import local_date
 from ioc.kit.params import Offset
 from ioc.kpi import reads
@@ -148,7 +148,7 @@ async def get_series(
 @router.get("/{kpi}/breakdown", response_model=BreakdownRead)
 async def get_breakdown(
     kpi: str,
-    session: SessionDep,
+    session: ReadSessionDep,
     ctx: ContextDep,
     principal: PrincipalDep,
     unit: UnitParam = None,
@@ -195,7 +195,7 @@ async def get_breakdown(
 async def get_cell_records(
     kpi: str,
     request: Request,
-    session: SessionDep,
+    session: ReadSessionDep,
     ctx: ContextDep,
     principal: Annotated[Principal, require(Permission.RECORDS)],
     unit: UnitParam = None,

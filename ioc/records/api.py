@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from ioc.auth.deps import PrincipalDep
 from ioc.auth.masking import mask_record
 from ioc.auth.permissions import Permission, Principal
-from ioc.deps import ContextDep, SessionDep
+from ioc.deps import ContextDep, ReadSessionDep
 from ioc.kit.params import Offset
 from ioc.records.schemas import Page
 from ioc.records.service import (
@@ -50,7 +50,7 @@ _FILTERS_HELP = "; ".join(
 async def get_records(
     record_type: str,
     request: Request,
-    session: SessionDep,
+    session: ReadSessionDep,
     ctx: ContextDep,
     principal: PrincipalDep,
     unit: Annotated[
