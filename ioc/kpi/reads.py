@@ -324,6 +324,9 @@ class SeriesCache:
         self._cleared_at = 0
         """`_updates` when the cache was last cleared: older tickets are refused."""
         self._latest: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        self._also: dict[SeriesKey, frozenset[tuple[str, str]]] = {}
+        """The other cells than its (kpi, unit) that a cached read depends on (a breakdown's
+        child units)."""
         self._views: dict[SeriesKey, Any] = {}
         """Patched entries not serialized again yet (a view's items, a series' document; `get`
         serializes them)."""
@@ -370,9 +373,15 @@ class SeriesCache:
             self._entries[key] = (data, expires_at, kept_until)
         return data
 
-    def ticket(self, key: SeriesKey) -> Ticket:
-        """Take before reading the database; `put` refuses bytes an invalidation made stale."""
-        return self._generations.get((key.kpi, key.unit), 0), self._updates
+    def ticket(self, key: SeriesKey, *, also: Iterable[tuple[str, str]] = ()) -> Ticket:
+        """Take before reading the database; `put` refuses bytes an invalidation made stale
+        (of the key's (kpi, unit), or of the other cells `also` its read depends on)."""
+        return self._generation(key, also), self._updates
+
+    def _generation(self, key: SeriesKey, also: Iterable[tuple[str, str]]) -> int:
+        """The sum of the generations of the cells `key` depends on (each only grows)."""
+        cells = {(key.kpi, key.unit), *also}
+        return sum(self._generations.get(cell, 0) for cell in cells)
 
     def put(
         self,
@@ -382,14 +391,18 @@ class SeriesCache:
         *,
         ttl_seconds: float | None = None,
         stale_seconds: float = 0.0,
+        also: Iterable[tuple[str, str]] = (),
     ) -> bytes:
         """Cache `data` for `key`, unless a cell of its (kpi, unit) changed since `ticket`; a
         current-values view is first patched with the remote updates that came since. Once
         expired, the bytes are still `stale` for `stale_seconds` (kept up to date like fresh
-        ones, but for the time passing). Returns the bytes cached (or `data` when refused)."""
+        ones, but for the time passing). Bytes read from other cells than the key's (kpi, unit)
+        name them in `also` (as in their ticket): dropped or patched when one of them changes.
+        Returns the bytes cached (or `data` when refused)."""
         cell = (key.kpi, key.unit)
+        also = frozenset(also) - {cell}
         generation, updates = ticket
-        if self._generations.get(cell, 0) != generation or updates < self._cleared_at:
+        if self._generation(key, also) != generation or updates < self._cleared_at:
             return data
         if updates != self._updates and _is_current_view(key):
             patched = self._catch_up(key, data, since=updates)
@@ -401,7 +414,10 @@ class SeriesCache:
         self._entries[key] = (data, expires_at, expires_at + stale_seconds)
         self._entries.move_to_end(key)
         self._views.pop(key, None)
-        self._keys_of.setdefault(cell, set()).add(key)
+        for depended in (cell, *also):
+            self._keys_of.setdefault(depended, set()).add(key)
+        if also:
+            self._also[key] = also
         while len(self._entries) > self.max_entries:
             self._drop(next(iter(self._entries)))
         return data
@@ -517,7 +533,12 @@ class SeriesCache:
             document = self._views.get(key)
             if document is None:
                 document = orjson.loads(self._entries[key][0])
-            if _patch_points(document, changes):
+            fits = (
+                _patch_breakdown(document, cell[1], changes)
+                if key.kind.startswith(BREAKDOWN_VIEW)
+                else _patch_points(document, changes)
+            )
+            if fits:
                 self._views[key] = document
             else:
                 self._drop(key)
@@ -549,22 +570,25 @@ class SeriesCache:
     def _forget_reads(self, cell: tuple[str, str]) -> None:
         """Drop the cached reads of one (kpi, unit) and refuse the ones in flight."""
         self._generations[cell] = self._generations.get(cell, 0) + 1
-        for key in self._keys_of.pop(cell, set()):
-            self._entries.pop(key, None)
-            self._views.pop(key, None)
+        for key in list(self._keys_of.get(cell, ())):
+            self._drop(key)
 
     def _drop(self, key: SeriesKey) -> None:
         self._entries.pop(key, None)
         self._views.pop(key, None)
-        keys = self._keys_of.get((key.kpi, key.unit))
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._keys_of[(key.kpi, key.unit)]
+        for cell in ((key.kpi, key.unit), *self._also.pop(key, ())):
+            keys = self._keys_of.get(cell)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._keys_of[cell]
 
 
 CURRENT_VIEW = "current:"
 """The `kind` of a cached current-values view begins so (the KPI ids follow)."""
+
+BREAKDOWN_VIEW = "breakdown:"
+"""The `kind` of a cached breakdown by child unit begins so (period kind, sort, links follow)."""
 
 
 def _is_current_view(key: SeriesKey) -> bool:
@@ -597,6 +621,36 @@ def _patch_points(document: dict[str, Any], changes: Any) -> bool:
             "denominator": change["denominator"],
             "computed_at": orjson.dumps(computed_at, option=orjson.OPT_UTC_Z)[1:-1].decode(),
         }
+    return True
+
+
+def _patch_breakdown(document: dict[str, Any], unit: str, changes: Any) -> bool:
+    """Put the cell of `changes` (of one KPI and `unit`: the breakdown's own unit or one of its
+    children) whose period is the breakdown's in place of the total or of that child's row, the
+    rows sorted again; False when the changes are not such a list or name no row."""
+    if not isinstance(changes, list):
+        return False
+    period = (document["period_kind"], document["period_start"])
+    for change in changes:
+        if not isinstance(change, dict) or not change.keys() >= _CHANGE_FIELDS:
+            return False
+        if (change["period_kind"], change["period_start"]) != period:
+            continue
+        if unit == document["unit"]:
+            row = document["total"]
+        else:
+            row = next((r for r in document["rows"] if r["key"] == unit), None)
+            if row is None:
+                return False
+        ratio = document["value_kind"] != ValueKind.COUNT.value  # as `KpiDefinition.is_ratio`
+        denominator = change["denominator"]
+        row["numerator"], row["value"] = change["numerator"], change["value"]
+        row["denominator"] = 0.0 if ratio and denominator is None else denominator
+    if document["sort"] == "value":
+        sign = 1.0 if document["good_direction"] == Direction.UP.value else -1.0
+        document["rows"].sort(
+            key=lambda r: (r["value"] is None, sign * (r["value"] or 0.0), r["key"] or "")
+        )
     return True
 
 
@@ -909,6 +963,48 @@ async def breakdown(
         rows=sorted(rows, key=_by_value(kpi) if sort == "value" else _by_key),
         total=total,
     )
+
+
+async def breakdown_bytes(
+    session: AsyncSession,
+    cache: SeriesCache,
+    kpi: KpiDefinition,
+    unit: str,
+    period: Period,
+    *,
+    by: str,
+    sort: str,
+    links: bool,
+    now: datetime,
+    tz: ZoneInfo,
+) -> tuple[bytes, bool]:
+    """`breakdown` as JSON bytes (the records paths left out unless `links`), and whether they
+    came from `cache`. By child unit they are cached like current values: patched with the
+    cells of the unit and its children that other processes publish, dropped when one changes
+    here, read again after `CURRENT_VALUES_TTL_SECONDS` (the KPIs computed on read)."""
+    if by != "unit":
+        found = await breakdown(session, kpi, unit, period, by=by, sort=sort, now=now, tz=tz)
+        return _breakdown_json(found, links=links), False
+    kind = f"{BREAKDOWN_VIEW}{period.kind.value}:{sort}:{'links' if links else 'plain'}"
+    key = SeriesKey(kpi.id, unit, kind, period.start, period.start)
+    cached = cache.get(key)
+    if cached is not None:
+        return cached, True
+    children = [(kpi.id, code) for code in await _children(session, unit)]
+    ticket = cache.ticket(key, also=children)
+    found = await breakdown(session, kpi, unit, period, by=by, sort=sort, now=now, tz=tz)
+    data = _breakdown_json(found, links=links)
+    return cache.put(
+        key, data, ticket, ttl_seconds=CURRENT_VALUES_TTL_SECONDS, also=children
+    ), False
+
+
+def _breakdown_json(found: BreakdownRead, *, links: bool) -> bytes:
+    document = found.model_dump(mode="json")
+    if not links:
+        for row in (*document["rows"], document["total"]):
+            row["records"] = None
+    return orjson.dumps(document)
 
 
 async def _unit_parts(

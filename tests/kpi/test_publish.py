@@ -27,16 +27,20 @@ class RecordingSender:
 
 
 async def updates_after(
-    ctx: AppContext, records: list[Dossier], *, topic: str = TOPIC, instance_id: int | None = None
+    ctx: AppContext,
+    records: list[Dossier],
+    *,
+    topics: tuple[str, ...] = (TOPIC,),
+    instance_id: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The updates a subscriber of `topic` (the province's on-time rate) gets for a batch
+    """The updates a subscriber of `topics` (the province's on-time rate) gets for a batch
     stored at NOW (from a new connector instance unless given)."""
     ctx.clock = lambda: NOW
     assert ctx.hub is not None
     sender = RecordingSender()
     client = Client(sender, queue_limit=10)
     writer = asyncio.create_task(client.run_writer())
-    await ctx.hub.subscribe(client, [topic])
+    await ctx.hub.subscribe(client, list(topics))
     if instance_id is None:
         instance_id = await make_instance(ctx)
     await ingest_dossiers(ctx, records, instance_id=instance_id)

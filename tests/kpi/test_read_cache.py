@@ -125,7 +125,7 @@ async def test_a_series_patched_with_a_published_update_reads_as_a_fresh_read(
     frames = await updates_after(
         ctx,
         [open_dossier(datetime(2026, 11, 19, 2, tzinfo=UTC))],
-        topic=topic(BACKLOG, unit),
+        topics=(topic(BACKLOG, unit),),
         instance_id=instance_id,
     )
     remote.update_topic(topic(BACKLOG, unit), frames[-1]["data"])
@@ -301,3 +301,115 @@ def test_a_cell_computed_on_read_expires_after_the_refresh_interval_and_on_a_cle
     cache.remember_computed(BACKLOG, UNIT, BACKLOG_TODAY, computed_cell(5), 0)
     cache.clear()
     assert cache.computed(BACKLOG, UNIT, BACKLOG_TODAY) is None
+
+
+PROVINCE, OTHER_COMMUNE = "75", "26041"
+BREAKDOWN = SeriesKey(BACKLOG, PROVINCE, f"{reads.BREAKDOWN_VIEW}day:value:links", DAY, DAY)
+CHILDREN = [(BACKLOG, UNIT), (BACKLOG, OTHER_COMMUNE)]
+
+
+def breakdown_of(total: float, **rows: float) -> bytes:
+    """A province's backlog on DAY broken down by commune, as a fresh read gives it."""
+
+    def row(key: str, value: float) -> dict[str, Any]:
+        return {
+            "key": key,
+            "label": key,
+            "numerator": float(value),
+            "denominator": None,
+            "value": float(value),
+            "records": f"/records/{key}",
+        }
+
+    ordered = sorted(rows.items(), key=lambda kv: (-kv[1], kv[0]))  # worst (largest) first
+    return orjson.dumps(
+        {
+            "kpi": BACKLOG,
+            "unit": PROVINCE,
+            "period_kind": "day",
+            "period_start": DAY.isoformat(),
+            "by": "unit",
+            "column": None,
+            "value_kind": "count",
+            "good_direction": "down",
+            "additive": True,
+            "sort": "value",
+            "rows": [row(key, value) for key, value in ordered],
+            "total": row(PROVINCE, total),
+        }
+    )
+
+
+def test_a_breakdown_is_patched_with_its_children_s_cells_and_its_unit_s() -> None:
+    cache = SeriesCache()
+    cache.put(
+        BREAKDOWN,
+        breakdown_of(8, **{UNIT: 5, OTHER_COMMUNE: 3}),
+        cache.ticket(BREAKDOWN, also=CHILDREN),
+        also=CHILDREN,
+    )
+    moved = published(headline(BACKLOG, 6))
+    cache.update_topic(f"kpi:{BACKLOG}:{OTHER_COMMUNE}", {**moved, "unit": OTHER_COMMUNE})
+    cache.update_topic(f"kpi:{BACKLOG}:{PROVINCE}", published(headline(BACKLOG, 11)))
+    yesterday = published(headline(BACKLOG, 1, start="2026-11-24"))  # another period
+    cache.update_topic(f"kpi:{BACKLOG}:{UNIT}", yesterday)
+    assert cache.get(BREAKDOWN) == breakdown_of(11, **{UNIT: 5, OTHER_COMMUNE: 6})
+
+
+def test_a_breakdown_read_while_a_child_s_cell_changes_is_not_cached() -> None:
+    cache = SeriesCache()
+    ticket = cache.ticket(BREAKDOWN, also=CHILDREN)
+    cache.update_topic(f"kpi:{BACKLOG}:{UNIT}", published(headline(BACKLOG, 6)))
+    cache.put(BREAKDOWN, breakdown_of(8, **{UNIT: 5, OTHER_COMMUNE: 3}), ticket, also=CHILDREN)
+    assert cache.get(BREAKDOWN) is None
+
+
+def test_a_breakdown_dropped_by_one_child_is_forgotten_by_the_others() -> None:
+    cache = SeriesCache()
+    data = breakdown_of(8, **{UNIT: 5, OTHER_COMMUNE: 3})
+    cache.put(BREAKDOWN, data, cache.ticket(BREAKDOWN, also=CHILDREN), also=CHILDREN)
+    cache.forget_series_of_topic(f"kpi:{BACKLOG}:{UNIT}")  # a change without its values
+    assert cache.get(BREAKDOWN) is None
+    cache.update_topic(f"kpi:{BACKLOG}:{OTHER_COMMUNE}", published(headline(BACKLOG, 6)))
+    cache.put(BREAKDOWN, data, cache.ticket(BREAKDOWN, also=CHILDREN), also=CHILDREN)
+    assert cache.get(BREAKDOWN) == data
+
+
+async def test_a_breakdown_patched_with_published_updates_reads_as_a_fresh_read(
+    ctx: AppContext,
+) -> None:
+    kpi = get_kpi(BACKLOG)
+    day = Period(PeriodKind.DAY, date(2026, 11, 20))
+    instance_id = await make_instance(ctx)
+    await updates_after(ctx, [open_dossier(datetime(2026, 11, 17, 2, tzinfo=UTC))])
+
+    async def read(cache: SeriesCache) -> tuple[bytes, bool]:
+        async with ctx.read_sessionmaker() as session:
+            return await reads.breakdown_bytes(
+                session,
+                cache,
+                kpi,
+                PROVINCE,
+                day,
+                by="unit",
+                sort="value",
+                links=True,
+                now=datetime(2026, 11, 20, 3, tzinfo=UTC),
+                tz=ctx.settings.tz,
+            )
+
+    remote = SeriesCache()  # another API process, holding the breakdown before the next batch
+    before, _ = await read(remote)
+    updates = await updates_after(
+        ctx,
+        [open_dossier(datetime(2026, 11, 19, 2, tzinfo=UTC))],
+        topics=(topic(BACKLOG, BIEN_HOA), topic(BACKLOG, PROVINCE)),
+        instance_id=instance_id,
+    )
+    for update in updates:
+        remote.update_topic(update["topic"], update["data"])
+
+    patched, hit = await read(remote)
+    fresh, _ = await read(SeriesCache())
+    assert hit and patched != before
+    assert orjson.loads(patched) == orjson.loads(fresh)
