@@ -15,7 +15,6 @@ from ioc.context import AppContext
 from ioc.kit.clock import local_date
 from ioc.kpi import reads
 from ioc.kpi.catalog import get_kpi
-from ioc.kpi.models import KpiValue
 from ioc.kpi.periods import Period, PeriodKind
 from ioc.kpi.publish import topic
 from ioc.kpi.reads import ANY_KPI, CURRENT_VIEW, SeriesCache, SeriesKey
@@ -23,7 +22,7 @@ from ioc.kpi.schemas import KpiRead
 from ioc.kpi.service import CellValue, to_read
 from ioc.sdk import Dossier
 from tests.kpi.test_publish import updates_after
-from tests.support.factories import BIEN_HOA, make_dossier, make_instance
+from tests.support.factories import BIEN_HOA, make_dossier, make_instance, store_count_cell
 
 UNIT = "26068"
 DAY = date(2026, 11, 25)
@@ -237,19 +236,7 @@ async def test_expired_current_values_are_answered_at_once_while_they_are_read_a
         return [item["value"] for item in orjson.loads(data)], hit
 
     first = await ask()
-    async with ctx.sessionmaker() as session, session.begin():
-        session.add(
-            KpiValue(
-                kpi=BACKLOG,
-                unit_code=UNIT,
-                period_kind="day",
-                period_start=local_date(now, tz),
-                numerator=9.0,
-                denominator=None,
-                value=9.0,
-                computed_at=now,
-            )
-        )
+    await store_count_cell(ctx, BACKLOG, UNIT, local_date(now, tz), 9.0, at=now)
     clock[0] = reads.CURRENT_VALUES_TTL_SECONDS + 0.1
     stale = await ask()
     reading = list(cache.flights.values())

@@ -25,7 +25,7 @@ from ioc.sdk import Batch
 from ioc.units.service import unit_codes
 from tests.kpi.strategies import TZ
 from tests.kpi.support import NOW
-from tests.support.factories import BIEN_HOA, make_dossier, make_instance
+from tests.support.factories import BIEN_HOA, count_cell, make_dossier, make_instance
 
 ON_POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 DOSSIER_KPIS = [k for k in CATALOG if k.record_type == "dossier"]
@@ -106,16 +106,7 @@ def test_stored_local_dates_are_the_local_dates_of_their_moments() -> None:
 
 
 def _cell(kpi: str, unit: str, day: date, numerator: float) -> KpiValue:
-    return KpiValue(
-        kpi=kpi,
-        unit_code=unit,
-        period_kind="day",
-        period_start=day,
-        numerator=numerator,
-        denominator=None,
-        value=numerator,
-        computed_at=NOW,
-    )
+    return count_cell(kpi, unit, day, numerator, at=NOW)
 
 
 async def _table_state(ctx: AppContext) -> tuple[list, list]:

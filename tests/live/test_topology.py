@@ -34,6 +34,7 @@ from ioc.kpi.service import CellValue
 from ioc.live.fanout import MAX_PAYLOAD_BYTES, pack_changed
 from tests.faults.conftest import eventually, seed_file
 from tests.live.test_fanout import receive
+from tests.support.factories import store_count_cell
 from tests.support.servers import serve_app
 from tests.support.upstream import instance_for, running_upstream
 
@@ -142,19 +143,7 @@ async def test_a_change_nobody_follows_in_its_process_reaches_the_followers_of_a
         await receive(ws, kind="snapshot", topic=topic)
         before, _ = await series(http, COMMUNE)
         assert (await series(http, COMMUNE))[1] == "hit"
-        async with ctx.sessionmaker() as session, session.begin():
-            session.add(
-                KpiValue(
-                    kpi=BACKLOG,
-                    unit_code=COMMUNE,
-                    period_kind="day",
-                    period_start=yesterday.start,
-                    numerator=7.0,
-                    denominator=None,
-                    value=7.0,
-                    computed_at=now,
-                )
-            )
+        await store_count_cell(ctx, BACKLOG, COMMUNE, yesterday.start, 7.0, at=now)
         cell = CellValue(kpi, COMMUNE, yesterday, 7.0, None, now)
         worker_ctx: AppContext = worker.state.ctx
         assert not worker_ctx.hub.subscribers

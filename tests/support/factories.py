@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from itertools import count
 from typing import Any
 
 from ioc.context import AppContext
 from ioc.ingest.instances import upsert_instance
 from ioc.ingest.schemas import ConnectorInstanceSeed
+from ioc.kpi.models import KpiValue
 from ioc.kpi.publish import publish_changes
 from ioc.kpi.service import CellValue
 from ioc.scheduler.runner import store_batch, write_transaction
@@ -71,3 +72,25 @@ async def ingest_dossiers(
         )
     await publish_changes(ctx, result.changed_cells)
     return result.changed_cells
+
+
+def count_cell(kpi_id: str, unit_code: str, day: date, value: float, *, at: datetime) -> KpiValue:
+    """A day cell of a count KPI, computed `at`."""
+    return KpiValue(
+        kpi=kpi_id,
+        unit_code=unit_code,
+        period_kind="day",
+        period_start=day,
+        numerator=value,
+        denominator=None,
+        value=value,
+        computed_at=at,
+    )
+
+
+async def store_count_cell(
+    ctx: AppContext, kpi_id: str, unit_code: str, day: date, value: float, *, at: datetime
+) -> None:
+    """Store a day cell of a count KPI directly, as if a recompute had (no update published)."""
+    async with ctx.sessionmaker() as session, session.begin():
+        session.add(count_cell(kpi_id, unit_code, day, value, at=at))
