@@ -911,15 +911,18 @@ async def breakdown(
     sort: str = "value",
     now: datetime,
     tz: ZoneInfo,
+    children: dict[str, str] | None = None,
 ) -> BreakdownRead:
     """One cell (the total) and its parts: by `unit`, the child units' stored cells (computed
     on read when none is stored yet); by an axis, the cell computed per value of a record column.
-    For an additive KPI the parts' numerators and denominators sum to the total's."""
+    For an additive KPI the parts' numerators and denominators sum to the total's. `children`:
+    the unit's, when the caller has read them (`_children`)."""
     if sort not in ("value", "key"):
         raise InvalidKpiRead(f"sort must be value or key, not {sort!r}")
     axis = _axis(kpi, by)
     place = await require_unit(session, unit)
-    children = await _children(session, unit)
+    if children is None:
+        children = await _children(session, unit)
     if axis is None:
         if not children:
             raise InvalidKpiRead(
@@ -990,13 +993,14 @@ async def breakdown_bytes(
     cached = cache.get(key)
     if cached is not None:
         return cached, True
-    children = [(kpi.id, code) for code in await _children(session, unit)]
-    ticket = cache.ticket(key, also=children)
-    found = await breakdown(session, kpi, unit, period, by=by, sort=sort, now=now, tz=tz)
+    children = await _children(session, unit)
+    depends = [(kpi.id, code) for code in children]
+    ticket = cache.ticket(key, also=depends)  # before the cells are read
+    found = await breakdown(
+        session, kpi, unit, period, by=by, sort=sort, now=now, tz=tz, children=children
+    )
     data = _breakdown_json(found, links=links)
-    return cache.put(
-        key, data, ticket, ttl_seconds=CURRENT_VALUES_TTL_SECONDS, also=children
-    ), False
+    return cache.put(key, data, ticket, ttl_seconds=CURRENT_VALUES_TTL_SECONDS, also=depends), False
 
 
 def _breakdown_json(found: BreakdownRead, *, links: bool) -> bytes:
